@@ -1,0 +1,26 @@
+# Run the model up to layer ℓ and stream its MLP inputs x and outputs y into a Zarr store.
+# An interrupted job resumes from `<store>.partial`; the finished store is renamed into place.
+
+
+rule capture_activations:
+    input:
+        model="resources/models/{model}",
+        tokens="results/tokens/{model}/{split}.zarr",
+    output:
+        directory("results/activations/{model}/layer{layer}/{split}.zarr"),
+    params:
+        spec=model_spec,
+        extract=config["extract"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/capture_activations/{model}/layer{layer}/{split}.log",
+    benchmark:
+        "logs/benchmarks/capture_activations/{model}/layer{layer}/{split}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+    conda:
+        ENV
+    script:
+        "../scripts/capture_activations.py"

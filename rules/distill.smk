@@ -1,0 +1,25 @@
+# One job per (model, layer, data, student, learning rate, seed): distil the teacher into a student.
+
+
+rule train_student:
+    input:
+        train=lambda w: data_store(w.data, "train"),
+        validation=lambda w: data_store(w.data, "validation"),
+    output:
+        metrics="results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/metrics.json",
+        weights="results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/student.safetensors",
+    params:
+        distill=config["distill"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/train_student/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_student/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}.tsv"
+    threads: config["distill"]["threads"]
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    script:
+        "../scripts/train_student.py"

@@ -1,0 +1,34 @@
+# The Gaussian control: fit mean and covariance of the train inputs, sample stores of the same size.
+
+
+rule fit_gaussian:
+    input:
+        "results/activations/{model}/layer{layer}/train.zarr",
+    output:
+        "results/gaussian/{model}/layer{layer}/moments.npz",
+    params:
+        block_rows=config["gaussian"]["block_rows"],
+    log:
+        "logs/fit_gaussian/{model}/layer{layer}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/fit_gaussian.py"
+
+
+rule sample_gaussian:
+    input:
+        moments="results/gaussian/{model}/layer{layer}/moments.npz",
+        teacher="results/teacher/{model}/layer{layer}",
+        like="results/activations/{model}/layer{layer}/{split}.zarr",
+    output:
+        directory("results/gaussian/{model}/layer{layer}/{split}.zarr"),
+    params:
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/sample_gaussian/{model}/layer{layer}/{split}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sample_gaussian.py"

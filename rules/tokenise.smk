@@ -1,0 +1,18 @@
+# Tokenise the corpus with each model's tokenizer: short lines dropped, long ones cut.
+
+
+rule tokenise_corpus:
+    input:
+        model="resources/models/{model}",
+    output:
+        train=directory("results/tokens/{model}/train.zarr"),
+        validation=directory("results/tokens/{model}/validation.zarr"),
+    params:
+        corpus=config["corpus"],
+        seed=config["seed"],
+    log:
+        "logs/tokenise_corpus/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/tokenise_corpus.py"

@@ -1,0 +1,9 @@
+"""Rule tokenise_corpus: token ids per split, short lines dropped, long ones cut."""
+
+from secret_moe.logs import log_to
+from secret_moe.steps import tokenise_corpus
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+log_to(sm.log[0])
+tokenise_corpus(sm.input.model, {"train": sm.output.train, "validation": sm.output.validation},
+                sm.params.corpus, sm.params.seed)

@@ -1,0 +1,85 @@
+"""Training batches from an activation store, shuffled at chunk level.
+
+Each epoch visits the chunks in a seeded random order, loads `group_chunks` of them at a time, shuffles
+their rows together and cuts batches; leftovers carry into the next group, so every batch but the last
+is full.  With `in_memory` the arrays are read once and kept (fast when they fit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import zarr
+
+
+class ActivationBatches:
+    def __init__(
+        self,
+        group: zarr.Group,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        group_chunks: int,
+        in_memory: bool,
+        device: str,
+    ) -> None:
+        self.x, self.y = group["x"], group["y"]
+        if in_memory:
+            self.x, self.y = self.x[:], self.y[:]
+        self.rows, self.d_model = group["x"].shape
+        self.chunk_rows = group["x"].chunks[0]
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.group_chunks, self.device = group_chunks, device
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def _blocks(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        chunks = np.arange(math.ceil(self.rows / self.chunk_rows))
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.shuffle:
+            rng.shuffle(chunks)
+        for first in range(0, len(chunks), self.group_chunks):
+            picked = chunks[first : first + self.group_chunks]
+            parts = [(self.x[c * self.chunk_rows : (c + 1) * self.chunk_rows],
+                      self.y[c * self.chunk_rows : (c + 1) * self.chunk_rows]) for c in picked]
+            x_ND = np.concatenate([p[0] for p in parts])
+            y_ND = np.concatenate([p[1] for p in parts])
+            if self.shuffle:
+                perm = rng.permutation(len(x_ND))
+                x_ND, y_ND = x_ND[perm], y_ND[perm]
+            yield x_ND, y_ND
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches (x_BD, y_BD) as float32 tensors on the device."""
+        carry_x = np.empty((0, self.d_model), np.float32)
+        carry_y = carry_x
+        for x_ND, y_ND in self._blocks(epoch):
+            x_ND, y_ND = np.concatenate([carry_x, x_ND]), np.concatenate([carry_y, y_ND])
+            full = len(x_ND) - len(x_ND) % self.batch_size
+            for start in range(0, full, self.batch_size):
+                yield self._to_device(x_ND[start : start + self.batch_size], y_ND[start : start + self.batch_size])
+            carry_x, carry_y = x_ND[full:], y_ND[full:]
+        if len(carry_x):
+            yield self._to_device(carry_x, carry_y)
+
+    def _to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device), torch.from_numpy(
+            np.ascontiguousarray(y)
+        ).to(self.device)
+
+
+def output_variance(batches: ActivationBatches) -> float:
+    """Mean over dimensions of the per-dimension variance of y (the paper's FVU denominator)."""
+    total = np.zeros(batches.d_model)
+    squares = np.zeros(batches.d_model)
+    for _, y_BD in batches.epoch():
+        y = y_BD.double().cpu().numpy()
+        total += y.sum(axis=0)
+        squares += (y**2).sum(axis=0)
+    mean = total / batches.rows
+    return float(np.mean(squares / batches.rows - mean**2))

@@ -1,0 +1,25 @@
+"""Exceptions with messages that name the culprit (a config key, a file, a run)."""
+
+
+class SecretMoeError(Exception):
+    """Base class: bad input detected before expensive work, or a failed run."""
+
+
+class ConfigError(SecretMoeError):
+    pass
+
+
+class CorpusError(SecretMoeError):
+    pass
+
+
+class ModelSourceError(SecretMoeError):
+    pass
+
+
+class StoreMismatchError(SecretMoeError):
+    pass
+
+
+class NonFiniteLossError(SecretMoeError):
+    pass

@@ -1,0 +1,145 @@
+"""Stream one layer's MLP inputs and outputs for every non-padding token into a Zarr store.
+
+Order of work, fixed by the seed so an interrupted run resumes to identical bytes: sequences are
+shuffled and cut into windows; inside a window they are sorted by length and packed into batches of
+at most `batch_tokens` padded tokens (little padding); the window's rows are shuffled and appended.
+Memory holds one window plus one chunk, whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from secret_moe.capture import mlp_io
+from secret_moe.models.layers import hidden_size
+from secret_moe.store import chunk_rows_for, commit_rows, finish_store, open_or_create, partial_path
+
+log = logging.getLogger(__name__)
+
+
+def plan_windows(lengths: np.ndarray, window_sequences: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    return [order[i : i + window_sequences] for i in range(0, len(order), window_sequences)]
+
+
+def plan_batches(window: np.ndarray, lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Greedy batches of similar-length sequences whose padded size stays under `batch_tokens`."""
+    ordered = window[np.argsort(-lengths[window], kind="stable")]
+    batches, current = [], []
+    for index in ordered:
+        # sorted by decreasing length, so the first sequence of a batch sets its padded width
+        width = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) + 1) * width > batch_tokens:
+            batches.append(np.array(current))
+            current = []
+        current.append(index)
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+def _window_rows(
+    model: torch.nn.Module,
+    layer: int,
+    sequences: list[np.ndarray],
+    batches: list[np.ndarray],
+    pad_id: int,
+    device: str,
+    rng: np.random.Generator,
+    stats: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for batch in batches:
+        width = max(len(sequences[i]) for i in batch)
+        ids_BT = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, index in enumerate(batch):
+            ids_BT[row, : len(sequences[index])] = torch.from_numpy(sequences[index])
+            mask_BT[row, : len(sequences[index])] = 1
+        x_BTD, y_BTD = mlp_io(model, layer, ids_BT.to(device), mask_BT.to(device))
+        keep = mask_BT.to(device).bool()
+        xs.append(x_BTD[keep].float().cpu().numpy())
+        ys.append(y_BTD[keep].float().cpu().numpy())
+        stats["padded_tokens"] += ids_BT.numel()
+    x_ND, y_ND = np.concatenate(xs), np.concatenate(ys)
+    perm = rng.permutation(len(x_ND))
+    return x_ND[perm], y_ND[perm]
+
+
+def _chunks_of_windows(rows_iter: Iterator[tuple[np.ndarray, np.ndarray]], chunk_rows: int, skip: int):
+    """Regroup a stream of row blocks into whole chunks, dropping the first `skip` rows."""
+    buf_x, buf_y, held = [], [], 0
+    for x, y in rows_iter:
+        if skip:
+            cut = min(skip, len(x))
+            x, y, skip = x[cut:], y[cut:], skip - cut
+        buf_x.append(x)
+        buf_y.append(y)
+        held += len(x)
+        while held >= chunk_rows:
+            all_x, all_y = np.concatenate(buf_x), np.concatenate(buf_y)
+            yield all_x[:chunk_rows], all_y[:chunk_rows]
+            buf_x, buf_y, held = [all_x[chunk_rows:]], [all_y[chunk_rows:]], held - chunk_rows
+    if held:
+        yield np.concatenate(buf_x), np.concatenate(buf_y)
+
+
+def capture_activations(
+    model: torch.nn.Module,
+    sequences: list[np.ndarray],
+    out_path: str | Path,
+    *,
+    layer: int,
+    pad_id: int,
+    batch_tokens: int,
+    window_sequences: int,
+    chunk_mb: float,
+    seed: int,
+    device: str,
+    attrs: dict[str, Any],
+) -> dict[str, float]:
+    """Write (or resume) the store at `out_path`; returns timing and padding statistics."""
+    lengths = np.array([len(s) for s in sequences])
+    d_model = hidden_size(model.config)
+    chunk_rows = chunk_rows_for(d_model, chunk_mb)
+    partial = partial_path(out_path)
+    group, done = open_or_create(partial, int(lengths.sum()), d_model, chunk_rows, attrs, checked=attrs)
+    windows = plan_windows(lengths, window_sequences, seed)
+    starts = np.concatenate([[0], np.cumsum([lengths[w].sum() for w in windows])])
+    first = int(np.searchsorted(starts, done, side="right") - 1)
+    if done:
+        log.info("resuming %s at row %d of %d (window %d)", partial, done, starts[-1], first)
+
+    stats = {"padded_tokens": 0.0, "model_seconds": 0.0, "write_seconds": 0.0}
+
+    def window_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for w in tqdm(range(first, len(windows)), desc=f"extract layer {layer}", unit="window"):
+            tick = time.perf_counter()
+            batches = plan_batches(windows[w], lengths, batch_tokens)
+            rng = np.random.default_rng([seed, w])
+            block = _window_rows(model, layer, sequences, batches, pad_id, device, rng, stats)
+            stats["model_seconds"] += time.perf_counter() - tick
+            yield block
+
+    row = done
+    tokens_before = int(starts[first])
+    for x, y in _chunks_of_windows(window_blocks(), chunk_rows, skip=done - tokens_before):
+        tick = time.perf_counter()
+        group["x"][row : row + len(x)] = x
+        group["y"][row : row + len(y)] = y
+        row += len(x)
+        commit_rows(partial, row)
+        stats["write_seconds"] += time.perf_counter() - tick
+    finish_store(partial, out_path)
+    processed = int(starts[-1] - starts[first])
+    stats["tokens"] = float(processed)
+    stats["padding_fraction"] = 1 - processed / stats["padded_tokens"] if stats["padded_tokens"] else 0.0
+    return stats

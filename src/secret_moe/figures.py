@@ -1,0 +1,103 @@
+"""Figures (seaborn), each saved as PDF and PNG from the results tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from secret_moe.aggregate import student_label  # noqa: E402
+
+sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+DATA_ORDER = ["activations", "gaussian"]
+DATA_TITLES = {"activations": "real activations", "gaussian": "Gaussian control"}
+
+
+def _save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
+    fig.tight_layout()
+    fig.savefig(pdf)
+    fig.savefig(png, dpi=150)
+    plt.close(fig)
+
+
+def _log2_axis(ax: plt.Axes) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("active neurons")
+    ax.set_ylabel("validation FVU")
+
+
+def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """FVU vs active neurons: MLP vs MoE (one line per router and expert count), real | Gaussian."""
+    main = best[best.families.str.contains("main")].copy()
+    main["student"] = main.apply(student_label, axis=1)
+    data = [d for d in DATA_ORDER if d in set(main.data)]
+    fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], data):
+        sns.lineplot(main[main.data == name], x="active_neurons", y="best_fvu", hue="student", style="student",
+                     markers=True, dashes=False, ax=ax)
+        _log2_axis(ax)
+        ax.set_title(DATA_TITLES[name])
+    fig.suptitle(title)
+    _save(fig, pdf, png)
+
+
+def router_comparison(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """Low-rank (by rank) vs full-rank routing at equal active neurons, real and Gaussian."""
+    sub = best[best.families.str.contains("router_rank")].copy()
+    sub["router"] = sub.apply(lambda r: "full rank" if r.router == "fullrank" else f"rank {int(r['rank'])}", axis=1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.barplot(sub, x="router", y="best_fvu", hue="data", hue_order=[d for d in DATA_ORDER if d in set(sub.data)],
+                ax=ax)
+    ax.set_ylabel("validation FVU")
+    ax.set_xlabel("router (MoE students with s = k; bars average over sizes)")
+    ax.set_title(title)
+    _save(fig, pdf, png)
+
+
+def shared_split(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """FVU vs the share s / (s + k) of active neurons in the always-on MLP."""
+    sub = best[best.families.str.contains("shared_split")].copy()
+    sub["shared_share"] = sub.shared.fillna(sub.active_neurons) / sub.active_neurons
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(sub, x="shared_share", y="best_fvu", hue="data", marker="o", ax=ax)
+    ax.set_xlabel("shared neurons s / (s + k)  (1 = dense MLP)")
+    ax.set_ylabel("validation FVU")
+    ax.set_title(title)
+    _save(fig, pdf, png)
+
+
+def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """Validation FVU per epoch for every student, real | Gaussian."""
+    data = [d for d in DATA_ORDER if d in set(curves.data)]
+    fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], data):
+        sns.lineplot(curves[curves.data == name], x="epoch", y="val_fvu", hue="student", ax=ax, legend=name == data[-1])
+        ax.set_yscale("log")
+        ax.set_title(DATA_TITLES[name])
+    if axes[0][-1].get_legend():
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+    fig.suptitle(title)
+    _save(fig, pdf, png)
+
+
+def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """Our best FVU points next to the published ones (dashed) for the same teacher."""
+    ours = ours[ours.families.str.contains("main")].assign(source="this run")
+    ours["family"] = ours.kind.where(ours.kind == "mlp", "moe_" + ours.router.fillna(""))
+    both = pd.concat([ours[["data", "family", "active_neurons", "best_fvu", "source"]],
+                      paper.assign(source="paper")[["data", "family", "active_neurons", "best_fvu", "source"]]])
+    data = [d for d in DATA_ORDER if d in set(both.data)]
+    fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], data):
+        sns.lineplot(both[both.data == name], x="active_neurons", y="best_fvu", hue="family", style="source",
+                     markers=True, ax=ax, errorbar=None)
+        _log2_axis(ax)
+        ax.set_title(DATA_TITLES[name])
+    fig.suptitle(title)
+    _save(fig, pdf, png)

@@ -1,0 +1,67 @@
+"""The Gaussian control: exact mean and covariance of the real inputs, and samples with the same moments."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+
+from secret_moe.models.teacher import TeacherMLP
+from secret_moe.store import create_store, finish_store, partial_path
+
+log = logging.getLogger(__name__)
+
+
+def fit_moments(x: zarr.Array | np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and (population) covariance in float64, streaming over row blocks.
+
+    Accumulates sums around a first-block shift so large means do not cost precision.
+    """
+    rows, d = x.shape
+    shift = np.asarray(x[: min(block_rows, rows)], dtype=np.float64).mean(axis=0)
+    total, outer = np.zeros(d), np.zeros((d, d))
+    for start in tqdm(range(0, rows, block_rows), desc="fit gaussian", unit="block"):
+        block = np.asarray(x[start : start + block_rows], dtype=np.float64) - shift
+        total += block.sum(axis=0)
+        outer += block.T @ block
+    centred_mean = total / rows
+    cov = outer / rows - np.outer(centred_mean, centred_mean)
+    return shift + centred_mean, cov, rows
+
+
+def sampler_matrix(cov: np.ndarray) -> np.ndarray:
+    """A with A Aᵀ = cov, from an eigendecomposition (robust to a singular covariance)."""
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    return eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))
+
+
+@torch.no_grad()
+def write_gaussian_store(
+    out_path: str | Path,
+    *,
+    mean: np.ndarray,
+    cov: np.ndarray,
+    teacher: TeacherMLP,
+    rows: int,
+    chunk_rows: int,
+    seed: int,
+    device: str,
+    attrs: dict[str, Any],
+) -> None:
+    """Draw `rows` samples of N(mean, cov) chunk by chunk; y is the teacher applied to them."""
+    partial = partial_path(out_path)
+    group = create_store(partial, rows, len(mean), chunk_rows, attrs)
+    a_DD = sampler_matrix(cov)
+    rng = np.random.default_rng(seed)
+    for start in tqdm(range(0, rows, chunk_rows), desc="sample gaussian", unit="chunk"):
+        z_ND = rng.standard_normal((min(chunk_rows, rows - start), len(mean)))
+        x_ND = (mean + z_ND @ a_DD.T).astype(np.float32)
+        y_ND = teacher(torch.from_numpy(x_ND).to(device)).cpu().numpy()
+        group["x"][start : start + len(x_ND)] = x_ND
+        group["y"][start : start + len(y_ND)] = y_ND
+    finish_store(partial, out_path)

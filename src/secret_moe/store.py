@@ -1,0 +1,94 @@
+"""Zarr v3 activation stores: arrays `x` (MLP inputs) and `y` (teacher outputs), rows chunked.
+
+A store is written under `<final>.partial` with its full shape and metadata fixed at creation; a small
+`progress.json` (replaced atomically) records how many rows are committed.  Rows are written in whole
+chunks, so a committed chunk is never touched again, and the finished store is renamed into place.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from secret_moe.errors import StoreMismatchError
+from secret_moe.provenance import read_json, write_json
+
+# Float activations barely compress; byte-shuffled lz4 saves a little at almost no CPU cost.
+_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
+PROGRESS_FILE = "progress.json"
+
+
+def chunk_rows_for(d_model: int, chunk_mb: float, itemsize: int = 4) -> int:
+    """Rows per chunk so that one chunk of one array holds at least `chunk_mb` MiB."""
+    return math.ceil(chunk_mb * 2**20 / (d_model * itemsize))
+
+
+def partial_path(final: str | Path) -> Path:
+    final = Path(final)
+    return final.with_name(final.name + ".partial")
+
+
+def create_store(path: str | Path, rows: int, d_model: int, chunk_rows: int, attrs: dict[str, Any]) -> zarr.Group:
+    group = zarr.open_group(str(path), mode="w")
+    for name in ("x", "y"):
+        group.create_array(
+            name, shape=(rows, d_model), chunks=(chunk_rows, d_model), dtype="float32", compressors=_COMPRESSOR
+        )
+    group.attrs.update(attrs)
+    write_json(Path(path) / PROGRESS_FILE, {"rows": 0})
+    return group
+
+
+def check_attrs(found: dict[str, Any], expected: dict[str, Any], where: str | Path) -> None:
+    """Fail, naming the key, when a store's metadata disagrees with what the config asks for."""
+    for key, value in expected.items():
+        if found.get(key) != value:
+            raise StoreMismatchError(
+                f"store {str(where)!r}: attribute {key!r} is {found.get(key)!r} but the config asks for "
+                f"{value!r}. Delete the store (or restore the config) and run again."
+            )
+
+
+def open_or_create(
+    path: str | Path, rows: int, d_model: int, chunk_rows: int, attrs: dict[str, Any], checked: dict[str, Any]
+) -> tuple[zarr.Group, int]:
+    """Resume a partial store whose metadata matches `checked`, or start a new one; returns rows done."""
+    path = Path(path)
+    if (path / PROGRESS_FILE).is_file():
+        group = zarr.open_group(str(path), mode="r+")
+        check_attrs(dict(group.attrs), checked, path)
+        return group, read_json(path / PROGRESS_FILE)["rows"]
+    if path.exists():  # killed before the first commit: nothing worth keeping
+        shutil.rmtree(path)
+    return create_store(path, rows, d_model, chunk_rows, attrs), 0
+
+
+def commit_rows(path: str | Path, rows: int) -> None:
+    write_json(Path(path) / PROGRESS_FILE, {"rows": rows})
+
+
+def finish_store(partial: str | Path, final: str | Path) -> None:
+    (Path(partial) / PROGRESS_FILE).unlink()
+    Path(partial).rename(final)
+
+
+def open_store(path: str | Path, expected: dict[str, Any] | None = None) -> zarr.Group:
+    """Open a finished store read-only, checking its metadata against `expected`."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise StoreMismatchError(f"{str(path)!r} is not a finished activation store (no zarr.json)")
+    group = zarr.open_group(str(path), mode="r")
+    if "x" not in group or "y" not in group:
+        raise StoreMismatchError(f"store {str(path)!r} lacks its x or y array")
+    check_attrs(dict(group.attrs), expected or {}, path)
+    return group
+
+
+def read_rows(group: zarr.Group, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    return group["x"][start:stop], group["y"][start:stop]

@@ -1,0 +1,86 @@
+"""Tiny models and corpora built locally, for tests and smoke runs (no network, seconds on a CPU)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+WORDS = (
+    "the of and to in is was for on as with by at from his her that which it an are were be this had not but "
+    "river city music army king song film team church school war island species album game road bridge light"
+).split()
+
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3,
+                 "max_position_embeddings": 128, "rotary_pct": 0.25},
+    "gemma3_text": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+                    "head_dim": 8, "num_hidden_layers": 3, "max_position_embeddings": 128, "sliding_window": 8},
+    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 3, "max_position_embeddings": 128},
+    "gpt2": {"n_embd": 32, "n_head": 4, "n_layer": 3, "n_positions": 128},
+}
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>")
+
+
+def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(arch, vocab_size=len(WORDS) + 3, **TINY_CONFIGS[arch])
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def save_tiny_model(directory: str | Path, arch: str = "gpt_neox", seed: int = 0) -> Path:
+    directory = Path(directory)
+    tiny_model(arch, seed).save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    return directory
+
+
+def write_tiny_corpus(directory: str | Path, lines: dict[str, int], seed: int = 0) -> dict[str, str]:
+    """Random sentences of 5-60 words from a small vocabulary, one per line, per split."""
+    rng = random.Random(seed)
+    paths = {}
+    for split, count in lines.items():
+        path = Path(directory) / f"{split}.txt"
+        path.write_text("\n".join(" ".join(rng.choices(WORDS, k=rng.randint(5, 60))) for _ in range(count)) + "\n")
+        paths[split] = str(path)
+    return paths
+
+
+def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    """A complete workflow config on the tiny model: a few hundred rows, two epochs, small students."""
+    config = {
+        "seed": 0,
+        "device": "cpu",
+        "corpus": {"source": "files", "files": corpus, "min_tokens": 8, "max_length": 48, "validation_lines": 60,
+                   "max_tokens": {"train": 3000, "validation": 800}},
+        "models": {"tiny": {"source": "local", "path": str(model_dir), "hf_id": "local/tiny-gpt-neox",
+                            "layers": [1], "router_rank": 8}},
+        "extract": {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1},
+        "distill": {"epochs": 2, "batch_size": 256, "learning_rates": [0.001, 0.003], "mlp_widths": [4, 16],
+                    "moe": {"routers": ["lowrank"], "experts": [64], "k": [4]}},
+        "experiments": {
+            "shared_split": {"enabled": True, "active": 8, "shared_fractions": [0, 0.5], "experts": 64,
+                             "router": "lowrank"},
+            "router_rank": {"enabled": True, "ranks": [4], "include_fullrank": True, "experts": 64, "k": [4]},
+        },
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def write_config(path: str | Path, config: dict[str, Any]) -> Path:
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    return Path(path)
