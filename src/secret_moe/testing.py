@@ -36,7 +36,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    config = AutoConfig.for_model(arch, vocab_size=len(WORDS) + 3, **TINY_CONFIGS[arch])
+    # a wide init gives the tiny MLPs outputs of order one, so FVUs are meaningful
+    config = AutoConfig.for_model(arch, vocab_size=len(WORDS) + 3, initializer_range=0.2, **TINY_CONFIGS[arch])
     return AutoModelForCausalLM.from_config(config).eval()
 
 
