@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A config given with --configfile replaces the default instead of being merged into it, so that
+# e.g. config/paper.yaml does not inherit the default's offline model.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 include: "rules/common.smk"

@@ -5,6 +5,7 @@
 rule capture_activations:
     input:
         model="resources/models/{model}",
+        tokenizer="resources/tokenizers/{model}",
         tokens="results/tokens/{model}/{split}.zarr",
     output:
         directory("results/activations/{model}/layer{layer}/{split}.zarr"),

@@ -12,7 +12,10 @@ rule aggregate_runs:
             "results/aggregate/moe_advantage.csv", category="Results", caption="../report/advantage.rst"
         ),
     params:
-        families={model: students_by_family(config, model) for model in config["models"]},
+        families=[
+            (model, layer, students_by_family(config, model, layer))
+            for model, layer in model_layers(config)
+        ],
     log:
         "logs/aggregate_runs.log",
     conda:

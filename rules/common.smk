@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
-from secret_moe.plan import all_students, check_config, distill_runs, students_by_family
+from secret_moe.plan import check_config, distill_runs, layers_of, model_layers, students_by_family
 
 
 validate(config, schema="../config/schema.yaml", set_default=True)
@@ -25,8 +25,14 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+SOURCE_KEYS = ("source", "hf_id", "revision", "gguf_package", "path", "init", "dtype")
+
+
 def model_spec(wildcards):
-    return config["models"][wildcards.model]
+    """The keys that decide a model's weights and compute dtype: only these trigger reruns when changed
+    (a new layer or router rank must not re-materialise the model)."""
+    spec = config["models"][wildcards.model]
+    return {key: spec[key] for key in SOURCE_KEYS if key in spec}
 
 
 def data_store(data, split):
@@ -41,7 +47,3 @@ def distill_metrics():
         zip,
         **{key: [run[key] for run in distill_runs(config)] for key in ("model", "layer", "data", "student", "lr", "seed")},
     )
-
-
-def model_layers():
-    return [(model, layer) for model, spec in config["models"].items() for layer in spec["layers"]]

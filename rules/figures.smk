@@ -1,34 +1,44 @@
 # Figures per (model, layer) from the results tables; `figures/all` lists every one of them.
 
+localrules: aggregate_runs, plot_figure, plot_layer_sweep, all_figures  # seconds of CPU: not worth a cluster job
+
 FIGURE_CAPTIONS = {
     "fvu_vs_active": "Validation FVU vs active neurons: dense MLP vs MoE students, real activations vs Gaussian control.",
-    "learning_curves": "Validation FVU per epoch for every student (best learning rate not selected: all runs).",
+    "learning_curves": "Validation FVU per epoch of each main-comparison student, at its best learning rate.",
     "router_comparison": "Low-rank routers of several ranks vs the full-rank router at equal active neurons.",
     "shared_split": "FVU at fixed active neurons as the share held by the always-on shared MLP varies.",
     "paper_comparison": "This run's best FVU points next to the published ones for the same teacher and layer.",
+    "layer_sweep": "MoE advantage per layer: the dense MLP width needed to match the MoE's FVU, over its active neurons.",
 }
 PAPER_TABLE = str(Path(workflow.basedir) / "reference" / "paper_fvu_summary.csv")
 
 
 def figures_for(model, layer):
-    families = students_by_family(config, model)
+    families = students_by_family(config, model, layer)
+    if "main" not in families:  # a sweep-only layer: shown in the model's layer_sweep figure
+        return []
     names = ["fvu_vs_active", "learning_curves"]
     names += [n for n, fam in [("router_comparison", "router_rank"), ("shared_split", "shared_split")] if fam in families]
     import pandas as pd
 
     paper = pd.read_csv(PAPER_TABLE)
-    if ((paper.model == config["models"][model].get("hf_id")) & (paper.layer == layer)).any():
+    spec = config["models"][model]
+    in_paper = ((paper.model == spec.get("hf_id")) & (paper.layer == layer)).any()
+    if in_paper and spec.get("init", "pretrained") == "pretrained":
         names.append("paper_comparison")
     return names
 
 
 def all_figure_files():
-    return [
+    per_layer = [
         f"figures/{model}/layer{layer}/{name}.{ext}"
-        for model, layer in model_layers()
+        for model, layer in model_layers(config)
         for name in figures_for(model, layer)
         for ext in ("pdf", "png")
     ]
+    sweep = config["experiments"].get("layer_sweep", {})
+    per_model = [f"figures/{sweep['model']}/layer_sweep.{ext}" for ext in ("pdf", "png")] if sweep.get("enabled") else []
+    return per_layer + per_model
 
 
 rule plot_figure:
@@ -48,13 +58,32 @@ rule plot_figure:
         hf_id=lambda w: config["models"][w.model].get("hf_id"),
         caption=lambda w: FIGURE_CAPTIONS[w.figure],
     wildcard_constraints:
-        figure="|".join(FIGURE_CAPTIONS),
+        figure="|".join(name for name in FIGURE_CAPTIONS if name != "layer_sweep"),
     log:
         "logs/plot_figure/{model}/layer{layer}/{figure}.log",
     conda:
         ENV
     script:
         "../scripts/plot_figure.py"
+
+
+rule plot_layer_sweep:
+    input:
+        advantage="results/aggregate/moe_advantage.csv",
+    output:
+        pdf="figures/{model}/layer_sweep.pdf",
+        png=report(
+            "figures/{model}/layer_sweep.png",
+            category="Figures",
+            subcategory="{model} layer sweep",
+            caption="../report/layer_sweep.rst",
+        ),
+    log:
+        "logs/plot_layer_sweep/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/plot_layer_sweep.py"
 
 
 rule all_figures:

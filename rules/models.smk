@@ -1,7 +1,24 @@
-# Materialise each teacher LLM to a local folder once (GGUF-loaded models refuse save_pretrained).
+# Materialise each teacher LLM locally once: its tokenizer first (cheap; lets corpus problems fail before
+# any weights load), then its weights (GGUF-loaded models refuse save_pretrained, so we save them ourselves).
+
+
+rule prepare_tokenizer:
+    output:
+        directory("resources/tokenizers/{model}"),
+    params:
+        spec=model_spec,
+    log:
+        "logs/prepare_tokenizer/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/prepare_tokenizer.py"
 
 
 rule prepare_model:
+    input:
+        # ordering only: a corpus that tokenises to nothing stops the run before the weights are loaded
+        tokens=expand("results/tokens/{{model}}/{split}.zarr", split=SPLITS),
     output:
         directory("resources/models/{model}"),
     params:

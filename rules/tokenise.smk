@@ -3,7 +3,7 @@
 
 rule tokenise_corpus:
     input:
-        model="resources/models/{model}",
+        tokenizer="resources/tokenizers/{model}",
     output:
         train=directory("results/tokens/{model}/train.zarr"),
         validation=directory("results/tokens/{model}/validation.zarr"),

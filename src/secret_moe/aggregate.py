@@ -14,8 +14,8 @@ POINT = ["model", "layer", "data", "student"]
 _SPEC_COLUMNS = ["kind", "router", "rank", "experts", "shared", "k", "expert_width"]
 
 
-def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, str], list[str]]) -> pd.DataFrame:
-    """Tidy table of runs; `families` maps (model, student) to the experiment families listing it."""
+def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str], list[str]]) -> pd.DataFrame:
+    """Tidy table of runs; `families` maps (model, layer, student) to the experiment families listing it."""
     rows = []
     for m in metrics:
         bad = [h["epoch"] for h in m["history"] if not math.isfinite(h["val_fvu"])]
@@ -28,7 +28,7 @@ def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, str], li
                                         "best_fvu", "best_epoch", "final_fvu", "output_variance", "parameters",
                                         "wall_seconds", "samples_per_second"]}
         row.update({key: m["spec"].get(key) for key in _SPEC_COLUMNS})
-        row["families"] = ";".join(families.get((m["model"], m["student"]), []))
+        row["families"] = ";".join(families.get((m["model"], m["layer"], m["student"]), []))
         rows.append(row)
     return pd.DataFrame(rows).sort_values(POINT + ["lr", "seed"], ignore_index=True)
 
@@ -62,8 +62,9 @@ def mlp_width_to_match(best: pd.DataFrame, fvu: float, model: str, layer: int, d
 
 
 def moe_advantage(best: pd.DataFrame) -> pd.DataFrame:
-    """For each main-comparison MoE point: the MLP width matching its FVU, and the ratio to its active neurons."""
-    moe = best[(best.kind == "moe") & best.families.str.contains("main")]
+    """For each MoE point with s = k (main comparison and layer sweep): the MLP width matching its FVU,
+    and the ratio of that width to the MoE's active neurons."""
+    moe = best[(best.kind == "moe") & best.families.str.contains("main|layer_sweep")]
     rows = []
     for _, row in moe.iterrows():
         width = mlp_width_to_match(best, row.best_fvu, row.model, row.layer, row.data)

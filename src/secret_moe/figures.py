@@ -101,3 +101,14 @@ def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: s
         ax.set_title(DATA_TITLES[name])
     fig.suptitle(title)
     _save(fig, pdf, png)
+
+
+def layer_sweep(advantage: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """MoE advantage (matching MLP width / MoE active neurons) vs layer, real vs Gaussian."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(advantage, x="layer", y="advantage", hue="data", style="active_neurons", markers=True, ax=ax,
+                 hue_order=[d for d in DATA_ORDER if d in set(advantage.data)])
+    ax.axhline(1, color="grey", lw=0.8, ls=":")
+    ax.set_ylabel("MLP width to match MoE / MoE active neurons")
+    ax.set_title(title)
+    _save(fig, pdf, png)

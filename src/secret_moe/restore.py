@@ -1,0 +1,206 @@
+"""Bring a pushed run back with DVC so that Snakemake sees it as finished (README "Sharing results with DVC").
+
+    python -m secret_moe.restore [-r REMOTE] [-j JOBS] [TARGET ...]
+
+pulls the TARGETs (dvc.yaml stage names such as `activations@gemma3-270m`, or paths inside their outputs such as
+`results/activations/gemma3-270m/layer9`; default: every stage) with DVC checking the hash of every file it
+downloads, then runs `snakemake --touch` on the pulled files.  It refuses to run when config.yaml or the code
+differ from dvc.lock for those stages (the files would not be what this checkout makes).  DVC restores bytes, not modification times, and a fresh clone has no `.snakemake/metadata`: the touch
+puts the files back in the workflow's order and records the metadata (params, code, input files) Snakemake
+compares on later runs, so a changed config value still marks the right jobs stale.  Nothing else is touched:
+files of stages that were not pulled keep their own times.
+
+    python -m secret_moe.restore targets GROUP [MODEL]
+
+prints the Snakemake targets (or, with --rules, the rules) of one stage group (tokenizer, tokens, model,
+activations, gaussian, distill, aggregate, figures), read from config.yaml; the commands of dvc.yaml call it.
+The workflow itself never needs DVC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GROUP_RULES = {  # in the workflow's order
+    "tokenizer": ["prepare_tokenizer"],
+    "tokens": ["tokenise_corpus"],
+    "model": ["prepare_model"],
+    "activations": ["capture_activations", "export_teacher"],
+    "gaussian": ["fit_gaussian", "sample_gaussian"],
+    "distill": ["train_student"],
+    "aggregate": ["aggregate_runs"],
+    "figures": ["plot_figure", "plot_layer_sweep", "all_figures"],
+}
+SPLITS = ("train", "validation")
+
+
+def load_config(path: str | Path = "config.yaml") -> dict[str, Any]:
+    """config.yaml with the schema's defaults filled in, as the Snakefile sees it."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(Path(path).read_text())
+    validate(config, str(Path(path).parent / "config" / "schema.yaml"), set_default=True)
+    return config
+
+
+def group_targets(config: dict[str, Any], group: str, model: str | None = None) -> list[str]:
+    """The files and folders one dvc.yaml stage asks Snakemake for."""
+    if group in ("aggregate", "figures"):
+        return ([f"results/aggregate/{n}.csv" for n in ("runs", "best", "curves", "moe_advantage")]
+                if group == "aggregate" else ["figures/all"])
+    if model not in config["models"]:
+        raise SystemExit(f"{group}: unknown model {model!r} (config.yaml has {', '.join(config['models'])})")
+    from secret_moe.plan import distill_runs, layers_of
+
+    layers = layers_of(config, model)
+    if group == "tokenizer":
+        return [f"resources/tokenizers/{model}"]
+    if group == "model":
+        return [f"resources/models/{model}"]
+    if group == "tokens":
+        return [f"results/tokens/{model}/{split}.zarr" for split in SPLITS]
+    if group == "activations":
+        return [path for layer in layers for path in
+                [f"results/teacher/{model}/layer{layer}"]
+                + [f"results/activations/{model}/layer{layer}/{split}.zarr" for split in SPLITS]]
+    if group == "gaussian":
+        return [path for layer in layers for path in
+                [f"results/gaussian/{model}/layer{layer}/moments.npz"]
+                + [f"results/gaussian/{model}/layer{layer}/{split}.zarr" for split in SPLITS]]
+    if group == "distill":
+        return [f"results/distill/{r['model']}/layer{r['layer']}/{r['data']}/{r['student']}/lr{r['lr']}_seed{r['seed']}/{name}"
+                for r in distill_runs(config) if r["model"] == model
+                for name in ("metrics.json", "student.safetensors")]
+    raise SystemExit(f"unknown stage group {group!r} (one of {', '.join(GROUP_RULES)})")
+
+
+# Where each stage group writes, per model ("{m}"); the same paths as the outs of dvc.yaml.
+GROUP_OUTS = {
+    "tokenizer": ["resources/tokenizers/{m}"],
+    "tokens": ["results/tokens/{m}"],
+    "model": ["resources/models/{m}"],
+    "activations": ["results/activations/{m}", "results/teacher/{m}"],
+    "gaussian": ["results/gaussian/{m}"],
+    "distill": ["results/distill/{m}"],
+    "aggregate": ["results/aggregate"],
+    "figures": ["figures"],
+}
+
+
+def stages(config: dict[str, Any]) -> dict[str, list[str]]:
+    """dvc.yaml stage name -> its output paths, in the workflow's order."""
+    return {(f"{group}@{model}" if model else group): [out.format(m=model) for out in outs]
+            for group, outs in GROUP_OUTS.items()
+            for model in (config["models"] if "{m}" in outs[0] else [None])}
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a, b = os.path.normpath(a), os.path.normpath(b)
+    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
+
+
+def select(config: dict[str, Any], targets: list[str]) -> tuple[list[str], list[str]]:
+    """The dvc.yaml stages a pull of `targets` touches, and the Snakemake targets inside what it pulls."""
+    by_stage = stages(config)
+    if not targets:
+        chosen = list(by_stage)
+    else:
+        chosen = [name for name, outs in by_stage.items()
+                  if name in targets or any(_overlaps(out, t) for out in outs for t in targets if t not in by_stage)]
+        unknown = [t for t in targets if t not in by_stage and not any(
+            _overlaps(out, t) for outs in by_stage.values() for out in outs)]
+        if unknown:
+            raise SystemExit(f"not a dvc.yaml stage nor inside one's outputs: {' '.join(unknown)}")
+    paths = [t for t in targets if t not in by_stage]
+    files = []
+    for name in chosen:
+        group, _, model = name.partition("@")
+        files += [f for f in group_targets(config, group, model or None)
+                  if name in targets or not paths or any(_overlaps(f, t) for t in paths)]
+    return chosen, files
+
+
+def run(cmd: list[str], what: str) -> None:
+    print("+", " ".join(cmd), flush=True)
+    code = subprocess.call([sys.executable, "-m", *cmd])  # the dvc and snakemake of this environment
+    if code:
+        raise SystemExit(f"{what} failed (exit code {code}); no timestamps were changed")
+
+
+def check_lock(chosen: list[str]) -> None:
+    """Refuse to mark files up to date when config.yaml or the code differ from what dvc.lock recorded for them."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *chosen], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"dvc status failed:\n{out.stderr}")
+    status = json.loads(out.stdout or "{}")
+    problems = []
+    for stage in chosen:
+        for entry in status.get(stage, []):
+            if not isinstance(entry, dict):
+                problems.append(f"{stage}: {entry}")
+                continue
+            for path, state in entry.get("changed deps", {}).items():
+                if state != "deleted":  # upstream outputs that were not pulled are fine
+                    problems.append(f"{stage}: dependency {path} {state}")
+            for path, state in entry.get("changed params", {}).items():
+                problems.append(f"{stage}: params of {path} changed: {state}")
+    if problems:
+        raise SystemExit("config.yaml or the code differ from dvc.lock, so pulled files would not be up to date:\n  "
+                         + "\n  ".join(problems) + "\ncheck out the commit the results were pushed from (nothing was pulled)")
+
+
+def verify_downloads(remote: str | None) -> str:
+    """Make DVC hash what it downloads from `remote` (its `verify` option, off by default): without it, a corrupted
+    file inside a directory output on the remote is checked out as it is.  Set in .dvc/config.local only."""
+    if remote is None:
+        out = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], capture_output=True, text=True)
+        remote = out.stdout.strip()
+        if out.returncode or not remote:
+            raise SystemExit("no default DVC remote: add one with `dvc remote add -d myremote URL`, or pass -r REMOTE")
+    run(["dvc", "remote", "modify", "--local", remote, "verify", "true"], "dvc remote modify")
+    return remote
+
+
+def restore(targets: list[str], remote: str | None = None, jobs: int | None = None) -> None:
+    config = load_config()
+    chosen, files = select(config, targets)
+    check_lock(chosen)
+    remote = verify_downloads(remote)
+    run(["dvc", "pull", "-r", remote, *(["-j", str(jobs)] if jobs else []), *targets], "dvc pull")
+    present = [f for f in files if Path(f).exists()]
+    if not present:
+        print("nothing that Snakemake makes was pulled; nothing to touch")
+        return
+    # --forcerun: touch every pulled job (not only those whose times look stale), so each gets its metadata.
+    run(["snakemake", "--touch", "--cores", "1", "--quiet", "host", "progress", "rules", "--forcerun", *present, "--", *present], "snakemake --touch")
+    print(f"restored {len(present)} Snakemake outputs of {', '.join(chosen)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["targets"]:
+        parser = argparse.ArgumentParser(prog="python -m secret_moe.restore targets")
+        parser.add_argument("group", choices=list(GROUP_RULES))
+        parser.add_argument("model", nargs="?")
+        parser.add_argument("--rules", action="store_true", help="print the group's Snakemake rules instead")
+        args = parser.parse_args(argv[1:])
+        print(" ".join(GROUP_RULES[args.group] if args.rules else group_targets(load_config(), args.group, args.model)))
+        return
+    parser = argparse.ArgumentParser(prog="python -m secret_moe.restore", description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", help="dvc.yaml stages or output paths (default: everything)")
+    parser.add_argument("-r", "--remote", help="DVC remote to pull from (default: the project's default remote)")
+    parser.add_argument("-j", "--jobs", type=int, help="parallel downloads for dvc pull")
+    args = parser.parse_args(argv)
+    restore(args.targets, args.remote, args.jobs)
+
+
+if __name__ == "__main__":
+    main()
