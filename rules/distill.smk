@@ -9,7 +9,8 @@ rule train_student:
         metrics="results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/metrics.json",
         weights="results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/student.safetensors",
     params:
-        distill=config["distill"],
+        # only the keys a run reads: editing the grid (widths, learning rates) must not redo finished runs
+        distill={key: config["distill"][key] for key in ("epochs", "batch_size", "group_chunks", "in_memory")},
         seed=config["seed"],
         device=config["device"],
     log:

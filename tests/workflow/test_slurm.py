@@ -1,0 +1,185 @@
+"""The workflow on a real Slurm cluster through profiles/slurm (snakemake-executor-plugin-slurm).
+
+A one-node cluster with accounting (munge, MariaDB, slurmdbd, slurmctld, slurmd from Debian's packages)
+runs on localhost for this module, started by tests/slurm/start.sh and stopped by PID. The real Snakefile
+runs on the tiny model with the real Slurm profile, changed only where the test cluster differs from a
+real one: its partition and account, and a 2 s first status check instead of 40 s. sacct (served by
+slurmdbd) then says what Slurm itself ran.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+SLURM_SCRIPTS = REPO / "tests" / "slurm"
+SNAKEMAKE_SECONDS = 1200  # ends a hung status loop; one run took 3-11 min on a busy 2-core machine
+LOCAL_RULES = {"aggregate_runs", "plot_figure", "plot_layer_sweep", "all_figures"}
+DISTILL_GROUP = "distill_train_student"  # how the plugin names a group job: <group>_<its rules>
+STUDENTS = ("mlp_h4", "moe_lowrank_r8_m64_s4_k4")
+BAD_LR = 1e15  # Adam steps this large overflow float32 at once: the trainer raises NonFiniteLossError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, Any]]:
+    """Start the cluster; yields the environment for Slurm clients and the partition and account to use."""
+    if not all(shutil.which(daemon) for daemon in ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd")):
+        pytest.skip("Slurm is not installed: run tests/slurm/install.sh (Debian/Ubuntu, as root)")
+    if os.geteuid() != 0:
+        pytest.skip("starting a Slurm cluster needs root (its daemons run as root, munged as user munge)")
+    # the munge user must reach its socket, so not under pytest's private (mode 700) tmp_path
+    run_dir = Path(tempfile.mkdtemp(prefix="secret-moe-slurm-"))
+    run_dir.chmod(0o755)
+    slurm_env = {**os.environ, "SLURM_CONF": str(run_dir / "slurm.conf")}
+    try:
+        started = subprocess.run(["bash", SLURM_SCRIPTS / "start.sh", run_dir], check=False, capture_output=True,
+                                 text=True, timeout=120)
+        if started.returncode != 0:
+            pytest.skip(f"a Slurm cluster could not be started here:\n{started.stderr[-3000:]}")
+        settings = dict(item.split("=", 1) for item in started.stdout.splitlines()[-1].split())
+        # jobs start Python and Snakemake from PATH (the plugin exports this environment to them)
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        yield {"env": {**slurm_env, "PATH": path}, "partition": settings["SLURM_PARTITION"],
+               "account": settings["SLURM_ACCOUNT"]}
+    finally:
+        # a test stopped half-way may leave jobs whose processes outlive slurmd
+        subprocess.run(["scancel", "--full", "--user=root"], check=False, env=slurm_env, capture_output=True,
+                       timeout=30)
+        subprocess.run(["bash", SLURM_SCRIPTS / "stop.sh", run_dir], timeout=120, check=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def paper_run(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny workflow (2 students x 2 data x 2 learning rates) run to its figures on the cluster."""
+    root = tmp_path_factory.mktemp("slurm")
+    profile = root / "profile"
+    profile.mkdir()
+    test_profile = {**PROFILE, "default-resources": {**PROFILE["default-resources"],
+                                                     "slurm_partition": cluster["partition"],
+                                                     "slurm_account": cluster["account"]}}
+    test_profile["slurm-init-seconds-before-status-checks"] = 2
+    (profile / "config.yaml").write_text(yaml.safe_dump(test_profile))
+
+    workdir = root / "work"
+    (workdir / "corpus").mkdir(parents=True)
+    corpus = write_tiny_corpus(workdir / "corpus", {"train": 400, "validation": 100})
+    config = tiny_config(save_tiny_model(workdir / "model"), corpus,
+                         experiments={"shared_split": {"enabled": False}, "router_rank": {"enabled": False}})
+    config["distill"].update(learning_rates=[0.001, 0.003], mlp_widths=[4])
+    write_config(workdir / "config.yaml", config)
+    result = run_snakemake(workdir, profile, cluster["env"])
+    return {"workdir": workdir, "profile": profile, "config": config, "result": result}
+
+
+def run_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    # SIGINT, not SIGTERM: Snakemake then cancels its Slurm jobs and exits
+    command = ["timeout", "-s", "INT", str(SNAKEMAKE_SECONDS), sys.executable, "-m", "snakemake",
+               "-s", REPO / "Snakefile", "--configfile", workdir / "config.yaml", "-d", workdir,
+               "--workflow-profile", profile, "figures/all"]
+    return subprocess.run(command, check=False, env=env, capture_output=True, text=True,
+                          timeout=SNAKEMAKE_SECONDS + 60)
+
+
+def job_counts(output: str) -> Counter:
+    """The 'Job stats' table Snakemake prints before it starts: jobs per rule."""
+    table = output.split("Job stats:", 1)[1].split("\ntotal", 1)[0]
+    return Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)})
+
+
+def sacct(output: str, env: dict[str, str]) -> list[dict[str, str]]:
+    """Slurm's record of every job this Snakemake output says it submitted; `name` is the rule or group."""
+    ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    if not ids:
+        return []
+    fields = ["JobID", "State", "Comment", "AllocTRES"]
+    lines = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", ",".join(fields)],
+                           env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    jobs = [dict(zip(fields, line.split("|"))) for line in lines]
+    assert sorted(job["JobID"] for job in jobs) == sorted(ids)
+    for job in jobs:  # the plugin's comment: rule_<rule>_wildcards_<values>, or rule_<group name>
+        job["name"] = job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+    return jobs
+
+
+def scheduled_runs(output: str) -> set[str]:
+    """Run folders of the train_student jobs Snakemake scheduled in this invocation."""
+    return set(re.findall(r"output: (results/distill/\S+)/metrics\.json", output))
+
+
+def runs(learning_rates: list[float]) -> set[str]:
+    return {f"results/distill/tiny/layer1/{data}/{student}/lr{lr}_seed0"
+            for data in ("activations", "gaussian") for student in STUDENTS for lr in learning_rates}
+
+
+def test_every_job_runs_as_a_slurm_job_and_distillation_runs_share_submissions(
+    paper_run: dict[str, Any], cluster: dict[str, Any]
+) -> None:
+    result, workdir = paper_run["result"], paper_run["workdir"]
+    assert result.returncode == 0, result.stderr[-5000:]
+    figures = (workdir / "figures" / "all").read_text().split()
+    assert figures and all((workdir / figure).stat().st_size > 0 for figure in figures)
+
+    counts = job_counts(result.stderr)
+    jobs = sacct(result.stderr, cluster["env"])
+    assert {job["State"] for job in jobs} == {"COMPLETED"}, jobs
+    submitted = Counter(job["name"] for job in jobs)
+    # one submission per job of the other rules, one per group of distillation runs, none for local rules
+    per_group = PROFILE["group-components"]["distill"]
+    expected = {rule: count for rule, count in counts.items() if rule not in LOCAL_RULES | {"train_student"}}
+    expected[DISTILL_GROUP] = math.ceil(counts["train_student"] / per_group)
+    assert submitted == expected
+    assert sum(submitted.values()) < sum(count for rule, count in counts.items() if rule not in LOCAL_RULES)
+    # the profile's GPU requests reached Slurm
+    assert {job["name"] for job in jobs if "gres/gpu=1" in job["AllocTRES"]} == {"capture_activations", DISTILL_GROUP}
+    assert all("gres/gpu" not in job["AllocTRES"] for job in jobs if job["name"] not in {"capture_activations",
+                                                                                          DISTILL_GROUP})
+
+
+def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
+    paper_run: dict[str, Any], cluster: dict[str, Any]
+) -> None:
+    workdir, profile, config = paper_run["workdir"], paper_run["profile"], paper_run["config"]
+    assert paper_run["result"].returncode == 0
+
+    # extend the grid with a good and a diverging learning rate: only the new runs are scheduled
+    config["distill"]["learning_rates"] = [0.001, 0.003, 0.01, BAD_LR]
+    write_config(workdir / "config.yaml", config)
+    failed = run_snakemake(workdir, profile, cluster["env"])
+    assert failed.returncode != 0
+    assert scheduled_runs(failed.stderr) == runs([0.01, BAD_LR])
+    assert "FAILED" in {job["State"] for job in sacct(failed.stderr, cluster["env"])}
+    # Snakemake names the log of every run of a failed group job; the run that failed says why in its own
+    bad_logs = {f"logs/train_student/{run.removeprefix('results/distill/')}.log" for run in runs([BAD_LR])}
+    assert all(log in failed.stderr for log in bad_logs)
+    assert any("NonFiniteLossError" in (workdir / log).read_text() for log in bad_logs)
+    # a failure ends its group job, so good runs grouped with it may not have run: they are missing too
+    missing = {run for run in runs([0.01]) if not (workdir / run / "metrics.json").exists()}
+
+    # fix the config: drop the diverging learning rate
+    config["distill"]["learning_rates"] = [0.001, 0.003, 0.01]
+    write_config(workdir / "config.yaml", config)
+    rerun = run_snakemake(workdir, profile, cluster["env"])
+    assert rerun.returncode == 0, rerun.stderr[-5000:]
+    assert scheduled_runs(rerun.stderr) == missing
+    assert set(job_counts(rerun.stderr)) <= LOCAL_RULES | ({"train_student"} if missing else set())
+    assert {job["State"] for job in sacct(rerun.stderr, cluster["env"])} <= {"COMPLETED"}
+    assert all((workdir / run / "metrics.json").exists() for run in runs([0.001, 0.003, 0.01]))
