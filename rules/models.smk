@@ -18,7 +18,8 @@ rule prepare_tokenizer:
 rule prepare_model:
     input:
         # ordering only: a corpus that tokenises to nothing stops the run before the weights are loaded
-        tokens=expand("results/tokens/{{model}}/{split}.zarr", split=SPLITS),
+        # (ancient: new tokens, e.g. after a max_length change, must not re-materialise the model)
+        tokens=ancient(expand("results/tokens/{{model}}/{split}.zarr", split=SPLITS)),
     output:
         directory("resources/models/{model}"),
     params:

@@ -84,10 +84,12 @@ def _chunks_of_windows(rows_iter: Iterator[tuple[np.ndarray, np.ndarray]], chunk
         buf_x.append(x)
         buf_y.append(y)
         held += len(x)
-        while held >= chunk_rows:
+        if held >= chunk_rows:  # one concatenation per block, then every whole chunk it completes
             all_x, all_y = np.concatenate(buf_x), np.concatenate(buf_y)
-            yield all_x[:chunk_rows], all_y[:chunk_rows]
-            buf_x, buf_y, held = [all_x[chunk_rows:]], [all_y[chunk_rows:]], held - chunk_rows
+            full = held - held % chunk_rows
+            for start in range(0, full, chunk_rows):
+                yield all_x[start : start + chunk_rows], all_y[start : start + chunk_rows]
+            buf_x, buf_y, held = [all_x[full:]], [all_y[full:]], held - full
     if held:
         yield np.concatenate(buf_x), np.concatenate(buf_y)
 

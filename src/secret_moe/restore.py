@@ -5,8 +5,10 @@
 pulls the TARGETs (dvc.yaml stage names such as `activations@gemma3-270m`, or paths inside their outputs such as
 `results/activations/gemma3-270m/layer9`; default: every stage) with DVC checking the hash of every file it
 downloads, then runs `snakemake --touch` on the pulled files.  It refuses to run when config.yaml or the code
-differ from dvc.lock for those stages (the files would not be what this checkout makes).  DVC restores bytes, not modification times, and a fresh clone has no `.snakemake/metadata`: the touch
-puts the files back in the workflow's order and records the metadata (params, code, input files) Snakemake
+differ from dvc.lock for those stages (the files would not be what this checkout makes).
+
+DVC restores bytes, not modification times, and a fresh clone has no `.snakemake/metadata`: the touch puts the
+files back in the workflow's order and records the metadata (params, code, input files) Snakemake
 compares on later runs, so a changed config value still marks the right jobs stale.  Nothing else is touched:
 files of stages that were not pulled keep their own times.
 
@@ -76,9 +78,9 @@ def group_targets(config: dict[str, Any], group: str, model: str | None = None) 
                 [f"results/gaussian/{model}/layer{layer}/moments.npz"]
                 + [f"results/gaussian/{model}/layer{layer}/{split}.zarr" for split in SPLITS]]
     if group == "distill":
-        return [f"results/distill/{r['model']}/layer{r['layer']}/{r['data']}/{r['student']}/lr{r['lr']}_seed{r['seed']}/{name}"
-                for r in distill_runs(config) if r["model"] == model
-                for name in ("metrics.json", "student.safetensors")]
+        runs = [f"results/distill/{model}/layer{r['layer']}/{r['data']}/{r['student']}/lr{r['lr']}_seed{r['seed']}"
+                for r in distill_runs(config) if r["model"] == model]
+        return [f"{run}/{name}" for run in runs for name in ("metrics.json", "student.safetensors")]
     raise SystemExit(f"unknown stage group {group!r} (one of {', '.join(GROUP_RULES)})")
 
 
@@ -107,8 +109,8 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
 
 
-def select(config: dict[str, Any], targets: list[str]) -> tuple[list[str], list[str]]:
-    """The dvc.yaml stages a pull of `targets` touches, and the Snakemake targets inside what it pulls."""
+def select(config: dict[str, Any], targets: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The dvc.yaml stages a pull of `targets` touches, and the Snakemake targets inside what it pulls per group."""
     by_stage = stages(config)
     if not targets:
         chosen = list(by_stage)
@@ -120,11 +122,11 @@ def select(config: dict[str, Any], targets: list[str]) -> tuple[list[str], list[
         if unknown:
             raise SystemExit(f"not a dvc.yaml stage nor inside one's outputs: {' '.join(unknown)}")
     paths = [t for t in targets if t not in by_stage]
-    files = []
+    files: dict[str, list[str]] = {}
     for name in chosen:
         group, _, model = name.partition("@")
-        files += [f for f in group_targets(config, group, model or None)
-                  if name in targets or not paths or any(_overlaps(f, t) for t in paths)]
+        files.setdefault(group, []).extend(f for f in group_targets(config, group, model or None)
+                                           if name in targets or not paths or any(_overlaps(f, t) for t in paths))
     return chosen, files
 
 
@@ -154,7 +156,8 @@ def check_lock(chosen: list[str]) -> None:
                 problems.append(f"{stage}: params of {path} changed: {state}")
     if problems:
         raise SystemExit("config.yaml or the code differ from dvc.lock, so pulled files would not be up to date:\n  "
-                         + "\n  ".join(problems) + "\ncheck out the commit the results were pushed from (nothing was pulled)")
+                         + "\n  ".join(problems)
+                         + "\ncheck out the commit the results were pushed from (nothing was pulled)")
 
 
 def verify_downloads(remote: str | None) -> str:
@@ -175,13 +178,18 @@ def restore(targets: list[str], remote: str | None = None, jobs: int | None = No
     check_lock(chosen)
     remote = verify_downloads(remote)
     run(["dvc", "pull", "-r", remote, *(["-j", str(jobs)] if jobs else []), *targets], "dvc pull")
-    present = [f for f in files if Path(f).exists()]
-    if not present:
-        print("nothing that Snakemake makes was pulled; nothing to touch")
-        return
-    # --forcerun: touch every pulled job (not only those whose times look stale), so each gets its metadata.
-    run(["snakemake", "--touch", "--cores", "1", "--quiet", "host", "progress", "rules", "--forcerun", *present, "--", *present], "snakemake --touch")
-    print(f"restored {len(present)} Snakemake outputs of {', '.join(chosen)}")
+    present = {group: [f for f in paths if Path(f).exists()] for group, paths in files.items()}
+    # One stage group at a time, in the workflow's order, so that every output is newer than its inputs; within
+    # a group --forcerun touches every pulled job (not only those whose times look stale), so each gets its
+    # metadata.  (A single call would skip jobs behind an ancient() input of another forced job.)
+    quiet = ["--quiet", "host", "progress", "rules"]
+    for group in GROUP_RULES:
+        if present.get(group):
+            run(["snakemake", "--touch", "--cores", "1", *quiet, "--forcerun", *present[group], "--", *present[group]],
+                "snakemake --touch")
+    count = sum(map(len, present.values()))
+    print(f"restored {count} Snakemake outputs of {', '.join(chosen)}" if count else
+          "nothing that Snakemake makes was pulled; nothing to touch")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,6 +69,7 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
         "models": {"tiny": {"source": "local", "path": str(model_dir), "hf_id": "local/tiny-gpt-neox",
                             "layers": [1], "router_rank": 8}},
         "extract": {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1},
+        "gaussian": {"block_rows": 4096},
         "distill": {"epochs": 2, "batch_size": 256, "learning_rates": [0.001, 0.003], "mlp_widths": [4, 16],
                     "moe": {"routers": ["lowrank"], "experts": [64], "k": [4]}},
         "experiments": {

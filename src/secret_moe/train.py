@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from secret_moe.data import ActivationBatches
 from secret_moe.errors import NonFiniteLossError
+from secret_moe.students.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def fit(
     student: nn.Module, train: ActivationBatches, val: ActivationBatches, config: TrainConfig, variance: float
 ) -> dict[str, Any]:
     """Train for `config.epochs`; returns the per-epoch history and throughput."""
-    optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
+    optimizer = make_optimizer(student, config.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(train))
     history, train_seconds, samples = [], 0.0, 0
     student.train()

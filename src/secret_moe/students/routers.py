@@ -1,7 +1,9 @@
 """Routers: score experts for each token and keep the top k.
 
 All return (scores_BK, idx_BK), the raw scores of the k selected experts and their indices; the MoE
-turns the scores into gates with a softmax over those k (as in the paper).
+turns the scores into gates with a softmax over those k (as in the paper).  `fullrank` and `lowrank`
+score every expert densely, as the paper does, but back-propagate through the k kept scores only
+(`sparse.TopKLinear`): the gradient of the (m, ·) gate matrix and of the query touches k columns per token.
 - `fullrank`: scores = R x + c, R of shape (m, d).
 - `lowrank`: scores = R2 (R1 x) + c with R1 (r, d), R2 (m, r); the paper's router, r = 128 (256 for
   Pythia-410M).
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from secret_moe.errors import ConfigError
+from secret_moe.students.sparse import topk_linear
 
 ROUTERS = ("fullrank", "lowrank", "product_key")
 
@@ -27,9 +30,10 @@ class FullRankRouter(nn.Module):
         super().__init__()
         self.k = k
         self.gate = nn.Linear(d_model, experts)
+        self.scratch: dict = {}  # score buffer reused between calls; not state
 
     def forward(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.topk(self.gate(x_BD), self.k, dim=-1)
+        return topk_linear(x_BD, self.gate.weight, self.gate.bias, self.k, self.scratch)
 
 
 class LowRankRouter(nn.Module):
@@ -38,9 +42,10 @@ class LowRankRouter(nn.Module):
         self.k = k
         self.key_proj = nn.Linear(d_model, rank, bias=False)
         self.gate = nn.Linear(rank, experts)
+        self.scratch: dict = {}  # score buffer reused between calls; not state
 
     def forward(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.topk(self.gate(self.key_proj(x_BD)), self.k, dim=-1)
+        return topk_linear(self.key_proj(x_BD), self.gate.weight, self.gate.bias, self.k, self.scratch)
 
 
 class ProductKeyRouter(nn.Module):
