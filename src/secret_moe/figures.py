@@ -77,7 +77,8 @@ def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> Non
     data = [d for d in DATA_ORDER if d in set(curves.data)]
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], data):
-        sns.lineplot(curves[curves.data == name], x="epoch", y="val_fvu", hue="student", ax=ax, legend=name == data[-1])
+        sns.lineplot(curves[curves.data == name], x="epoch", y="val_fvu", hue="student", ax=ax, legend=name == data[-1],
+                     errorbar=None)
         ax.set_yscale("log")
         ax.set_title(DATA_TITLES[name])
     if axes[0][-1].get_legend():

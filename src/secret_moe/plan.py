@@ -129,7 +129,7 @@ def check_config(config: dict[str, Any]) -> None:
                 raise ConfigError(
                     f"models.{name}.layers: layer {layer} is out of range; the model has {count} layers (0..{count - 1})"
                 )
-        for student in {s for layer in layers_of(config, name) for s in all_students(config, name, layer)}:
+        for student in sorted({s for layer in layers_of(config, name) for s in all_students(config, name, layer)}):
             try:
                 build_student(parse_student(student), d_model=1)
             except ConfigError as error:

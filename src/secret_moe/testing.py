@@ -64,7 +64,7 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
     config = {
         "seed": 0,
         "device": "cpu",
-        "corpus": {"source": "files", "files": corpus, "min_tokens": 8, "max_length": 48, "validation_lines": 60,
+        "corpus": {"source": "files", "files": dict(corpus), "min_tokens": 8, "max_length": 48, "validation_lines": 60,
                    "max_tokens": {"train": 3000, "validation": 800}},
         "models": {"tiny": {"source": "local", "path": str(model_dir), "hf_id": "local/tiny-gpt-neox",
                             "layers": [1], "router_rank": 8}},

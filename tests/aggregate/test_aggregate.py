@@ -1,0 +1,155 @@
+"""The results table: per point, min over learning rates of the (seed-mean) min over epochs, as in the paper."""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from secret_moe.aggregate import best_over_lr, mlp_width_to_match, moe_advantage, runs_table, student_label
+from secret_moe.errors import SecretMoeError
+from secret_moe.students import active_neurons, parse_student
+
+
+def metric(model, layer, data, student, lr, seed, fvus):
+    """A metrics.json as train_student writes it (best over epochs, final epoch, history)."""
+    spec = parse_student(student)
+    return {
+        "model": model, "layer": layer, "data": data, "student": student, "lr": lr, "seed": seed, "spec": spec,
+        "active_neurons": active_neurons(spec), "best_fvu": min(fvus), "best_epoch": int(np.argmin(fvus)) + 1,
+        "final_fvu": fvus[-1], "output_variance": 0.5, "parameters": 100, "wall_seconds": 1.0,
+        "samples_per_second": 1000.0,
+        "history": [{"epoch": i + 1, "train_mse": f, "val_mse": f / 2, "val_fvu": f} for i, f in enumerate(fvus)],
+    }
+
+
+def families_for(metrics, family="main"):
+    return {(m["model"], m["layer"], m["student"]): [family] for m in metrics}
+
+
+def test_hand_made_point_picks_min_over_lr_of_min_over_epochs():
+    metrics = [
+        metric("tiny", 1, "activations", "mlp_h8", 1e-3, 0, [0.9, 0.5, 0.6]),   # best 0.5, final 0.6
+        metric("tiny", 1, "activations", "mlp_h8", 3e-3, 0, [0.8, 0.55, 0.52]),  # best 0.52, final 0.52 (best final)
+        metric("tiny", 1, "activations", "mlp_h8", 1e-2, 0, [0.7, 0.45, 0.9]),  # best 0.45: the winner
+    ]
+    best = best_over_lr(runs_table(metrics, families_for(metrics)))
+    assert len(best) == 1
+    row = best.iloc[0]
+    assert row.best_fvu == pytest.approx(0.45)
+    assert row.best_lr == pytest.approx(1e-2)
+    assert row.final_fvu == pytest.approx(0.9)  # the final FVU of the chosen learning rate, not selected on
+    assert row.active_neurons == 8 and row.kind == "mlp" and row.families == "main"
+
+
+def test_random_grid_matches_explicit_loops():
+    rng = np.random.default_rng(0)
+    students = ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_fullrank_m64_s4_k4"]
+    points = list(product(["a", "b"], [1, 3], ["activations", "gaussian"], students))
+    lrs, seeds = [1e-4, 3e-4, 1e-3], [0, 1]
+    metrics = [metric(*point, lr, seed, rng.uniform(0.05, 1.0, size=5).tolist())
+               for point in points for lr in lrs for seed in seeds]
+    rng.shuffle(metrics)
+    runs = runs_table(metrics, families_for(metrics))
+    assert len(runs) == len(points) * len(lrs) * len(seeds)
+    best = best_over_lr(runs)
+    assert len(best) == len(points)
+    for point in points:
+        by_lr = {lr: np.mean([min(h["val_fvu"] for h in m["history"]) for m in metrics
+                              if (m["model"], m["layer"], m["data"], m["student"]) == point and m["lr"] == lr])
+                 for lr in lrs}
+        expected_lr = min(by_lr, key=by_lr.get)
+        row = best[(best.model == point[0]) & (best.layer == point[1]) & (best.data == point[2])
+                   & (best.student == point[3])]
+        assert len(row) == 1
+        assert row.best_fvu.item() == pytest.approx(by_lr[expected_lr])
+        assert row.best_lr.item() == expected_lr
+        assert row.seeds.item() == 2
+
+
+def test_runs_table_columns_and_families():
+    metrics = [metric("tiny", 1, "gaussian", "moe_lowrank_r8_m64_s0_k8", 1e-3, 0, [0.5, 0.4])]
+    families = {("tiny", 1, "moe_lowrank_r8_m64_s0_k8"): ["shared_split", "router_rank"]}
+    runs = runs_table(metrics, families)
+    row = runs.iloc[0]
+    assert row.families == "shared_split;router_rank"
+    assert (row.kind, row.router, row["rank"], row.experts, row.shared, row.k) == ("moe", "lowrank", 8, 64, 0, 8)
+    assert row.best_epoch == 2 and row.final_fvu == 0.4
+    # a student no family lists gets an empty membership, never another layer's
+    assert runs_table(metrics, {("tiny", 2, "moe_lowrank_r8_m64_s0_k8"): ["main"]}).iloc[0].families == ""
+
+
+@pytest.mark.parametrize("where", ["history", "best"])
+def test_a_nan_run_is_an_error_naming_the_run(where):
+    fvus = [0.5, math.nan, 0.4] if where == "history" else [0.5, 0.4]
+    bad = metric("tiny", 1, "gaussian", "mlp_h16", 0.003, 1, fvus)
+    if where == "best":
+        bad["best_fvu"] = math.nan
+    good = metric("tiny", 1, "gaussian", "mlp_h16", 0.001, 1, [0.5, 0.4])
+    with pytest.raises(SecretMoeError) as error:
+        runs_table([good, bad], families_for([good, bad]))
+    message = str(error.value)
+    assert "tiny/1/gaussian/mlp_h16/lr0.003/seed1" in message
+    assert "metrics.json" in message
+    if where == "history":
+        assert "[2]" in message  # the bad epoch
+
+
+def mlp_curve(widths, fvus, model="tiny", layer=1, data="activations", extra=()):
+    rows = [{"model": model, "layer": layer, "data": data, "kind": "mlp", "active_neurons": w, "best_fvu": f,
+             "families": "main", "student": f"mlp_h{w}"} for w, f in zip(widths, fvus)]
+    return pd.DataFrame(rows + list(extra))
+
+
+def test_mlp_width_to_match_on_a_power_law_is_exact():
+    widths = [8, 16, 32, 64, 128]
+    best = mlp_curve(widths, [2 * w**-0.5 for w in widths])
+    for width in (8, 11, 24, 50, 128):
+        assert mlp_width_to_match(best, 2 * width**-0.5, "tiny", 1, "activations") == pytest.approx(width)
+
+
+def test_mlp_width_to_match_interpolates_log_log_between_neighbours():
+    best = mlp_curve([32, 8, 16], [0.3, 0.8, 0.4])  # unsorted rows on purpose
+    t = (math.log(0.35) - math.log(0.4)) / (math.log(0.3) - math.log(0.4))
+    expected = math.exp(math.log(16) + t * (math.log(32) - math.log(16)))
+    assert mlp_width_to_match(best, 0.35, "tiny", 1, "activations") == pytest.approx(expected)
+    assert 16 < expected < 32
+
+
+def test_mlp_width_to_match_is_nan_outside_the_curve_or_without_one():
+    best = mlp_curve([8, 16, 32], [0.8, 0.4, 0.3])
+    assert math.isnan(mlp_width_to_match(best, 0.9, "tiny", 1, "activations"))   # worse than the narrowest
+    assert math.isnan(mlp_width_to_match(best, 0.1, "tiny", 1, "activations"))   # better than the widest
+    assert math.isnan(mlp_width_to_match(best, 0.5, "tiny", 1, "gaussian"))      # no curve for that data
+    assert math.isnan(mlp_width_to_match(mlp_curve([8], [0.5]), 0.5, "tiny", 1, "activations"))
+
+
+def test_mlp_width_to_match_uses_only_the_requested_point():
+    other = mlp_curve([8, 16, 32], [0.9, 0.85, 0.8], layer=2)
+    best = pd.concat([mlp_curve([8, 16, 32], [0.8, 0.4, 0.2]), other], ignore_index=True)
+    assert mlp_width_to_match(best, 0.4, "tiny", 1, "activations") == pytest.approx(16)
+    assert mlp_width_to_match(best, 0.85, "tiny", 2, "activations") == pytest.approx(16)
+
+
+def test_moe_advantage_is_matching_width_over_active_neurons():
+    widths = [8, 16, 32, 64]
+    moe = {"model": "tiny", "layer": 1, "data": "activations", "kind": "moe", "active_neurons": 8,
+           "best_fvu": 2 * 24**-0.5, "families": "main", "student": "moe_lowrank_r8_m64_s4_k4"}
+    ablation = {**moe, "families": "shared_split", "student": "moe_lowrank_r8_m64_s0_k8"}
+    best = mlp_curve(widths, [2 * w**-0.5 for w in widths], extra=[moe, ablation])
+    advantage = moe_advantage(best)
+    assert len(advantage) == 1  # only main-comparison MoE points
+    row = advantage.iloc[0]
+    assert row.matching_mlp_width == pytest.approx(24)
+    assert row.advantage == pytest.approx(3)
+
+
+def test_student_label():
+    assert student_label(pd.Series({"kind": "mlp"})) == "MLP"
+    assert student_label(pd.Series({"kind": "moe", "router": "lowrank", "rank": 128.0, "experts": 1024.0})) \
+        == "MoE lowrank r=128, m=1024"
+    assert student_label(pd.Series({"kind": "moe", "router": "fullrank", "rank": None, "experts": 64})) \
+        == "MoE fullrank, m=64"

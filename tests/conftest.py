@@ -1,0 +1,94 @@
+"""Shared fixtures: seeds, tiny transformers models built from configs, tiny corpora and activation stores.
+
+Everything is built locally (no network) and small enough for a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from secret_moe.provenance import set_seed
+from secret_moe.store import commit_rows, create_store, finish_store, partial_path
+from secret_moe.testing import TINY_CONFIGS, save_tiny_model, tiny_config, tiny_model, write_tiny_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+SCHEMA = REPO / "config" / "schema.yaml"
+ARCHS = sorted(TINY_CONFIGS)  # gemma3_text, gpt2, gpt_neox, llama
+
+# Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine thread hand-offs cost
+# far more than the work (measured: one tiny MoE step 0.4 s with 2 threads under load, 1.5 ms with 1).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def seed() -> int:
+    """Every test starts from the same seeded state of python, numpy and torch."""
+    set_seed(0)
+    return 0
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, torch.nn.Module]:
+    """One tiny random model per supported architecture, built from its config (eval mode, float32)."""
+    return {arch: tiny_model(arch, seed=0) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny gpt_neox model and its word-level tokenizer saved in Hugging Face format."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-gpt-neox", "gpt_neox", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Random sentences of 5-60 words, one per line: absolute paths per split."""
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"), {"train": 400, "validation": 100}, seed=0)
+
+
+@pytest.fixture
+def workflow_config(tiny_model_dir: Path, tiny_corpus: dict[str, str]) -> dict[str, Any]:
+    """The complete tiny workflow config (a deep copy per test, free to modify: the corpus paths dict of the
+    session fixture is not shared)."""
+    return copy.deepcopy(tiny_config(tiny_model_dir, tiny_corpus))
+
+
+def with_schema_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as the Snakefile sees it: validated against the schema with its defaults filled in."""
+    from snakemake.utils import validate
+
+    validate(config, schema=str(SCHEMA), set_default=True)
+    return config
+
+
+@pytest.fixture
+def schema_defaults():
+    return with_schema_defaults
+
+
+def write_store(path: Path, x: np.ndarray, y: np.ndarray, chunk_rows: int, attrs: dict[str, Any] | None = None) -> Path:
+    """A finished activation store holding (x, y), written through the package's own store API."""
+    partial = partial_path(path)
+    group = create_store(partial, len(x), x.shape[1], chunk_rows, attrs or {})
+    group["x"][:] = x.astype(np.float32)
+    group["y"][:] = y.astype(np.float32)
+    commit_rows(partial, len(x))
+    finish_store(partial, path)
+    return path
+
+
+@pytest.fixture
+def make_store():
+    return write_store
+
+
+def dump_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

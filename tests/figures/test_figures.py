@@ -1,0 +1,115 @@
+"""Every figure renders a PDF and a PNG from a small results table built like the workflow builds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from secret_moe import figures
+from secret_moe.aggregate import best_over_lr, moe_advantage, runs_table
+from secret_moe.steps import plot_figure
+from secret_moe.students import active_neurons, parse_student
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER = REPO / "reference" / "paper_fvu_summary.csv"
+
+FAMILIES = {
+    "main": ["mlp_h4", "mlp_h8", "mlp_h16", "mlp_h32", "moe_lowrank_r8_m64_s2_k2", "moe_lowrank_r8_m64_s4_k4",
+             "moe_lowrank_r8_m64_s8_k8"],
+    "shared_split": ["moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"],
+    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_lowrank_r8_m64_s4_k4", "moe_fullrank_m64_s4_k4"],
+    "layer_sweep": ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4"],
+}
+
+
+def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,)):
+    """(best, curves, advantage) from synthetic metrics: FVU falls with active neurons, MoE below MLP."""
+    rng = np.random.default_rng(0)
+    metrics, membership = [], {}
+    for layer in layers:
+        for family, students in FAMILIES.items():
+            if family == "layer_sweep" or layer == layers[0]:
+                for student in students:
+                    membership.setdefault(("tiny", layer, student), [])
+                    if family not in membership[("tiny", layer, student)]:
+                        membership[("tiny", layer, student)].append(family)
+        for student in {s for (_, l, s) in membership if l == layer}:
+            spec = parse_student(student)
+            base = active_neurons(spec) ** -0.5 * (0.6 if spec["kind"] == "moe" else 1.0)
+            for data, lr in ((d, lr) for d in data_kinds for lr in lrs):
+                scale = 1.0 if data == "activations" else 1.3
+                fvus = (base * scale * (1 + 1 / np.arange(1, 5)) * rng.uniform(0.95, 1.05, 4)).tolist()
+                metrics.append({
+                    "model": "tiny", "layer": layer, "data": data, "student": student, "lr": lr, "seed": 0,
+                    "spec": spec, "active_neurons": active_neurons(spec), "best_fvu": min(fvus),
+                    "best_epoch": int(np.argmin(fvus)) + 1, "final_fvu": fvus[-1], "output_variance": 1.0,
+                    "parameters": 1, "wall_seconds": 1.0, "samples_per_second": 1.0,
+                    "history": [{"epoch": e + 1, "val_fvu": f, "train_mse": f, "val_mse": f} for e, f in enumerate(fvus)],
+                })
+    best = best_over_lr(runs_table(metrics, membership))
+    curves = pd.DataFrame([{**{k: m[k] for k in ("model", "layer", "data", "student", "lr", "seed")}, **h}
+                           for m in metrics for h in m["history"]])
+    return best, curves, moe_advantage(best)
+
+
+def assert_rendered(pdf: Path, png: Path) -> None:
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 2000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 200 and image.shape[1] > 200
+    assert np.unique(image.reshape(-1, image.shape[-1]), axis=0).shape[0] > 20  # not a blank canvas
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return build_tables()
+
+
+def paper_rows():
+    paper = pd.read_csv(PAPER)
+    return paper[(paper.model == "EleutherAI/pythia-70m") & (paper.layer == 3) & paper.in_notebook_figure]
+
+
+@pytest.mark.parametrize("name", ["fvu_vs_active", "router_comparison"])  # shared_split: via CSV below
+def test_best_table_figures(tables, tmp_path, name):
+    best, _, _ = tables
+    pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
+    getattr(figures, name)(best, f"tiny layer 1 {name}", str(pdf), str(png))
+    assert_rendered(pdf, png)
+
+
+def test_learning_curves(tables, tmp_path):
+    _, curves, _ = tables
+    figures.learning_curves(curves, "tiny layer 1", str(tmp_path / "c.pdf"), str(tmp_path / "c.png"))
+    assert_rendered(tmp_path / "c.pdf", tmp_path / "c.png")
+
+
+def test_layer_sweep(tmp_path):
+    _, _, advantage = build_tables(layers=(1, 2, 3))
+    assert set(advantage.layer) == {1, 2, 3}
+    figures.layer_sweep(advantage, "tiny by layer", str(tmp_path / "s.pdf"), str(tmp_path / "s.png"))
+    assert_rendered(tmp_path / "s.pdf", tmp_path / "s.png")
+
+
+def test_single_data_kind_still_renders(tmp_path):
+    best, _, _ = build_tables(data_kinds=("activations",))
+    figures.fvu_vs_active(best, "only real", str(tmp_path / "a.pdf"), str(tmp_path / "a.png"))
+    assert_rendered(tmp_path / "a.pdf", tmp_path / "a.png")
+
+
+@pytest.mark.parametrize("name", ["shared_split", "paper_comparison"])
+def test_plot_figure_step_from_csv(tables, tmp_path, name):
+    """The rule's path: tables written to CSV, read back, filtered to one model and layer (and for the paper
+    comparison, the published points of `hf_id` shown in the paper's figure)."""
+    best, curves, _ = tables
+    assert len(paper_rows()) > 10
+    best.to_csv(tmp_path / "best.csv", index=False)
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
+    plot_figure(name, str(tmp_path / "best.csv"), str(tmp_path / "curves.csv"), str(PAPER), model="tiny", layer=1,
+                hf_id="EleutherAI/pythia-70m", pdf=str(pdf), png=str(png))
+    assert_rendered(pdf, png)

@@ -1,0 +1,112 @@
+"""The experiment grid a config expands to: exactly the students and distillation jobs it asks for."""
+
+from __future__ import annotations
+
+import pytest
+
+from secret_moe.errors import ConfigError, CorpusError
+from secret_moe.plan import all_students, check_config, distill_runs, layers_of, model_layers, students_by_family
+
+# What secret_moe.testing.tiny_config asks for, worked out by hand from the config:
+#  main: MLP widths [4, 16]; MoE lowrank (router_rank 8), m = 64, s = k = 4
+#  shared_split at 8 active neurons, m = 64: s = 0 (k = 8), s = 4 (k = 4), and the dense MLP of width 8
+#  router_rank: lowrank ranks [4] and full rank, m = 64, s = k = 4
+TINY_FAMILIES = {
+    "main": ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4"],
+    "shared_split": ["moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"],
+    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"],
+}
+TINY_STUDENTS = sorted({"mlp_h4", "mlp_h8", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s0_k8",
+                        "moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"})
+
+
+@pytest.fixture
+def config(workflow_config, schema_defaults):
+    return schema_defaults(workflow_config)
+
+
+def test_students_by_family_on_the_tiny_config(config):
+    assert students_by_family(config, "tiny", 1) == TINY_FAMILIES
+    assert all_students(config, "tiny", 1) == TINY_STUDENTS
+
+
+def test_distill_runs_on_the_tiny_config(config):
+    runs = distill_runs(config)
+    # 1 model x 1 layer x 2 data x 7 students x 2 learning rates x 1 seed
+    assert len(runs) == 28
+    expected = {("tiny", 1, data, student, lr, 0) for data in ("activations", "gaussian")
+                for student in TINY_STUDENTS for lr in (0.001, 0.003)}
+    assert {tuple(run[k] for k in ("model", "layer", "data", "student", "lr", "seed")) for run in runs} == expected
+    assert model_layers(config) == [("tiny", 1)]
+
+
+def test_grid_follows_the_config(config):
+    config["distill"]["seeds"] = [0, 1, 2]
+    config["distill"]["data"] = ["activations"]
+    config["experiments"]["router_rank"]["enabled"] = False
+    config["models"]["tiny"]["layers"] = [0, 2]
+    students = sorted({"mlp_h4", "mlp_h8", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s0_k8"})
+    runs = distill_runs(config)
+    assert len(runs) == 2 * 1 * len(students) * 2 * 3
+    assert sorted({r["student"] for r in runs}) == students
+    assert sorted({r["layer"] for r in runs}) == [0, 2]
+    assert sorted({r["seed"] for r in runs}) == [0, 1, 2]
+
+
+def test_main_grid_skips_sizes_with_more_active_experts_than_experts(config):
+    config["distill"]["moe"] = {"routers": ["lowrank", "fullrank"], "experts": [16, 64], "k": [4, 32]}
+    main = students_by_family(config, "tiny", 1)["main"]
+    assert main == ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m16_s4_k4", "moe_lowrank_r8_m64_s4_k4",
+                    "moe_lowrank_r8_m64_s32_k32", "moe_fullrank_m16_s4_k4", "moe_fullrank_m64_s4_k4",
+                    "moe_fullrank_m64_s32_k32"]
+
+
+def test_optional_families(config):
+    config["experiments"]["expert_width"] = {"enabled": True, "widths": [1, 2], "active": 8, "experts": 64,
+                                             "router": "lowrank"}
+    config["experiments"]["num_experts"] = {"enabled": True, "experts": [64, 256], "k": 4, "router": "fullrank"}
+    families = students_by_family(config, "tiny", 1)
+    assert families["expert_width"] == ["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s4_k2_e2"]
+    assert families["num_experts"] == ["moe_fullrank_m64_s4_k4", "moe_fullrank_m256_s4_k4"]
+
+
+def test_layer_sweep_adds_sweep_only_layers(config):
+    config["experiments"]["layer_sweep"] = {"enabled": True, "model": "tiny", "layers": [1, 2], "mlp_widths": [4],
+                                            "k": [4], "experts": 64, "router": "lowrank"}
+    assert layers_of(config, "tiny") == [1, 2]
+    assert students_by_family(config, "tiny", 2) == {"layer_sweep": ["mlp_h4", "moe_lowrank_r8_m64_s4_k4"]}
+    assert students_by_family(config, "tiny", 1)["layer_sweep"] == ["mlp_h4", "moe_lowrank_r8_m64_s4_k4"]
+    runs = distill_runs(config)
+    assert len(runs) == 28 + 2 * 2 * 2  # layer 2: 2 data x 2 students x 2 learning rates
+    assert {r["student"] for r in runs if r["layer"] == 2} == {"mlp_h4", "moe_lowrank_r8_m64_s4_k4"}
+
+
+def test_check_config_accepts_the_tiny_config(config):
+    check_config(config)
+
+
+def test_check_config_names_the_student_with_k_above_m(config):
+    config["experiments"]["router_rank"]["experts"] = 4
+    config["experiments"]["router_rank"]["k"] = [8]
+    config["experiments"]["router_rank"]["include_fullrank"] = False  # else a second student with k > m
+    with pytest.raises(ConfigError, match="moe_lowrank_r4_m4_s8_k8") as error:
+        check_config(config)
+    assert "models.tiny" in str(error.value)
+
+
+def test_check_config_names_a_product_key_student_with_non_square_experts(config):
+    config["distill"]["moe"] = {"routers": ["product_key"], "experts": [60], "k": [4]}
+    with pytest.raises(ConfigError, match="moe_product_key_r8_m60_s4_k4"):
+        check_config(config)
+
+
+def test_check_config_names_a_missing_source_key(config):
+    del config["models"]["tiny"]["path"]
+    with pytest.raises(ConfigError, match="'path'"):
+        check_config(config)
+
+
+def test_check_config_names_a_missing_corpus_file(config, tmp_path):
+    config["corpus"]["files"]["validation"] = str(tmp_path / "nowhere.txt")
+    with pytest.raises(CorpusError, match="nowhere.txt"):
+        check_config(config)

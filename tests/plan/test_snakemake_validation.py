@@ -1,0 +1,81 @@
+"""Bad configs fail when Snakemake parses the workflow, naming the culprit, before any job is scheduled."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def dry_run(config: dict, tmp_path: Path, target: str = "figures/all") -> subprocess.CompletedProcess:
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    workdir = tmp_path / "work"
+    workdir.mkdir(exist_ok=True)
+    result = subprocess.run(
+        [str(SNAKEMAKE), "-n", "-s", str(REPO / "Snakefile"), "--configfile", str(configfile), "-d", str(workdir),
+         target],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def assert_failed_before_any_job(result: subprocess.CompletedProcess, tmp_path: Path) -> None:
+    assert result.returncode != 0, result.output[-3000:]
+    assert "Job stats" not in result.output  # no DAG was built, so no job could have been scheduled
+    produced = [p for p in (tmp_path / "work").rglob("*") if ".snakemake" not in p.parts]
+    assert produced == []
+
+
+def test_valid_tiny_config_plans_the_expected_jobs(workflow_config, tmp_path):
+    result = dry_run(workflow_config, tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    counts = {}
+    for line in result.output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    expected = {"train_student": 28, "capture_activations": 2, "sample_gaussian": 2, "fit_gaussian": 1,
+                # fvu_vs_active, learning_curves, router_comparison, shared_split (no paper point for this model)
+                "plot_figure": 4, "prepare_model": 1, "tokenise_corpus": 1, "export_teacher": 1}
+    assert {job: counts.get(job) for job in expected} == expected, result.output[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [((), "epochz"), (("distill",), "learning_rate")],
+)
+def test_unknown_config_key_fails_naming_the_key(workflow_config, tmp_path, where, key):
+    section = workflow_config
+    for name in where:
+        section = section[name]
+    section[key] = 3
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert f"'{key}'" in result.output
+    assert "Additional properties are not allowed" in result.output
+
+
+def test_k_above_m_fails_naming_the_student(workflow_config, tmp_path):
+    # the only student with k > m (the full-rank variant would be a second one)
+    workflow_config["experiments"]["router_rank"].update({"experts": 4, "k": [8], "include_fullrank": False})
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert "moe_lowrank_r4_m4_s8_k8" in result.output
+    assert "k=8, m=4" in result.output
+
+
+def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path):
+    missing = tmp_path / "no_such_corpus.txt"
+    workflow_config["corpus"]["files"]["train"] = str(missing)
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert str(missing) in result.output
+    assert "CorpusError" in result.output

@@ -1,0 +1,144 @@
+"""Distillation: a perfect student scores FVU 0, real steps reduce the loss, a diverging run fails by name."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from secret_moe.data import ActivationBatches, output_variance
+from secret_moe.errors import NonFiniteLossError
+from secret_moe.models.teacher import TeacherConfig, TeacherMLP
+from secret_moe.store import open_store
+from secret_moe.students import build_student, parse_student
+from secret_moe.students.mlp import MLPConfig, MLPStudent
+from secret_moe.train import TrainConfig, evaluate, fit
+
+D = 8
+
+
+@pytest.fixture
+def gelu_teacher():
+    torch.manual_seed(1)
+    teacher = TeacherMLP(TeacherConfig(d_model=D, d_hidden=16, gated=False, activation="gelu", bias=True))
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.mul_(3)  # outputs of order one
+    return teacher.eval()
+
+
+def teacher_store(path, make_store, teacher, rows, seed, x=None):
+    if x is None:
+        x = np.random.default_rng(seed).standard_normal((rows, D)).astype(np.float32)
+    with torch.no_grad():
+        y = teacher(torch.from_numpy(x)).numpy()
+    return open_store(make_store(path, x, y, chunk_rows=256))
+
+
+def loader(group, shuffle=True):
+    return ActivationBatches(group, 128, shuffle=shuffle, seed=0, group_chunks=2, in_memory=True, device="cpu")
+
+
+@pytest.fixture
+def stores(tmp_path, make_store, gelu_teacher):
+    train = teacher_store(tmp_path / "train.zarr", make_store, gelu_teacher, 2048, seed=0)
+    val = teacher_store(tmp_path / "val.zarr", make_store, gelu_teacher, 512, seed=1)
+    return loader(train), loader(val, shuffle=False)
+
+
+def test_a_student_equal_to_the_teacher_has_fvu_zero(stores, gelu_teacher):
+    train, val = stores
+    student = MLPStudent(MLPConfig(D, 16))
+    with torch.no_grad():
+        student.up.weight.copy_(gelu_teacher.up.weight)
+        student.up.bias.copy_(gelu_teacher.up.bias)
+        student.down.weight.copy_(gelu_teacher.down.weight)
+        student.down.bias.copy_(gelu_teacher.down.bias)
+    variance = output_variance(val)
+    assert variance > 0.1
+    assert evaluate(student, val) < 1e-12
+    # ... while an untrained student of the same shape does not
+    assert evaluate(MLPStudent(MLPConfig(D, 16)), val) / variance > 0.05
+    # fitting at a tiny learning rate keeps it at FVU ~ 0 in every epoch
+    result = fit(student, train, val, TrainConfig(2, 1e-9, "perfect"), variance)
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert all(h["val_fvu"] < 1e-9 for h in result["history"])
+
+
+def test_evaluate_is_the_mean_squared_error_over_rows_and_dimensions(stores):
+    _, val = stores
+    student = MLPStudent(MLPConfig(D, 4))
+    x = torch.from_numpy(val.x[:])
+    y = torch.from_numpy(val.y[:])
+    with torch.no_grad():
+        expected = (student(x) - y).double().pow(2).mean().item()
+    assert evaluate(student, val) == pytest.approx(expected, rel=1e-6)
+    assert student.training  # evaluate puts the student back into training mode
+
+
+@pytest.mark.parametrize("name", ["mlp_h16", "moe_lowrank_r4_m16_s4_k4", "moe_fullrank_m16_s0_k4"])
+def test_training_steps_reduce_the_loss(stores, name):
+    train, val = stores
+    torch.manual_seed(0)
+    student = build_student(parse_student(name), D)
+    variance = output_variance(val)
+    before = evaluate(student, val) / variance
+    initial = {k: v.clone() for k, v in student.state_dict().items()}
+    result = fit(student, train, val, TrainConfig(8, 1e-2, name), variance)
+    fvus = [h["val_fvu"] for h in result["history"]]
+    assert len(fvus) == 8
+    assert fvus[-1] < 0.5 * before
+    assert result["history"][-1]["train_mse"] < result["history"][0]["train_mse"]
+    assert result["samples_per_second"] > 0 and result["train_seconds"] > 0
+    changed = [k for k, v in student.state_dict().items() if not torch.equal(v, initial[k])]
+    assert changed == list(initial)  # every parameter moved
+
+
+def test_nan_from_a_huge_learning_rate_names_the_run(stores):
+    train, val = stores
+    torch.manual_seed(0)
+    student = MLPStudent(MLPConfig(D, 16))
+    with pytest.raises(NonFiniteLossError, match="tiny/1/activations/mlp_h16/1e30/0"):
+        fit(student, train, val, TrainConfig(3, 1e30, "tiny/1/activations/mlp_h16/1e30/0"), output_variance(val))
+
+
+def test_infinite_inputs_name_the_run(tmp_path, make_store, gelu_teacher, stores):
+    _, val = stores
+    x = np.random.default_rng(2).standard_normal((512, D)).astype(np.float32)
+    x[300, 3] = np.inf
+    bad = loader(teacher_store(tmp_path / "bad.zarr", make_store, gelu_teacher, 512, seed=2, x=x))
+    with pytest.raises(NonFiniteLossError, match="run bad-run: training loss became nan") as error:
+        fit(MLPStudent(MLPConfig(D, 4)), bad, val, TrainConfig(1, 1e-3, "bad-run"), 1.0)
+    assert "epoch 1" in str(error.value)
+
+
+def test_nonfinite_validation_loss_names_the_run(tmp_path, make_store, gelu_teacher, stores):
+    train, _ = stores
+    x = np.random.default_rng(3).standard_normal((256, D)).astype(np.float32)
+    x[5, 0] = np.nan
+    bad_val = loader(teacher_store(tmp_path / "badval.zarr", make_store, gelu_teacher, 256, seed=3, x=x), shuffle=False)
+    with pytest.raises(NonFiniteLossError, match="run val-run: validation loss"):
+        fit(MLPStudent(MLPConfig(D, 4)), train, bad_val, TrainConfig(1, 1e-3, "val-run"), 1.0)
+
+
+@pytest.mark.parametrize(("epochs", "lr"), [(0, 1e-3), (1, 0.0), (1, -1.0), (1, math.nan)])
+def test_bad_train_config_is_refused(epochs, lr):
+    with pytest.raises(ValueError, match="run r"):
+        TrainConfig(epochs, lr, "r")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_reduces_the_loss(tmp_path, make_store, gelu_teacher):
+    train_group = teacher_store(tmp_path / "train.zarr", make_store, gelu_teacher, 2048, seed=0)
+    val_group = teacher_store(tmp_path / "val.zarr", make_store, gelu_teacher, 512, seed=1)
+    kwargs = {"seed": 0, "group_chunks": 2, "in_memory": True, "device": "cuda"}
+    train = ActivationBatches(train_group, 128, shuffle=True, **kwargs)
+    val = ActivationBatches(val_group, 128, shuffle=False, **kwargs)
+    torch.manual_seed(0)
+    student = build_student(parse_student("moe_lowrank_r4_m16_s4_k4"), D).cuda()
+    variance = output_variance(val)
+    before = evaluate(student, val) / variance
+    result = fit(student, train, val, TrainConfig(8, 1e-2, "cuda-run"), variance)
+    assert result["history"][-1]["val_fvu"] < 0.5 * before

@@ -1,0 +1,131 @@
+"""The real Snakefile, end to end on the tiny config: activation stores, then every figure, then a report.
+
+Runs once per module (about two minutes on a 2-core CPU): first the activation-store targets alone
+(timed), then `figures/all`; the tests inspect what the run left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+ACTIVATIONS = [f"results/activations/tiny/layer1/{split}.zarr" for split in ("train", "validation")]
+FIGURES = ["fvu_vs_active", "learning_curves", "router_comparison", "shared_split"]
+STUDENTS = {"mlp_h4", "mlp_h8", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s0_k8",
+            "moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"}
+
+
+def snakemake(run_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", str(run_dir / "config.yaml"),
+               "-d", str(run_dir / "work"), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env)
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def logs_of(run_dir: Path) -> str:
+    """The tail of every job log, for failure messages."""
+    return "\n".join(f"--- {log}\n{log.read_text()[-1500:]}" for log in sorted((run_dir / "work" / "logs").rglob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("e2e")
+    model = save_tiny_model(run_dir / "tiny-model", "gpt_neox", seed=0)
+    corpus = write_tiny_corpus(run_dir, {"train": 400, "validation": 100}, seed=0)
+    write_config(run_dir / "config.yaml", tiny_config(model, corpus))
+    (run_dir / "work").mkdir()
+
+    cores = ["--cores", "2"]
+    tick = time.perf_counter()
+    stores = snakemake(run_dir, *ACTIVATIONS, *cores)  # targets first: --resources takes many values
+    stores_seconds = time.perf_counter() - tick
+    assert stores.returncode == 0, stores.output[-4000:] + logs_of(run_dir)
+
+    tick = time.perf_counter()
+    full = snakemake(run_dir, "figures/all", *cores)
+    full_seconds = time.perf_counter() - tick
+    assert full.returncode == 0, full.output[-4000:] + logs_of(run_dir)
+    return {"dir": run_dir, "work": run_dir / "work", "stores_seconds": stores_seconds, "full": full,
+            "full_seconds": full_seconds}
+
+
+def test_activation_stores_alone_finish_in_under_two_minutes(run):
+    assert run["stores_seconds"] < 120
+    for store in ACTIVATIONS:
+        group = zarr.open_group(str(run["work"] / store), mode="r")
+        assert group["x"].shape[0] > 0 and group["x"].shape == group["y"].shape
+        assert group.attrs["model_id"] == "local/tiny-gpt-neox" and group.attrs["layer"] == 1
+        assert not (run["work"] / f"{store}.partial").exists()
+
+
+def test_every_figure_exists(run):
+    listed = (run["work"] / "figures" / "all").read_text().split()
+    expected = [f"figures/tiny/layer1/{name}.{ext}" for name in FIGURES for ext in ("pdf", "png")]
+    assert sorted(listed) == sorted(expected)
+    for path in expected:
+        data = (run["work"] / path).read_bytes()
+        assert len(data) > 2000
+        assert data[:4] in (b"%PDF", b"\x89PNG")
+
+
+def test_results_table_has_the_expected_runs(run):
+    runs = pd.read_csv(run["work"] / "results" / "aggregate" / "runs.csv")
+    assert len(runs) == 28  # 2 data x 7 students x 2 learning rates x 1 seed
+    assert set(runs.student) == STUDENTS
+    assert set(runs.data) == {"activations", "gaussian"}
+    assert sorted(set(runs.lr)) == [0.001, 0.003]
+    assert runs.groupby(["data", "student"]).size().eq(2).all()
+    assert np.isfinite(runs.best_fvu).all() and (runs.best_fvu > 0).all()
+    assert (runs.best_fvu <= runs.final_fvu + 1e-12).all()
+    best = pd.read_csv(run["work"] / "results" / "aggregate" / "best.csv")
+    assert len(best) == 14
+    for _, row in best.iterrows():
+        point = runs[(runs.data == row.data) & (runs.student == row.student)]
+        assert row.best_fvu == pytest.approx(point.best_fvu.min())
+    families = dict(zip(best[best.data == "activations"].student, best[best.data == "activations"].families))
+    assert set(families["moe_lowrank_r8_m64_s4_k4"].split(";")) == {"main", "shared_split"}
+    assert families["moe_fullrank_m64_s4_k4"] == "router_rank"
+
+
+def test_distilled_students_learn_something(run):
+    curves = pd.read_csv(run["work"] / "results" / "aggregate" / "curves.csv")
+    assert len(curves) == 28 * 2  # two epochs per run
+    by_epoch = curves.pivot_table(index=["data", "student", "lr"], columns="epoch", values="val_fvu")
+    assert (by_epoch[2] < by_epoch[1]).all()  # every run's validation FVU falls from epoch 1 to 2
+    runs = pd.read_csv(run["work"] / "results" / "aggregate" / "runs.csv")
+    best = runs.groupby(["data", "student"]).best_fvu.min()
+    # the widest dense student beats the narrowest on real activations
+    assert best[("activations", "mlp_h16")] < best[("activations", "mlp_h4")]
+
+
+def test_a_second_run_has_nothing_to_do(run):
+    again = snakemake(run["dir"], "-n", "figures/all")
+    assert again.returncode == 0, again.output[-3000:]
+    assert "Nothing to be done" in again.output, again.output[-3000:]
+
+
+def test_report_is_a_self_contained_html_file(run):
+    report = run["dir"] / "report.html"
+    result = snakemake(run["dir"], "--report", str(report))
+    assert result.returncode == 0, result.output[-3000:]
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 50_000
+    assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:1000].lower()
+    assert "fvu_vs_active" in html
+    assert "<script src=\"http" not in html and "<link href=\"http" not in html
