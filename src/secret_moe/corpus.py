@@ -66,14 +66,20 @@ def _hub_lines(spec: dict[str, Any], split: str) -> list[str]:
     return [_normalise(text) for text in data[spec.get("text_column", "text")] if text.strip()]
 
 
-def _file_lines(path: str, text_column: str) -> list[str]:
-    import datasets
-
+def _require_file(path: str, key: str) -> Path:
+    """The corpus file at `path`, or an error naming the config key and the file."""
     file = Path(path)
     if not file.is_file():
-        raise CorpusError(f"corpus file {path!r} does not exist")
+        raise CorpusError(f"{key}: file {path!r} does not exist")
     if file.stat().st_size == 0:
-        raise CorpusError(f"corpus file {path!r} is empty")
+        raise CorpusError(f"{key}: file {path!r} is empty")
+    return file
+
+
+def _file_lines(path: str, text_column: str, split: str) -> list[str]:
+    import datasets
+
+    file = _require_file(path, f"corpus.files.{split}")
     builder = _FILE_BUILDERS.get(file.suffix)
     if builder is None:
         raise CorpusError(f"corpus file {path!r}: unsupported suffix, use one of {sorted(_FILE_BUILDERS)}")
@@ -95,11 +101,7 @@ def check_corpus(spec: dict[str, Any]) -> None:
         path = spec["files"].get(split)
         if not path:
             raise CorpusError(f"corpus.files.{split} is not set")
-        file = Path(path)
-        if not file.is_file():
-            raise CorpusError(f"corpus.files.{split}: file {path!r} does not exist")
-        if file.stat().st_size == 0:
-            raise CorpusError(f"corpus.files.{split}: file {path!r} is empty")
+        _require_file(path, f"corpus.files.{split}")
 
 
 def load_lines(spec: dict[str, Any], seed: int) -> dict[str, list[str]]:
@@ -109,7 +111,7 @@ def load_lines(spec: dict[str, Any], seed: int) -> dict[str, list[str]]:
         return {split: _hub_lines(spec["hub"], split) for split in SPLITS}
     if source == "files":
         column = spec["files"].get("text_column", "text")
-        return {split: _file_lines(spec["files"][split], column) for split in SPLITS}
+        return {split: _file_lines(spec["files"][split], column, split) for split in SPLITS}
     if source == "python_docs":
         lines = python_docs_paragraphs()
         random.Random(seed).shuffle(lines)

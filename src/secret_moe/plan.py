@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from itertools import product
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
-from secret_moe.models.layers import num_layers
+from secret_moe.models.layers import check_layers
 from secret_moe.students import build_student, parse_student, student_name
 
 FAMILIES = ("main", "shared_split", "router_rank", "expert_width", "num_experts", "layer_sweep")
@@ -103,13 +104,13 @@ def distill_runs(config: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _local_layer_count(spec: dict[str, Any], name: str) -> int | None:
-    """Layer count from a config.json already on disk (a local model or a materialised one), else None."""
+def _local_model_config(spec: dict[str, Any], name: str) -> Any | None:
+    """The model's config.json already on disk (a local model or a materialised one), as attributes, else None."""
     folders = [Path("resources/models") / name] + ([Path(spec["path"])] if spec["source"] == "local" else [])
     for folder in folders:
         if (folder / "config.json").is_file():
             raw = json.loads((folder / "config.json").read_text())
-            return num_layers(type("ModelConfig", (), raw.get("text_config", raw)))
+            return SimpleNamespace(**raw.get("text_config", raw))
     return None
 
 
@@ -123,12 +124,8 @@ def check_config(config: dict[str, Any]) -> None:
         needed = {"hub": "hf_id", "gguf_package": "gguf_package", "local": "path"}[spec["source"]]
         if needed not in spec:
             raise ConfigError(f"models.{name}: source {spec['source']!r} needs the key {needed!r}")
-        count = _local_layer_count(spec, name)
-        for layer in layers_of(config, name):
-            if count is not None and not 0 <= layer < count:
-                raise ConfigError(
-                    f"models.{name}.layers: layer {layer} is out of range; the model has {count} layers (0..{count - 1})"
-                )
+        if (model_config := _local_model_config(spec, name)) is not None:
+            check_layers(model_config, layers_of(config, name), name)
         for student in sorted({s for layer in layers_of(config, name) for s in all_students(config, name, layer)}):
             try:
                 build_student(parse_student(student), d_model=1)
