@@ -4,14 +4,14 @@
 
 rule capture_activations:
     input:
-        model="resources/models/{model}",
-        tokenizer="resources/tokenizers/{model}",
-        tokens="results/tokens/{model}/{split}.zarr",
+        model=resource("model"),
+        tokenizer=resource("tokenizer"),
+        tokens=resource("tokens"),
     output:
         directory("results/activations/{model}/layer{layer}/{split}.zarr"),
     params:
         spec=model_spec,
-        extract=config["extract"],
+        extract=extract_config,
         seed=config["seed"],
         device=config["device"],
     log:

@@ -5,10 +5,21 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
-from secret_moe.plan import check_config, distill_runs, layers_of, model_layers, students_by_family
+from secret_moe.plan import (
+    SOURCE_KEYS,
+    check_config,
+    controls,
+    distill_runs,
+    layers_of,
+    model_layers,
+    resolve_variants,
+    resource_model,
+    students_by_family,
+)
 
 
 validate(config, schema="../config/schema.yaml", set_default=True)
+resolve_variants(config)
 check_config(config)
 
 SPLITS = ["train", "validation"]
@@ -25,14 +36,29 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-SOURCE_KEYS = ("source", "hf_id", "revision", "gguf_package", "path", "init", "dtype")
-
-
 def model_spec(wildcards):
     """The keys that decide a model's weights and compute dtype: only these trigger reruns when changed
     (a new layer or router rank must not re-materialise the model)."""
     spec = config["models"][wildcards.model]
     return {key: spec[key] for key in SOURCE_KEYS if key in spec}
+
+
+def resource(kind, split=None):
+    """Input function: the materialised tokenizer / model / token store a model uses (a `same_as` variant
+    uses its base model's)."""
+    def path(wildcards):
+        owner = resource_model(config, wildcards.model)
+        return {"tokenizer": f"resources/tokenizers/{owner}", "model": f"resources/models/{owner}",
+                "tokens": f"results/tokens/{owner}/{wildcards.get('split', split)}.zarr"}[kind]
+    return path
+
+
+def extract_config(wildcards):
+    """The extraction settings of one model: config `extract`, plus the padding keys of a keep_padding variant."""
+    spec = config["models"][wildcards.model]
+    if not spec.get("keep_padding"):
+        return config["extract"]
+    return {**config["extract"], "keep_padding": True, "padding_batch_lines": spec["padding_batch_lines"]}
 
 
 def data_store(data, split):

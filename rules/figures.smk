@@ -1,12 +1,14 @@
 # Figures per (model, layer) from the results tables; `figures/all` lists every one of them.
 
-localrules: aggregate_runs, plot_figure, plot_layer_sweep, all_figures  # seconds of CPU: not worth a cluster job
+localrules: aggregate_runs, plot_figure, plot_layer_sweep, plot_control, all_figures  # seconds of CPU: not worth a cluster job
 
 FIGURE_CAPTIONS = {
     "fvu_vs_active": "Validation FVU vs active neurons: dense MLP vs MoE students, real activations vs Gaussian control.",
     "learning_curves": "Validation FVU per epoch of each main-comparison student, at its best learning rate.",
     "router_comparison": "Low-rank routers of several ranks vs the full-rank router at equal active neurons.",
     "shared_split": "FVU at fixed active neurons as the share held by the always-on shared MLP varies.",
+    "expert_width": "FVU at fixed active neurons as each expert's hidden width grows (fewer, wider experts active).",
+    "num_experts": "FVU at fixed active neurons as the number of experts m grows.",
     "paper_comparison": "This run's best FVU points next to the published ones for the same teacher and layer.",
     "layer_sweep": "MoE advantage per layer: the dense MLP width needed to match the MoE's FVU, over its active neurons.",
 }
@@ -18,7 +20,9 @@ def figures_for(model, layer):
     if "main" not in families:  # a sweep-only layer: shown in the model's layer_sweep figure
         return []
     names = ["fvu_vs_active", "learning_curves"]
-    names += [n for n, fam in [("router_comparison", "router_rank"), ("shared_split", "shared_split")] if fam in families]
+    names += [figure for figure, family in [("router_comparison", "router_rank"), ("shared_split", "shared_split"),
+                                            ("expert_width", "expert_width"), ("num_experts", "num_experts")]
+              if family in families]
     import pandas as pd
 
     paper = pd.read_csv(PAPER_TABLE)
@@ -38,7 +42,8 @@ def all_figure_files():
     ]
     sweep = config["experiments"].get("layer_sweep", {})
     per_model = [f"figures/{sweep['model']}/layer_sweep.{ext}" for ext in ("pdf", "png")] if sweep.get("enabled") else []
-    return per_layer + per_model
+    control = [f"figures/{model}/control.{ext}" for model in controls(config) for ext in ("pdf", "png")]
+    return per_layer + per_model + control
 
 
 rule plot_figure:
@@ -84,6 +89,27 @@ rule plot_layer_sweep:
         ENV
     script:
         "../scripts/plot_layer_sweep.py"
+
+
+rule plot_control:
+    input:
+        advantage="results/aggregate/moe_advantage.csv",
+    output:
+        pdf="figures/{model}/control.pdf",
+        png=report(
+            "figures/{model}/control.png",
+            category="Figures",
+            subcategory="{model} control",
+            caption="../report/control.rst",
+        ),
+    params:
+        pair=lambda w: controls(config)[w.model],
+    log:
+        "logs/plot_control/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/plot_control.py"
 
 
 rule all_figures:

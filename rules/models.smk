@@ -39,7 +39,7 @@ rule prepare_model:
 
 rule export_teacher:
     input:
-        model="resources/models/{model}",
+        model=resource("model"),
     output:
         directory("results/teacher/{model}/layer{layer}"),
     params:

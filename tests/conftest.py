@@ -6,6 +6,8 @@ Everything is built locally (no network) and small enough for a 2-core CPU.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,26 @@ def write_store(path: Path, x: np.ndarray, y: np.ndarray, chunk_rows: int, attrs
 @pytest.fixture
 def make_store():
     return write_store
+
+
+def snakemake_dry_run(config: dict[str, Any], tmp_path: Path, target: str = "figures/all") -> subprocess.CompletedProcess:
+    """`snakemake -n target` on the repository's Snakefile with `config`, in a fresh work folder under tmp_path;
+    the result carries stdout and stderr together as `.output`."""
+    configfile = dump_config(tmp_path / "config.yaml", config)
+    workdir = tmp_path / "work"
+    workdir.mkdir(exist_ok=True)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(REPO / "Snakefile"), "--configfile",
+         str(configfile), "-d", str(workdir), target],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    result.output = result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture
+def dry_run():
+    return snakemake_dry_run
 
 
 def dump_config(path: Path, config: dict[str, Any]) -> Path:

@@ -4,6 +4,10 @@ Order of work, fixed by the seed so an interrupted run resumes to identical byte
 shuffled and cut into windows; inside a window they are sorted by length and packed into batches of
 at most `batch_tokens` padded tokens (little padding); the window's rows are shuffled and appended.
 Memory holds one window plus one chunk, whatever the corpus size.
+
+`keep_padding` reproduces the authors' loader instead (their public code, activation_loader.py): batches
+of `padding_batch_lines` sequences in random order, padded on the tokenizer's side, and *every* position
+recorded, padding included.  Only for comparing with the published numbers: see README "Padding".
 """
 
 from __future__ import annotations
@@ -46,6 +50,16 @@ def plan_batches(window: np.ndarray, lengths: np.ndarray, batch_tokens: int) -> 
     return batches
 
 
+def plan_padded_batches(window: np.ndarray, batch_lines: int) -> list[np.ndarray]:
+    """The authors' batches: consecutive groups of `batch_lines` sequences of the (shuffled) window."""
+    return [window[i : i + batch_lines] for i in range(0, len(window), batch_lines)]
+
+
+def padded_rows(batches: list[np.ndarray], lengths: np.ndarray) -> int:
+    """Rows a window writes when every position of its padded batches is kept."""
+    return int(sum(len(b) * lengths[b].max() for b in batches))
+
+
 def _window_rows(
     model: torch.nn.Module,
     layer: int,
@@ -55,6 +69,8 @@ def _window_rows(
     device: str,
     rng: np.random.Generator,
     stats: dict[str, float],
+    keep_padding: bool = False,
+    pad_left: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for batch in batches:
@@ -62,10 +78,12 @@ def _window_rows(
         ids_BT = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
         for row, index in enumerate(batch):
-            ids_BT[row, : len(sequences[index])] = torch.from_numpy(sequences[index])
-            mask_BT[row, : len(sequences[index])] = 1
+            span = slice(width - len(sequences[index]), width) if pad_left else slice(0, len(sequences[index]))
+            ids_BT[row, span] = torch.from_numpy(sequences[index])
+            mask_BT[row, span] = 1
         x_BTD, y_BTD = mlp_io(model, layer, ids_BT.to(device), mask_BT.to(device))
-        keep = mask_BT.to(device).bool()
+        keep = torch.ones_like(mask_BT, dtype=torch.bool) if keep_padding else mask_BT.bool()
+        keep = keep.to(device)
         xs.append(x_BTD[keep].float().cpu().numpy())
         ys.append(y_BTD[keep].float().cpu().numpy())
         stats["padded_tokens"] += ids_BT.numel()
@@ -107,15 +125,25 @@ def capture_activations(
     seed: int,
     device: str,
     attrs: dict[str, Any],
+    keep_padding: bool = False,
+    padding_batch_lines: int = 8,
+    pad_left: bool = False,
 ) -> dict[str, float]:
     """Write (or resume) the store at `out_path`; returns timing and padding statistics."""
     lengths = np.array([len(s) for s in sequences])
     d_model = hidden_size(model.config)
     chunk_rows = chunk_rows_for(d_model, chunk_mb)
     partial = partial_path(out_path)
-    group, done = open_or_create(partial, int(lengths.sum()), d_model, chunk_rows, attrs, checked=attrs)
     windows = plan_windows(lengths, window_sequences, seed)
-    starts = np.concatenate([[0], np.cumsum([lengths[w].sum() for w in windows])])
+
+    def batches_of(window: np.ndarray) -> list[np.ndarray]:
+        if keep_padding:
+            return plan_padded_batches(window, padding_batch_lines)
+        return plan_batches(window, lengths, batch_tokens)
+
+    window_rows = [padded_rows(batches_of(w), lengths) if keep_padding else int(lengths[w].sum()) for w in windows]
+    starts = np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
+    group, done = open_or_create(partial, int(starts[-1]), d_model, chunk_rows, attrs, checked=attrs)
     first = int(np.searchsorted(starts, done, side="right") - 1)
     if done:
         log.info("resuming %s at row %d of %d (window %d)", partial, done, starts[-1], first)
@@ -125,9 +153,9 @@ def capture_activations(
     def window_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for w in tqdm(range(first, len(windows)), desc=f"extract layer {layer}", unit="window"):
             tick = time.perf_counter()
-            batches = plan_batches(windows[w], lengths, batch_tokens)
             rng = np.random.default_rng([seed, w])
-            block = _window_rows(model, layer, sequences, batches, pad_id, device, rng, stats)
+            block = _window_rows(model, layer, sequences, batches_of(windows[w]), pad_id, device, rng, stats,
+                                 keep_padding, pad_left)
             stats["model_seconds"] += time.perf_counter() - tick
             yield block
 
@@ -141,7 +169,8 @@ def capture_activations(
         commit_rows(partial, row)
         stats["write_seconds"] += time.perf_counter() - tick
     finish_store(partial, out_path)
-    processed = int(starts[-1] - starts[first])
+    processed = int(sum(lengths[windows[w]].sum() for w in range(first, len(windows))))
     stats["tokens"] = float(processed)
     stats["padding_fraction"] = 1 - processed / stats["padded_tokens"] if stats["padded_tokens"] else 0.0
+    stats["rows"] = float(starts[-1] - starts[first])
     return stats

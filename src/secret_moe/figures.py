@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from secret_moe.aggregate import student_label  # noqa: E402
+from secret_moe.aggregate import student_label
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 DATA_ORDER = ["activations", "gaussian"]
@@ -50,7 +50,8 @@ def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
 def router_comparison(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     """Low-rank (by rank) vs full-rank routing at equal active neurons, real and Gaussian."""
     sub = best[best.families.str.contains("router_rank")].copy()
-    sub["router"] = sub.apply(lambda r: "full rank" if r.router == "fullrank" else f"rank {int(r['rank'])}", axis=1)
+    names = {"fullrank": "full rank", "lowrank": "low rank {}", "product_key": "product key {}"}
+    sub["router"] = sub.apply(lambda r: names[r.router].format(int(r["rank"]) if r["rank"] == r["rank"] else ""), axis=1)
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.barplot(sub, x="router", y="best_fvu", hue="data", hue_order=[d for d in DATA_ORDER if d in set(sub.data)],
                 ax=ax)
@@ -67,6 +68,33 @@ def shared_split(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(sub, x="shared_share", y="best_fvu", hue="data", marker="o", ax=ax)
     ax.set_xlabel("shared neurons s / (s + k)  (1 = dense MLP)")
+    ax.set_ylabel("validation FVU")
+    ax.set_title(title)
+    _save(fig, pdf, png)
+
+
+def expert_width(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """FVU at fixed active neurons vs each expert's hidden width (k · width held constant)."""
+    sub = best[best.families.str.contains("expert_width")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(sub, x="expert_width", y="best_fvu", hue="data", marker="o", ax=ax,
+                 hue_order=[d for d in DATA_ORDER if d in set(sub.data)])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(sub.expert_width.unique()), [str(int(w)) for w in sorted(sub.expert_width.unique())])
+    ax.set_xlabel(f"neurons per expert (active neurons fixed at {int(sub.active_neurons.iloc[0])})")
+    ax.set_ylabel("validation FVU")
+    ax.set_title(title)
+    _save(fig, pdf, png)
+
+
+def num_experts(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """FVU at fixed active neurons vs the number of experts m, one line per router."""
+    sub = best[best.families.str.contains("num_experts")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(sub, x="experts", y="best_fvu", hue="data", style="router", markers=True, ax=ax,
+                 hue_order=[d for d in DATA_ORDER if d in set(sub.data)])
+    ax.set_xscale("log")
+    ax.set_xlabel(f"experts m (active neurons fixed at {int(sub.active_neurons.iloc[0])})")
     ax.set_ylabel("validation FVU")
     ax.set_title(title)
     _save(fig, pdf, png)
@@ -112,4 +140,20 @@ def layer_sweep(advantage: pd.DataFrame, title: str, pdf: str, png: str) -> None
     ax.axhline(1, color="grey", lw=0.8, ls=":")
     ax.set_ylabel("MLP width to match MoE / MoE active neurons")
     ax.set_title(title)
+    _save(fig, pdf, png)
+
+
+def control(advantage: pd.DataFrame, order: list[str], title: str, pdf: str, png: str) -> None:
+    """MoE advantage vs active neurons for a model and its control (column `variant`), real | Gaussian."""
+    data = [d for d in DATA_ORDER if d in set(advantage.data)]
+    fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], data):
+        sns.lineplot(advantage[advantage.data == name], x="active_neurons", y="advantage", hue="variant",
+                     hue_order=order, marker="o", ax=ax)
+        ax.axhline(1, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("MoE active neurons")
+        ax.set_ylabel("MLP width to match MoE / MoE active neurons")
+        ax.set_title(DATA_TITLES[name])
+    fig.suptitle(title)
     _save(fig, pdf, png)

@@ -52,6 +52,47 @@ def model_layers(config: dict[str, Any]) -> list[tuple[str, int]]:
     return [(model, layer) for model in config["models"] for layer in layers_of(config, model)]
 
 
+SOURCE_KEYS = ("source", "hf_id", "revision", "gguf_package", "path", "init", "dtype")
+
+
+def resolve_variants(config: dict[str, Any]) -> None:
+    """Give each `same_as` variant its base model's source keys and router rank (in place): a variant shares
+    the base's tokenizer, weights and tokens and differs only in how activations are extracted (`keep_padding`)."""
+    for name, spec in config["models"].items():
+        base = spec.get("same_as")
+        if base is None:
+            continue
+        if base not in config["models"] or "same_as" in config["models"][base]:
+            raise ConfigError(f"models.{name}.same_as: {base!r} is not a model of its own (a key of models without same_as)")
+        inherited = (*SOURCE_KEYS, "router_rank")
+        spec.update({key: config["models"][base][key] for key in inherited if key in config["models"][base]})
+
+
+def resource_model(config: dict[str, Any], model: str) -> str:
+    """The model whose materialised tokenizer, weights and tokens `model` uses: its `same_as`, else itself."""
+    return config["models"][model].get("same_as", model)
+
+
+def is_control(spec: dict[str, Any]) -> bool:
+    return spec.get("init", "pretrained") == "random" or bool(spec.get("keep_padding"))
+
+
+def controls(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Control models mapped to the model they are compared with and a label for the comparison:
+    random weights (`init: random`) vs the pretrained model of the same Hub id, and padded positions kept
+    (`keep_padding`) vs the model it is `same_as`."""
+    plain = {spec.get("hf_id"): name for name, spec in config["models"].items()
+             if not is_control(spec) and spec.get("hf_id")}
+    found = {}
+    for name, spec in config["models"].items():
+        if spec.get("keep_padding") and spec.get("same_as"):
+            found[name] = {"base": spec["same_as"], "base_label": "non-padding tokens",
+                           "label": "padded positions kept"}
+        elif spec.get("init") == "random" and spec.get("hf_id") in plain:
+            found[name] = {"base": plain[spec["hf_id"]], "base_label": "pretrained", "label": "random weights"}
+    return found
+
+
 def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[str, list[str]]:
     """Students per experiment family at one (model, layer); sweep-only layers run the sweep's students."""
     rank = config["models"][model].get("router_rank", 128)
@@ -61,7 +102,9 @@ def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[s
     ] if sweep else []
     if layer not in config["models"][model]["layers"]:
         return {"layer_sweep": sweep_students}
-    distill, experiments = config["distill"], config.get("experiments", {})
+    distill = config["distill"]
+    # controls (random weights, padded positions) run the main comparison only
+    experiments = {} if is_control(config["models"][model]) else config.get("experiments", {})
     moe = distill["moe"]
     families: dict[str, list[str]] = {
         "main": [student_name({"kind": "mlp", "hidden": h}) for h in distill["mlp_widths"]]
@@ -74,14 +117,16 @@ def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[s
             _split(spec["active"], f, spec["router"], rank, spec["experts"]) for f in spec["shared_fractions"]
         ] + [student_name({"kind": "mlp", "hidden": spec["active"]})]
     if (spec := experiments.get("router_rank", {})).get("enabled"):
-        routers = [("lowrank", r) for r in spec["ranks"]] + ([("fullrank", rank)] if spec["include_fullrank"] else [])
+        routers = ([("lowrank", r) for r in spec["ranks"]] + ([("fullrank", rank)] if spec["include_fullrank"] else [])
+                   + [("product_key", r) for r in spec.get("product_key_ranks", [])])
         families["router_rank"] = [_moe(name, r, spec["experts"], k, k) for (name, r), k in product(routers, spec["k"])]
     if (spec := experiments.get("expert_width", {})).get("enabled"):
         families["expert_width"] = [
             _split(spec["active"], 0.5, spec["router"], rank, spec["experts"], w) for w in spec["widths"]
         ]
     if (spec := experiments.get("num_experts", {})).get("enabled"):
-        families["num_experts"] = [_moe(spec["router"], rank, m, spec["k"], spec["k"]) for m in spec["experts"]]
+        families["num_experts"] = [_moe(spec["router"], rank, m, spec["k"], spec["k"]) for m in spec["experts"]] + [
+            _moe("product_key", rank, m, spec["k"], spec["k"]) for m in spec.get("product_key_experts", [])]
     if sweep_students:
         families["layer_sweep"] = sweep_students
     return families
@@ -121,6 +166,10 @@ def check_config(config: dict[str, Any]) -> None:
     if sweep.get("enabled") and sweep.get("model") not in config["models"]:
         raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")
     for name, spec in config["models"].items():
+        if "source" not in spec:
+            raise ConfigError(f"models.{name}: needs the key 'source' (or 'same_as', naming another model)")
+        if spec.get("keep_padding") and "same_as" not in spec:
+            raise ConfigError(f"models.{name}: keep_padding needs 'same_as' (the model whose non-padding tokens it is compared with)")
         needed = {"hub": "hf_id", "gguf_package": "gguf_package", "local": "path"}[spec["source"]]
         if needed not in spec:
             raise ConfigError(f"models.{name}: source {spec['source']!r} needs the key {needed!r}")

@@ -11,10 +11,7 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-WORDS = (
-    "the of and to in is was for on as with by at from his her that which it an are were be this had not but "
-    "river city music army king song film team church school war island species album game road bridge light"
-).split()
+WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "as", "with", "by", "at", "from", "his", "her", "that", "which", "it", "an", "are", "were", "be", "this", "had", "not", "but", "river", "city", "music", "army", "king", "song", "film", "team", "church", "school", "war", "island", "species", "album", "game", "road", "bridge", "light"]
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3,

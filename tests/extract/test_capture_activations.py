@@ -16,7 +16,7 @@ import zarr
 import secret_moe
 from secret_moe.capture import mlp_io
 from secret_moe.errors import StoreMismatchError
-from secret_moe.extract import capture_activations
+from secret_moe.extract import capture_activations, padded_rows, plan_padded_batches, plan_windows
 from secret_moe.models.loading import load_local_model
 from secret_moe.provenance import fingerprint_text, read_json
 from secret_moe.steps import extract_activations, tokenise_corpus
@@ -124,6 +124,36 @@ def test_rows_equal_a_direct_per_sequence_capture(extracted, token_stores, model
     assert np.array_equal(np.sort(stored_classes), np.sort(direct_classes))
     assert len(set(direct_classes)) > 0.9 * len(direct)  # almost all rows are distinct
     assert not np.allclose(stored, direct, atol=1e-4)  # ... and rows are shuffled, not in corpus order
+
+
+def test_keep_padding_records_every_position_of_the_authors_batches(token_stores, model, tmp_path):
+    """keep_padding: random batches of `padding_batch_lines` lines, every padded position kept. With right
+    padding (this tokenizer's side) the real tokens' rows are exactly the per-sequence capture's, and the
+    padded positions add rows of their own."""
+    sequences, _ = read_token_store(token_stores["train"])
+    lengths = np.array([len(s) for s in sequences])
+    windows = plan_windows(lengths, EXTRACT["window_sequences"], seed=0)
+    expected_rows = sum(padded_rows(plan_padded_batches(w, 4), lengths) for w in windows)
+    assert expected_rows > lengths.sum()
+    out = tmp_path / "padded.zarr"
+    stats = capture_activations(model, sequences, out, layer=LAYER, pad_id=0, batch_tokens=512, window_sequences=16,
+                                chunk_mb=1, seed=0, device="cpu", attrs={"layer": LAYER}, keep_padding=True,
+                                padding_batch_lines=4)
+    group = zarr.open_group(str(out), mode="r")
+    assert group["x"].shape == (expected_rows, 32)
+    assert stats["rows"] == expected_rows and stats["tokens"] == lengths.sum()
+    assert stats["padding_fraction"] == pytest.approx(1 - lengths.sum() / expected_rows)
+    direct = []
+    for ids in sequences:
+        ids_BT = torch.from_numpy(ids.astype(np.int64))[None]
+        x, y = mlp_io(model, LAYER, ids_BT, torch.ones_like(ids_BT))
+        direct.append(np.concatenate([x[0].numpy(), y[0].numpy()], axis=1))
+    direct = np.concatenate(direct)
+    stored = np.concatenate([group["x"][:], group["y"][:]], axis=1)
+    classes, _ = row_classes(stored, direct)
+    matched = classes >= 0
+    assert matched.sum() >= lengths.sum()  # every real token is there (pad rows may repeat a real row)
+    assert (~matched).sum() >= 0.9 * (expected_rows - lengths.sum())  # the padded positions are new rows
 
 
 # A worker that captures in its own process and SIGKILLs itself at a chosen commit: before writing

@@ -11,7 +11,7 @@ import pytest
 
 from secret_moe import figures
 from secret_moe.aggregate import best_over_lr, moe_advantage, runs_table
-from secret_moe.steps import plot_figure
+from secret_moe.steps import plot_control, plot_figure
 from secret_moe.students import active_neurons, parse_student
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,12 +21,15 @@ FAMILIES = {
     "main": ["mlp_h4", "mlp_h8", "mlp_h16", "mlp_h32", "moe_lowrank_r8_m64_s2_k2", "moe_lowrank_r8_m64_s4_k4",
              "moe_lowrank_r8_m64_s8_k8"],
     "shared_split": ["moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"],
-    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_lowrank_r8_m64_s4_k4", "moe_fullrank_m64_s4_k4"],
+    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_lowrank_r8_m64_s4_k4", "moe_fullrank_m64_s4_k4",
+                    "moe_product_key_r8_m64_s4_k4"],
+    "expert_width": ["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s4_k2_e2", "moe_lowrank_r8_m64_s4_k1_e4"],
+    "num_experts": ["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m256_s4_k4", "moe_product_key_r8_m1024_s4_k4"],
     "layer_sweep": ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4"],
 }
 
 
-def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,)):
+def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,), model="tiny", moe_factor=0.6):
     """(best, curves, advantage) from synthetic metrics: FVU falls with active neurons, MoE below MLP."""
     rng = np.random.default_rng(0)
     metrics, membership = [], {}
@@ -34,17 +37,17 @@ def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,
         for family, students in FAMILIES.items():
             if family == "layer_sweep" or layer == layers[0]:
                 for student in students:
-                    membership.setdefault(("tiny", layer, student), [])
-                    if family not in membership[("tiny", layer, student)]:
-                        membership[("tiny", layer, student)].append(family)
+                    membership.setdefault((model, layer, student), [])
+                    if family not in membership[(model, layer, student)]:
+                        membership[(model, layer, student)].append(family)
         for student in {s for (_, l, s) in membership if l == layer}:
             spec = parse_student(student)
-            base = active_neurons(spec) ** -0.5 * (0.6 if spec["kind"] == "moe" else 1.0)
+            base = active_neurons(spec) ** -0.5 * (moe_factor if spec["kind"] == "moe" else 1.0)
             for data, lr in ((d, lr) for d in data_kinds for lr in lrs):
                 scale = 1.0 if data == "activations" else 1.3
                 fvus = (base * scale * (1 + 1 / np.arange(1, 5)) * rng.uniform(0.95, 1.05, 4)).tolist()
                 metrics.append({
-                    "model": "tiny", "layer": layer, "data": data, "student": student, "lr": lr, "seed": 0,
+                    "model": model, "layer": layer, "data": data, "student": student, "lr": lr, "seed": 0,
                     "spec": spec, "active_neurons": active_neurons(spec), "best_fvu": min(fvus),
                     "best_epoch": int(np.argmin(fvus)) + 1, "final_fvu": fvus[-1], "output_variance": 1.0,
                     "parameters": 1, "wall_seconds": 1.0, "samples_per_second": 1.0,
@@ -74,7 +77,7 @@ def paper_rows():
     return paper[(paper.model == "EleutherAI/pythia-70m") & (paper.layer == 3) & paper.in_notebook_figure]
 
 
-@pytest.mark.parametrize("name", ["fvu_vs_active", "router_comparison"])  # shared_split: via CSV below
+@pytest.mark.parametrize("name", ["fvu_vs_active", "router_comparison", "expert_width", "num_experts"])
 def test_best_table_figures(tables, tmp_path, name):
     best, _, _ = tables
     pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
@@ -93,6 +96,21 @@ def test_layer_sweep(tmp_path):
     assert set(advantage.layer) == {1, 2, 3}
     figures.layer_sweep(advantage, "tiny by layer", str(tmp_path / "s.pdf"), str(tmp_path / "s.png"))
     assert_rendered(tmp_path / "s.pdf", tmp_path / "s.png")
+
+
+def test_router_comparison_labels_every_router(tables):
+    sub = tables[0][tables[0].families.str.contains("router_rank")]
+    assert set(sub.router) == {"lowrank", "fullrank", "product_key"}
+
+
+def test_control_from_csv(tmp_path):
+    """A model and its control (here random weights), through the rule's step (CSV in, figure out)."""
+    _, _, trained = build_tables(model="tiny")
+    _, _, random = build_tables(model="tiny-random", moe_factor=1.0)
+    pd.concat([trained, random]).to_csv(tmp_path / "advantage.csv", index=False)
+    plot_control(str(tmp_path / "advantage.csv"), model="tiny-random", base="tiny", label="random weights",
+                 base_label="pretrained", pdf=str(tmp_path / "i.pdf"), png=str(tmp_path / "i.png"))
+    assert_rendered(tmp_path / "i.pdf", tmp_path / "i.png")
 
 
 def test_single_data_kind_still_renders(tmp_path):

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from secret_moe.errors import ConfigError, CorpusError
-from secret_moe.plan import all_students, check_config, distill_runs, layers_of, model_layers, students_by_family
+from secret_moe.plan import (
+    all_students,
+    check_config,
+    distill_runs,
+    controls,
+    resolve_variants,
+    resource_model,
+    layers_of,
+    model_layers,
+    students_by_family,
+)
 
 # What secret_moe.testing.tiny_config asks for, worked out by hand from the config:
 #  main: MLP widths [4, 16]; MoE lowrank (router_rank 8), m = 64, s = k = 4
@@ -64,10 +74,36 @@ def test_main_grid_skips_sizes_with_more_active_experts_than_experts(config):
 def test_optional_families(config):
     config["experiments"]["expert_width"] = {"enabled": True, "widths": [1, 2], "active": 8, "experts": 64,
                                              "router": "lowrank"}
-    config["experiments"]["num_experts"] = {"enabled": True, "experts": [64, 256], "k": 4, "router": "fullrank"}
+    config["experiments"]["num_experts"] = {"enabled": True, "experts": [64, 256], "k": 4, "router": "fullrank",
+                                            "product_key_experts": [1024]}
+    config["experiments"]["router_rank"]["product_key_ranks"] = [8]
     families = students_by_family(config, "tiny", 1)
     assert families["expert_width"] == ["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s4_k2_e2"]
-    assert families["num_experts"] == ["moe_fullrank_m64_s4_k4", "moe_fullrank_m256_s4_k4"]
+    assert families["num_experts"] == ["moe_fullrank_m64_s4_k4", "moe_fullrank_m256_s4_k4",
+                                       "moe_product_key_r8_m1024_s4_k4"]
+    assert families["router_rank"] == ["moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4",
+                                       "moe_product_key_r8_m64_s4_k4"]
+
+
+def test_controls_pair_each_control_with_its_base_model(config):
+    assert controls(config) == {}
+    config["models"]["tiny-random"] = {**config["models"]["tiny"], "init": "random"}
+    config["models"]["other-random"] = {**config["models"]["tiny"], "init": "random", "hf_id": "someone/else"}
+    config["models"]["tiny-padded"] = {"same_as": "tiny", "keep_padding": True, "layers": [1]}
+    resolve_variants(config)
+    assert config["models"]["tiny-padded"]["path"] == config["models"]["tiny"]["path"]
+    assert resource_model(config, "tiny-padded") == "tiny" and resource_model(config, "tiny-random") == "tiny-random"
+    assert {name: pair["base"] for name, pair in controls(config).items()} == {"tiny-random": "tiny",
+                                                                               "tiny-padded": "tiny"}
+    # controls run the main comparison only
+    assert students_by_family(config, "tiny-padded", 1) == {"main": TINY_FAMILIES["main"]}
+    check_config(config)
+
+
+def test_a_variant_of_a_missing_model_is_named(config):
+    config["models"]["tiny-padded"] = {"same_as": "tinny", "keep_padding": True, "layers": [1]}
+    with pytest.raises(ConfigError, match="tiny-padded.same_as: 'tinny'"):
+        resolve_variants(config)
 
 
 def test_layer_sweep_adds_sweep_only_layers(config):

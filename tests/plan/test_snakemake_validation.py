@@ -3,28 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-
-
-def dry_run(config: dict, tmp_path: Path, target: str = "figures/all") -> subprocess.CompletedProcess:
-    configfile = tmp_path / "config.yaml"
-    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
-    workdir = tmp_path / "work"
-    workdir.mkdir(exist_ok=True)
-    result = subprocess.run(
-        [str(SNAKEMAKE), "-n", "-s", str(REPO / "Snakefile"), "--configfile", str(configfile), "-d", str(workdir),
-         target],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    result.output = result.stdout + result.stderr
-    return result
 
 
 def assert_failed_before_any_job(result: subprocess.CompletedProcess, tmp_path: Path) -> None:
@@ -34,7 +15,7 @@ def assert_failed_before_any_job(result: subprocess.CompletedProcess, tmp_path: 
     assert produced == []
 
 
-def test_valid_tiny_config_plans_the_expected_jobs(workflow_config, tmp_path):
+def test_valid_tiny_config_plans_the_expected_jobs(workflow_config, tmp_path, dry_run):
     result = dry_run(workflow_config, tmp_path)
     assert result.returncode == 0, result.output[-3000:]
     counts = {}
@@ -52,7 +33,7 @@ def test_valid_tiny_config_plans_the_expected_jobs(workflow_config, tmp_path):
     ("where", "key"),
     [((), "epochz"), (("distill",), "learning_rate")],
 )
-def test_unknown_config_key_fails_naming_the_key(workflow_config, tmp_path, where, key):
+def test_unknown_config_key_fails_naming_the_key(workflow_config, tmp_path, where, key, dry_run):
     section = workflow_config
     for name in where:
         section = section[name]
@@ -63,7 +44,7 @@ def test_unknown_config_key_fails_naming_the_key(workflow_config, tmp_path, wher
     assert "Additional properties are not allowed" in result.output
 
 
-def test_k_above_m_fails_naming_the_student(workflow_config, tmp_path):
+def test_k_above_m_fails_naming_the_student(workflow_config, tmp_path, dry_run):
     # the only student with k > m (the full-rank variant would be a second one)
     workflow_config["experiments"]["router_rank"].update({"experts": 4, "k": [8], "include_fullrank": False})
     result = dry_run(workflow_config, tmp_path)
@@ -72,7 +53,7 @@ def test_k_above_m_fails_naming_the_student(workflow_config, tmp_path):
     assert "k=8, m=4" in result.output
 
 
-def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path):
+def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path, dry_run):
     missing = tmp_path / "no_such_corpus.txt"
     workflow_config["corpus"]["files"]["train"] = str(missing)
     result = dry_run(workflow_config, tmp_path)

@@ -14,7 +14,7 @@ _MODULES = {
     "data": ("prepare_tokenizer", "prepare_model", "tokenise_corpus", "export_teacher", "store_identity",
              "extract_activations", "fit_gaussian", "sample_gaussian"),
     "distill": ("train_student",),
-    "results": ("read_metrics", "aggregate_runs", "plot_figure", "plot_layer_sweep"),
+    "results": ("read_metrics", "aggregate_runs", "plot_figure", "plot_layer_sweep", "plot_control"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -83,7 +83,8 @@ def extract_activations(
     stats = capture_activations(
         model, sequences, out, layer=layer, pad_id=_pad_id(tokenizer_dir), batch_tokens=extract["batch_tokens"],
         window_sequences=extract["window_sequences"], chunk_mb=extract["chunk_mb"], seed=seed, device=device,
-        attrs=attrs,
+        attrs=attrs, keep_padding=extract.get("keep_padding", False),
+        padding_batch_lines=extract.get("padding_batch_lines", 8), pad_left=_pads_left(tokenizer_dir),
     )
     stats["seconds"] = time.perf_counter() - tick
     log.info("extraction stats: %s", stats)
@@ -92,6 +93,11 @@ def extract_activations(
 def _pad_id(tokenizer_dir: str) -> int:
     tokenizer = load_local_tokenizer(tokenizer_dir)
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def _pads_left(tokenizer_dir: str) -> bool:
+    """The tokenizer's own padding side (only used when padding positions are kept, as the authors did)."""
+    return load_local_tokenizer(tokenizer_dir).padding_side == "left"
 
 def fit_gaussian(store: str, out: str, block_rows: int) -> None:
     group = open_store(store)

@@ -19,9 +19,6 @@ from secret_moe.students.mlp import MLPConfig, MLPStudent
 from secret_moe.students.routers import ROUTERS, build_router
 from secret_moe.students.sparse import BagSum, GatherDot
 
-# Up to this many expert neurons, scoring all of them densely is cheaper than gathering k rows per token.
-DENSE_UP_MAX_NEURONS = 4096
-
 
 @dataclass
 class MoEConfig:
@@ -68,17 +65,14 @@ class MoEStudent(nn.Module):
     def experts_forward(self, x_BD: torch.Tensor, gates_BK: torch.Tensor, idx_BK: torch.Tensor) -> torch.Tensor:
         """Sum over selected experts of gate · u · gelu(w · x + b), never gathering (B, k, d) rows.
 
-        Up projection: with few experts, one dense x Wᵀ and a column gather beats gathering k rows of W per
-        token (measured 6-12x faster per training step at m = 1024 on a CPU); with many experts, the fused
-        per-token dot products of `sparse.GatherDot`.  Down projection: `sparse.BagSum` (`embedding_bag`)
-        sums the k gated rows of U per token.  Both back-propagate into the selected rows only.
+        Up projection: the fused per-token dot products of `sparse.GatherDot` (at m = 1024, k = 16, d = 640
+        a training step takes 24 ms on 2 CPU threads, against 43 ms when x Wᵀ is computed densely and its
+        columns gathered); down projection: `sparse.BagSum` (`embedding_bag`) sums the k gated rows of U
+        per token.  Both back-propagate into the selected rows only.
         """
         neurons_BN = self.neurons_of(idx_BK)
         gates_BN = gates_BK.repeat_interleave(self.config.expert_width, dim=1)
-        if self.w_in.shape[0] <= DENSE_UP_MAX_NEURONS:
-            pre_BN = (x_BD @ self.w_in.T).gather(1, neurons_BN)
-        else:
-            pre_BN = GatherDot.apply(x_BD, self.w_in, neurons_BN)
+        pre_BN = GatherDot.apply(x_BD, self.w_in, neurons_BN)
         act_BN = nn.functional.gelu(pre_BN + self.b_in[neurons_BN]) * gates_BN
         return BagSum.apply(neurons_BN, self.w_out, act_BN) + self.b_out
 

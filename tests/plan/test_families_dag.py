@@ -1,0 +1,85 @@
+"""Each experiment family's jobs, as Snakemake plans them (dry run) from a tiny config with every family on."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from conftest import snakemake_dry_run
+from secret_moe.testing import tiny_config
+
+# Worked out by hand from ALL_FAMILIES below (router_rank of the tiny model: 8; s = k unless stated):
+EXPECTED = {
+    "main": {"mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4"},
+    "shared_split": {"moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"},
+    "router_rank": {"moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4", "moe_product_key_r8_m64_s4_k4"},
+    # 8 active neurons, half shared: 4 experts of width 1, or 2 of width 2
+    "expert_width": {"moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s4_k2_e2"},
+    "num_experts": {"moe_lowrank_r8_m16_s2_k2", "moe_lowrank_r8_m64_s2_k2", "moe_product_key_r8_m256_s2_k2"},
+}
+SWEEP_LAYER_STUDENTS = {"mlp_h4", "moe_lowrank_r8_m64_s2_k2"}
+
+
+def all_families(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    config["models"]["tiny"]["layers"] = [1]
+    config["models"]["tiny-random"] = {**config["models"]["tiny"], "init": "random"}
+    config["models"]["tiny-padded"] = {"same_as": "tiny", "keep_padding": True, "padding_batch_lines": 4, "layers": [1]}
+    config["distill"]["learning_rates"] = [0.003]
+    experiments = config["experiments"]
+    experiments["router_rank"]["product_key_ranks"] = [8]
+    experiments["expert_width"] = {"enabled": True, "widths": [1, 2], "active": 8, "experts": 64, "router": "lowrank"}
+    experiments["num_experts"] = {"enabled": True, "experts": [16, 64], "k": 2, "router": "lowrank",
+                                  "product_key_experts": [256]}
+    experiments["layer_sweep"] = {"enabled": True, "model": "tiny", "layers": [0], "mlp_widths": [4], "k": [2],
+                                  "experts": 64, "router": "lowrank"}
+    return config
+
+
+def planned_outputs(output: str) -> set[str]:
+    files = set()
+    for line in output.splitlines():
+        if line.strip().startswith("output:"):
+            files.update(f.strip() for f in line.split(":", 1)[1].split(","))
+    return files
+
+
+@pytest.fixture(scope="module")
+def planned(tiny_model_dir, tiny_corpus, tmp_path_factory):
+    config = all_families(tiny_config(tiny_model_dir, copy.deepcopy(tiny_corpus)))
+    result = snakemake_dry_run(config, tmp_path_factory.mktemp("families"))
+    assert result.returncode == 0, result.output[-3000:]
+    return planned_outputs(result.output)
+
+
+def students_planned(planned: set[str], model: str, layer: int, data: str) -> set[str]:
+    prefix = f"results/distill/{model}/layer{layer}/{data}/"
+    return {f[len(prefix):].split("/")[0] for f in planned if f.startswith(prefix) and f.endswith("metrics.json")}
+
+
+@pytest.mark.parametrize("data", ["activations", "gaussian"])
+def test_every_family_runs_exactly_its_students(planned, data):
+    every = set().union(*EXPECTED.values())
+    assert students_planned(planned, "tiny", 1, data) == every | SWEEP_LAYER_STUDENTS
+    assert students_planned(planned, "tiny", 0, data) == SWEEP_LAYER_STUDENTS  # sweep-only layer
+    # the controls (random weights; padded positions kept) run the main comparison
+    assert students_planned(planned, "tiny-random", 1, data) == EXPECTED["main"]
+    assert students_planned(planned, "tiny-padded", 1, data) == EXPECTED["main"]
+
+
+def test_the_padded_variant_reuses_its_base_models_tokens_and_weights(planned):
+    assert "resources/models/tiny" in planned and "resources/models/tiny-random" in planned
+    assert not any(f.startswith(("resources/models/tiny-padded", "resources/tokenizers/tiny-padded",
+                                 "results/tokens/tiny-padded")) for f in planned)
+    assert "results/activations/tiny-padded/layer1/train.zarr" in planned
+
+
+def test_every_family_has_its_figure(planned):
+    for figure in ("fvu_vs_active", "learning_curves", "router_comparison", "shared_split", "expert_width",
+                   "num_experts"):
+        assert f"figures/tiny/layer1/{figure}.png" in planned, figure
+    assert "figures/tiny/layer_sweep.png" in planned
+    assert "figures/tiny-random/control.png" in planned
+    assert "figures/tiny-padded/control.png" in planned
+    assert "figures/tiny/layer0/fvu_vs_active.png" not in planned  # sweep-only layers: in the sweep figure
