@@ -56,16 +56,18 @@ SOURCE_KEYS = ("source", "hf_id", "revision", "gguf_package", "path", "init", "d
 
 
 def resolve_variants(config: dict[str, Any]) -> None:
-    """Give each `same_as` variant its base model's source keys and router rank (in place): a variant shares
-    the base's tokenizer, weights and tokens and differs only in how activations are extracted (`keep_padding`)."""
-    for name, spec in config["models"].items():
-        base = spec.get("same_as")
-        if base is None:
-            continue
+    """Add each padding control to `models` (in place), as a model that shares its base's tokenizer, weights
+    and tokens (`same_as`, with the base's source keys and router rank) and keeps padded positions."""
+    for name, control in config.get("padding_controls", {}).items():
+        base = control["same_as"]
+        if name in config["models"]:
+            raise ConfigError(f"padding_controls.{name}: the name is already a key of models")
         if base not in config["models"] or "same_as" in config["models"][base]:
-            raise ConfigError(f"models.{name}.same_as: {base!r} is not a model of its own (a key of models without same_as)")
+            raise ConfigError(f"padding_controls.{name}.same_as: {base!r} is not a key of models")
         inherited = (*SOURCE_KEYS, "router_rank")
-        spec.update({key: config["models"][base][key] for key in inherited if key in config["models"][base]})
+        config["models"][name] = {**{key: config["models"][base][key] for key in inherited if key in config["models"][base]},
+                                  "same_as": base, "keep_padding": True,
+                                  "padding_batch_lines": control.get("batch_lines", 8), "layers": control["layers"]}
 
 
 def resource_model(config: dict[str, Any], model: str) -> str:
@@ -166,10 +168,6 @@ def check_config(config: dict[str, Any]) -> None:
     if sweep.get("enabled") and sweep.get("model") not in config["models"]:
         raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")
     for name, spec in config["models"].items():
-        if "source" not in spec:
-            raise ConfigError(f"models.{name}: needs the key 'source' (or 'same_as', naming another model)")
-        if spec.get("keep_padding") and "same_as" not in spec:
-            raise ConfigError(f"models.{name}: keep_padding needs 'same_as' (the model whose non-padding tokens it is compared with)")
         needed = {"hub": "hf_id", "gguf_package": "gguf_package", "local": "path"}[spec["source"]]
         if needed not in spec:
             raise ConfigError(f"models.{name}: source {spec['source']!r} needs the key {needed!r}")

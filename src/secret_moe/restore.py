@@ -15,7 +15,8 @@ files of stages that were not pulled keep their own times.
     python -m secret_moe.restore targets GROUP [MODEL]
 
 prints the Snakemake targets (or, with --rules, the rules) of one stage group (tokenizer, tokens, model,
-activations, gaussian, distill, aggregate, figures), read from config.yaml; the commands of dvc.yaml call it.
+activations, gaussian, distill, their padded_ twins for the padding controls, aggregate, figures), read from
+config.yaml; the commands of dvc.yaml call it.
 The workflow itself never needs DVC.
 """
 
@@ -38,8 +39,11 @@ GROUP_RULES = {  # in the workflow's order
     "activations": ["capture_activations", "export_teacher"],
     "gaussian": ["fit_gaussian", "sample_gaussian"],
     "distill": ["train_student"],
+    "padded_activations": ["capture_activations", "export_teacher"],  # padding controls: reuse a model's
+    "padded_gaussian": ["fit_gaussian", "sample_gaussian"],            # tokenizer, weights and tokens
+    "padded_distill": ["train_student"],
     "aggregate": ["aggregate_runs"],
-    "figures": ["plot_figure", "plot_layer_sweep", "all_figures"],
+    "figures": ["plot_figure", "plot_layer_sweep", "plot_control", "all_figures"],
 }
 SPLITS = ("train", "validation")
 
@@ -48,8 +52,11 @@ def load_config(path: str | Path = "config.yaml") -> dict[str, Any]:
     """config.yaml with the schema's defaults filled in, as the Snakefile sees it."""
     from snakemake.utils import validate
 
+    from secret_moe.plan import resolve_variants
+
     config = yaml.safe_load(Path(path).read_text())
     validate(config, str(Path(path).parent / "config" / "schema.yaml"), set_default=True)
+    resolve_variants(config)
     return config
 
 
@@ -58,6 +65,7 @@ def group_targets(config: dict[str, Any], group: str, model: str | None = None) 
     if group in ("aggregate", "figures"):
         return ([f"results/aggregate/{n}.csv" for n in ("runs", "best", "curves", "moe_advantage")]
                 if group == "aggregate" else ["figures/all"])
+    group = group.removeprefix("padded_")
     if model not in config["models"]:
         raise SystemExit(f"{group}: unknown model {model!r} (config.yaml has {', '.join(config['models'])})")
     from secret_moe.plan import distill_runs, layers_of
@@ -92,6 +100,9 @@ GROUP_OUTS = {
     "activations": ["results/activations/{m}", "results/teacher/{m}"],
     "gaussian": ["results/gaussian/{m}"],
     "distill": ["results/distill/{m}"],
+    "padded_activations": ["results/activations/{m}", "results/teacher/{m}"],
+    "padded_gaussian": ["results/gaussian/{m}"],
+    "padded_distill": ["results/distill/{m}"],
     "aggregate": ["results/aggregate"],
     "figures": ["figures"],
 }
@@ -99,9 +110,14 @@ GROUP_OUTS = {
 
 def stages(config: dict[str, Any]) -> dict[str, list[str]]:
     """dvc.yaml stage name -> its output paths, in the workflow's order."""
+    def models_of(group: str) -> list[str | None]:
+        if "{m}" not in GROUP_OUTS[group][0]:
+            return [None]
+        controls = group.startswith("padded_")  # the padding controls' stages; the others: models of their own
+        return [name for name, spec in config["models"].items() if ("same_as" in spec) == controls]
+
     return {(f"{group}@{model}" if model else group): [out.format(m=model) for out in outs]
-            for group, outs in GROUP_OUTS.items()
-            for model in (config["models"] if "{m}" in outs[0] else [None])}
+            for group, outs in GROUP_OUTS.items() for model in models_of(group)}
 
 
 def _overlaps(a: str, b: str) -> bool:

@@ -25,7 +25,7 @@ def all_families(config: dict) -> dict:
     config = copy.deepcopy(config)
     config["models"]["tiny"]["layers"] = [1]
     config["models"]["tiny-random"] = {**config["models"]["tiny"], "init": "random"}
-    config["models"]["tiny-padded"] = {"same_as": "tiny", "keep_padding": True, "padding_batch_lines": 4, "layers": [1]}
+    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1]}}
     config["distill"]["learning_rates"] = [0.003]
     experiments = config["experiments"]
     experiments["router_rank"]["product_key_ranks"] = [8]

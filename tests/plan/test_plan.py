@@ -89,8 +89,9 @@ def test_controls_pair_each_control_with_its_base_model(config):
     assert controls(config) == {}
     config["models"]["tiny-random"] = {**config["models"]["tiny"], "init": "random"}
     config["models"]["other-random"] = {**config["models"]["tiny"], "init": "random", "hf_id": "someone/else"}
-    config["models"]["tiny-padded"] = {"same_as": "tiny", "keep_padding": True, "layers": [1]}
+    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "layers": [1]}}
     resolve_variants(config)
+    assert config["models"]["tiny-padded"]["keep_padding"] is True
     assert config["models"]["tiny-padded"]["path"] == config["models"]["tiny"]["path"]
     assert resource_model(config, "tiny-padded") == "tiny" and resource_model(config, "tiny-random") == "tiny-random"
     assert {name: pair["base"] for name, pair in controls(config).items()} == {"tiny-random": "tiny",
@@ -101,8 +102,8 @@ def test_controls_pair_each_control_with_its_base_model(config):
 
 
 def test_a_variant_of_a_missing_model_is_named(config):
-    config["models"]["tiny-padded"] = {"same_as": "tinny", "keep_padding": True, "layers": [1]}
-    with pytest.raises(ConfigError, match="tiny-padded.same_as: 'tinny'"):
+    config["padding_controls"] = {"tiny-padded": {"same_as": "tinny", "layers": [1]}}
+    with pytest.raises(ConfigError, match="padding_controls.tiny-padded.same_as: 'tinny'"):
         resolve_variants(config)
 
 

@@ -112,6 +112,7 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     config["distill"]["learning_rates"] = [0.003]  # 3 students x 2 data per model
     config["models"]["tiny2"] = {**config["models"]["tiny"], "path": str(save_tiny_model(tmp / "llama", "llama")),
                                  "hf_id": "local/tiny-llama", "layers": [1]}
+    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1]}}
     write_config(origin / "config.yaml", config)
 
     sh("git", "init", "-q", cwd=origin)
@@ -151,7 +152,9 @@ def restored(pushed: SimpleNamespace) -> Path:
 def test_run_was_recorded(pushed):
     lock = yaml.safe_load((pushed.origin / "dvc.lock").read_text())["stages"]
     assert {"tokenizer@tiny", "tokens@tiny", "model@tiny", "activations@tiny", "gaussian@tiny", "distill@tiny",
-            "tokenizer@tiny2", "distill@tiny2", "aggregate", "figures"} <= set(lock)
+            "tokenizer@tiny2", "distill@tiny2", "padded_activations@tiny-padded", "padded_gaussian@tiny-padded",
+            "padded_distill@tiny-padded", "aggregate", "figures"} <= set(lock)
+    assert not any(stage.endswith("@tiny-padded") and not stage.startswith("padded_") for stage in lock)
     assert lock["tokens@tiny"]["params"]["config.yaml"]["corpus"]["max_length"] == 48
     assert py("dvc", "status", cwd=pushed.origin).stdout.strip() == "Data and pipelines are up to date."
 
@@ -243,13 +246,14 @@ def test_config_change_marks_the_stage_and_its_descendants_stale(restored):
     write_config(restored / "config.yaml", config)
 
     downstream = {"tokenise_corpus", "capture_activations", "fit_gaussian", "sample_gaussian", "train_student",
-                  "aggregate_runs", "plot_figure", "all_figures"}
+                  "aggregate_runs", "plot_figure", "plot_control", "all_figures"}
     jobs = planned_jobs(restored, "figures/all")
     assert set(jobs) == downstream, jobs  # not prepare_tokenizer, prepare_model, export_teacher
     assert jobs["tokenise_corpus"] == 2
     stale = dvc_stale(restored)
     assert stale == {f"{group}@{model}" for group in ("tokens", "activations", "gaussian", "distill")
-                     for model in ("tiny", "tiny2")} | {"aggregate", "figures"}, stale
+                     for model in ("tiny", "tiny2")} | {f"padded_{group}@tiny-padded" for group in (
+                         "activations", "gaussian", "distill")} | {"aggregate", "figures"}, stale
 
     # restoring over a changed config is refused: the pulled files would not match it
     refused = restore(restored, "tokens@tiny", check=False)
