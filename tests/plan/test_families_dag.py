@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import snakemake_dry_run
 from secret_moe.testing import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Worked out by hand from ALL_FAMILIES below (router_rank of the tiny model: 8; s = k unless stated):
 EXPECTED = {
@@ -83,3 +87,22 @@ def test_every_family_has_its_figure(planned):
     assert "figures/tiny-random/control.png" in planned
     assert "figures/tiny-padded/control.png" in planned
     assert "figures/tiny/layer0/fvu_vs_active.png" not in planned  # sweep-only layers: in the sweep figure
+
+
+def test_the_paper_config_plans_its_whole_dag_offline(tmp_path):
+    """config/paper.yaml (3 models from the Hub, a random-weight and a padding control, every family): the whole
+    DAG is listed without touching the network (the Hub is unreachable here)."""
+    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    result = snakemake_dry_run(config, tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    planned = planned_outputs(result.output)
+    for model in ("pythia-70m", "gemma3-270m", "pythia-410m"):
+        assert f"resources/models/{model}" in planned
+    assert "figures/gemma3-270m/layer9/paper_comparison.png" in planned
+    for figure in ("shared_split", "router_comparison", "expert_width", "num_experts"):
+        assert f"figures/pythia-70m/layer3/{figure}.png" in planned
+    assert {"figures/gemma3-270m/layer_sweep.png", "figures/pythia-70m-random/control.png",
+            "figures/gemma3-270m-padded/control.png"} <= planned
+    runs = [f for f in planned if f.startswith("results/distill/") and f.endswith("metrics.json")]
+    assert len(runs) > 2000
+    assert any("moe_product_key_r128_m1000000_s128_k128" in f for f in runs)
