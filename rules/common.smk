@@ -58,7 +58,8 @@ def extract_config(wildcards):
     spec = config["models"][wildcards.model]
     if not spec.get("keep_padding"):
         return config["extract"]
-    return {**config["extract"], "keep_padding": True, "padding_batch_lines": spec["padding_batch_lines"]}
+    return {**config["extract"], "keep_padding": True, "padding_batch_lines": spec["padding_batch_lines"],
+            "max_tokens": spec["max_tokens"]}
 
 
 def data_store(data, split):

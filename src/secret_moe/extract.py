@@ -29,6 +29,15 @@ from secret_moe.store import chunk_rows_for, commit_rows, finish_store, open_or_
 log = logging.getLogger(__name__)
 
 
+def first_tokens(sequences: list[np.ndarray], max_tokens: int | None) -> list[np.ndarray]:
+    """The leading sequences up to the one that brings the total to `max_tokens` (all when None); token
+    stores hold their lines in a seeded random order, so this is a fair sample."""
+    if max_tokens is None:
+        return sequences
+    ends = np.cumsum([len(s) for s in sequences])
+    return sequences[: int(np.searchsorted(ends, max_tokens)) + 1]
+
+
 def plan_windows(lengths: np.ndarray, window_sequences: int, seed: int) -> list[np.ndarray]:
     order = np.random.default_rng(seed).permutation(len(lengths))
     return [order[i : i + window_sequences] for i in range(0, len(order), window_sequences)]

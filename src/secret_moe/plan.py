@@ -67,7 +67,8 @@ def resolve_variants(config: dict[str, Any]) -> None:
         inherited = (*SOURCE_KEYS, "router_rank")
         config["models"][name] = {**{key: config["models"][base][key] for key in inherited if key in config["models"][base]},
                                   "same_as": base, "keep_padding": True,
-                                  "padding_batch_lines": control.get("batch_lines", 8), "layers": control["layers"]}
+                                  "padding_batch_lines": control.get("batch_lines", 8), "layers": control["layers"],
+                                  "max_tokens": control.get("max_tokens", {})}
 
 
 def resource_model(config: dict[str, Any], model: str) -> str:

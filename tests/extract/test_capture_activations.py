@@ -16,7 +16,7 @@ import zarr
 import secret_moe
 from secret_moe.capture import mlp_io
 from secret_moe.errors import StoreMismatchError
-from secret_moe.extract import capture_activations, padded_rows, plan_padded_batches, plan_windows
+from secret_moe.extract import capture_activations, first_tokens, padded_rows, plan_padded_batches, plan_windows
 from secret_moe.models.loading import load_local_model
 from secret_moe.provenance import fingerprint_text, read_json
 from secret_moe.steps import extract_activations, tokenise_corpus
@@ -288,3 +288,11 @@ def test_stored_y_is_the_exported_teacher_applied_to_stored_x(extracted, tiny_mo
     with torch.no_grad():
         y = teacher(torch.from_numpy(group["x"][:])).numpy()
     np.testing.assert_allclose(group["y"][:], y, rtol=1e-5, atol=1e-5)
+
+
+def test_first_tokens_takes_leading_lines_up_to_the_cap():
+    sequences = [np.arange(n) for n in (5, 7, 3, 9)]
+    assert first_tokens(sequences, None) == sequences
+    assert [len(s) for s in first_tokens(sequences, 12)] == [5, 7]  # reaches the cap exactly
+    assert [len(s) for s in first_tokens(sequences, 13)] == [5, 7, 3]  # the line that crosses it is kept
+    assert [len(s) for s in first_tokens(sequences, 1000)] == [5, 7, 3, 9]

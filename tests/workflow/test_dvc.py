@@ -112,7 +112,8 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     config["distill"]["learning_rates"] = [0.003]  # 3 students x 2 data per model
     config["models"]["tiny2"] = {**config["models"]["tiny"], "path": str(save_tiny_model(tmp / "llama", "llama")),
                                  "hf_id": "local/tiny-llama", "layers": [1]}
-    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1]}}
+    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1],
+                                                  "max_tokens": {"train": 1500}}}
     write_config(origin / "config.yaml", config)
 
     sh("git", "init", "-q", cwd=origin)

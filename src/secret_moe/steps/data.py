@@ -12,7 +12,7 @@ import numpy as np
 from secret_moe import __version__
 from secret_moe.corpus import load_lines
 from secret_moe.device import resolve_device
-from secret_moe.extract import capture_activations
+from secret_moe.extract import capture_activations, first_tokens
 from secret_moe.gaussian import fit_moments, write_gaussian_store
 from secret_moe.models.layers import check_layers, hidden_size, layer_mlp
 from secret_moe.models.loading import (
@@ -72,6 +72,7 @@ def extract_activations(
     seed: int, device: str,
 ) -> None:
     sequences, token_attrs = read_token_store(tokens)
+    sequences = first_tokens(sequences, extract.get("max_tokens", {}).get(token_attrs["split"]))
     config = load_local_config(model_dir)
     check_layers(config, [layer], Path(model_dir).name)
     device = resolve_device(device)
