@@ -86,7 +86,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (config distill.threads)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--students", nargs="+", default=["moe_lowrank_r128_m1024_s64_k64", "mlp_h512"])
+    parser.add_argument("--students", nargs="+", default=["moe_lowrank_r128_m1024_s32_k32", "mlp_h128"],
+                        help="default: the largest MoE and MLP students of the default config")
     args = parser.parse_args()
 
     import torch

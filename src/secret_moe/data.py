@@ -54,8 +54,27 @@ class ActivationBatches:
                 x_ND, y_ND = x_ND[perm], y_ND[perm]
             yield x_ND, y_ND
 
+    def _row_order(self, epoch: int) -> np.ndarray:
+        """The epoch's row order, as `_blocks` visits rows: shuffled chunks, rows shuffled within each group."""
+        chunks = np.arange(math.ceil(self.rows / self.chunk_rows))
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.shuffle:
+            rng.shuffle(chunks)
+        parts = []
+        for first in range(0, len(chunks), self.group_chunks):
+            rows = np.concatenate([np.arange(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.rows))
+                                   for c in chunks[first : first + self.group_chunks]])
+            parts.append(rows[rng.permutation(len(rows))] if self.shuffle else rows)
+        return np.concatenate(parts)
+
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches (x_BD, y_BD) as float32 tensors on the device."""
+        if isinstance(self.x, np.ndarray):  # in memory: one gather per batch, the same rows as from the store
+            order = self._row_order(epoch)
+            for start in range(0, self.rows, self.batch_size):
+                picked = order[start : start + self.batch_size]
+                yield self._to_device(self.x[picked], self.y[picked])
+            return
         carry_x = np.empty((0, self.d_model), np.float32)
         carry_y = carry_x
         for x_ND, y_ND in self._blocks(epoch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from secret_moe.data import ActivationBatches, output_variance
 from secret_moe.store import open_store
@@ -85,3 +86,15 @@ def test_output_variance_equals_numpy(store):
     expected = float(np.mean(np.var(y, axis=0)))
     for shuffle in (True, False):
         assert output_variance(batches(store, shuffle=shuffle)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_in_memory_batches_equal_the_store_read_batches(store):
+    """The in-memory path gathers rows by a precomputed order; it must give exactly the chunk-streaming batches."""
+    kwargs = {"shuffle": True, "seed": 3, "group_chunks": 3, "device": "cpu"}
+    streamed = ActivationBatches(store, 100, in_memory=False, **kwargs)
+    gathered = ActivationBatches(store, 100, in_memory=True, **kwargs)
+    for epoch in (0, 1):
+        pairs = list(zip(streamed.epoch(epoch), gathered.epoch(epoch), strict=True))
+        assert len(pairs) == len(streamed)
+        for (x_a, y_a), (x_b, y_b) in pairs:
+            assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
