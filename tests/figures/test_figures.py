@@ -105,7 +105,7 @@ def test_router_comparison_labels_every_router(tables):
 
 def test_control_from_csv(tmp_path):
     """A model and its control (here random weights), through the rule's step (CSV in, figure out)."""
-    _, _, trained = build_tables(model="tiny")
+    _, _, trained = build_tables(model="tiny", layers=(1, 2))  # layer 2: a sweep layer the control lacks
     _, _, random = build_tables(model="tiny-random", moe_factor=1.0)
     pd.concat([trained, random]).to_csv(tmp_path / "advantage.csv", index=False)
     plot_control(str(tmp_path / "advantage.csv"), model="tiny-random", base="tiny", label="random weights",

@@ -64,7 +64,8 @@ def plot_layer_sweep(advantage_csv: str, *, model: str, pdf: str, png: str) -> N
 def plot_control(advantage_csv: str, *, model: str, base: str, label: str, base_label: str, pdf: str, png: str) -> None:
     """`model` is a control (random weights, or padded positions kept) of `base`: their MoE advantages."""
     advantage = pd.read_csv(advantage_csv)
-    both = advantage[advantage.model.isin([model, base])].copy()
+    layers = set(advantage.layer[advantage.model == model])  # the base may have more (a layer sweep)
+    both = advantage[advantage.model.isin([model, base]) & advantage.layer.isin(layers)].copy()
     both["variant"] = both.model.map({base: base_label, model: label})
     layers = ", ".join(map(str, sorted(set(both.layer))))
     figures.control(both, [base_label, label], f"{base} layer {layers}: {base_label} vs {label}", pdf, png)
