@@ -38,33 +38,33 @@ class ActivationBatches:
     def __len__(self) -> int:
         return math.ceil(self.rows / self.batch_size)
 
-    def _blocks(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _groups(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The epoch's chunk groups, in a seeded random order, each with the permutation of its rows (None
+        without shuffling): both reading paths below visit rows in this order."""
         chunks = np.arange(math.ceil(self.rows / self.chunk_rows))
         rng = np.random.default_rng([self.seed, epoch])
         if self.shuffle:
             rng.shuffle(chunks)
         for first in range(0, len(chunks), self.group_chunks):
             picked = chunks[first : first + self.group_chunks]
+            rows = sum(min(self.chunk_rows, self.rows - c * self.chunk_rows) for c in picked)
+            yield picked, rng.permutation(rows) if self.shuffle else None
+
+    def _blocks(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for picked, perm in self._groups(epoch):
             parts = [(self.x[c * self.chunk_rows : (c + 1) * self.chunk_rows],
                       self.y[c * self.chunk_rows : (c + 1) * self.chunk_rows]) for c in picked]
             x_ND = np.concatenate([p[0] for p in parts])
             y_ND = np.concatenate([p[1] for p in parts])
-            if self.shuffle:
-                perm = rng.permutation(len(x_ND))
-                x_ND, y_ND = x_ND[perm], y_ND[perm]
-            yield x_ND, y_ND
+            yield (x_ND, y_ND) if perm is None else (x_ND[perm], y_ND[perm])
 
     def _row_order(self, epoch: int) -> np.ndarray:
-        """The epoch's row order, as `_blocks` visits rows: shuffled chunks, rows shuffled within each group."""
-        chunks = np.arange(math.ceil(self.rows / self.chunk_rows))
-        rng = np.random.default_rng([self.seed, epoch])
-        if self.shuffle:
-            rng.shuffle(chunks)
+        """The epoch's row order, the same as `_blocks` visits rows."""
         parts = []
-        for first in range(0, len(chunks), self.group_chunks):
+        for picked, perm in self._groups(epoch):
             rows = np.concatenate([np.arange(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.rows))
-                                   for c in chunks[first : first + self.group_chunks]])
-            parts.append(rows[rng.permutation(len(rows))] if self.shuffle else rows)
+                                   for c in picked])
+            parts.append(rows if perm is None else rows[perm])
         return np.concatenate(parts)
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

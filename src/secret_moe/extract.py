@@ -145,12 +145,9 @@ def capture_activations(
     partial = partial_path(out_path)
     windows = plan_windows(lengths, window_sequences, seed)
 
-    def batches_of(window: np.ndarray) -> list[np.ndarray]:
-        if keep_padding:
-            return plan_padded_batches(window, padding_batch_lines)
-        return plan_batches(window, lengths, batch_tokens)
-
-    window_rows = [padded_rows(batches_of(w), lengths) if keep_padding else int(lengths[w].sum()) for w in windows]
+    plans = [plan_padded_batches(w, padding_batch_lines) if keep_padding else plan_batches(w, lengths, batch_tokens)
+             for w in windows]
+    window_rows = [padded_rows(b, lengths) if keep_padding else int(lengths[w].sum()) for w, b in zip(windows, plans)]
     starts = np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
     group, done = open_or_create(partial, int(starts[-1]), d_model, chunk_rows, attrs, checked=attrs)
     first = int(np.searchsorted(starts, done, side="right") - 1)
@@ -163,8 +160,7 @@ def capture_activations(
         for w in tqdm(range(first, len(windows)), desc=f"extract layer {layer}", unit="window"):
             tick = time.perf_counter()
             rng = np.random.default_rng([seed, w])
-            block = _window_rows(model, layer, sequences, batches_of(windows[w]), pad_id, device, rng, stats,
-                                 keep_padding, pad_left)
+            block = _window_rows(model, layer, sequences, plans[w], pad_id, device, rng, stats, keep_padding, pad_left)
             stats["model_seconds"] += time.perf_counter() - tick
             yield block
 

@@ -61,43 +61,44 @@ def router_comparison(best: pd.DataFrame, title: str, pdf: str, png: str) -> Non
     _save(fig, pdf, png)
 
 
+def _fvu_line(sub: pd.DataFrame, x: str, xlabel: str, title: str, **lineplot) -> plt.Axes:
+    """One panel of validation FVU against `x`, a line per data kind (dots unless `lineplot` says otherwise);
+    returns the axes, for the caller to adjust and save."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(sub, x=x, y="best_fvu", hue="data", hue_order=[d for d in DATA_ORDER if d in set(sub.data)], ax=ax,
+                 **(lineplot or {"marker": "o"}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation FVU")
+    ax.set_title(title)
+    return ax
+
+
 def shared_split(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     """FVU vs the share s / (s + k) of active neurons in the always-on MLP."""
     sub = best[best.families.str.contains("shared_split")].copy()
     sub["shared_share"] = sub.shared.fillna(sub.active_neurons) / sub.active_neurons
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(sub, x="shared_share", y="best_fvu", hue="data", marker="o", ax=ax)
-    ax.set_xlabel("shared neurons s / (s + k)  (1 = dense MLP)")
-    ax.set_ylabel("validation FVU")
-    ax.set_title(title)
-    _save(fig, pdf, png)
+    ax = _fvu_line(sub, "shared_share", "shared neurons s / (s + k)  (1 = dense MLP)", title)
+    _save(ax.figure, pdf, png)
 
 
 def expert_width(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     """FVU at fixed active neurons vs each expert's hidden width (k · width held constant)."""
     sub = best[best.families.str.contains("expert_width")]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(sub, x="expert_width", y="best_fvu", hue="data", marker="o", ax=ax,
-                 hue_order=[d for d in DATA_ORDER if d in set(sub.data)])
+    widths = sorted(sub.expert_width.unique())
+    ax = _fvu_line(sub, "expert_width", f"neurons per expert (active neurons fixed at {int(sub.active_neurons.iloc[0])})",
+                   title)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(sub.expert_width.unique()), [str(int(w)) for w in sorted(sub.expert_width.unique())])
-    ax.set_xlabel(f"neurons per expert (active neurons fixed at {int(sub.active_neurons.iloc[0])})")
-    ax.set_ylabel("validation FVU")
-    ax.set_title(title)
-    _save(fig, pdf, png)
+    ax.set_xticks(widths, [str(int(w)) for w in widths])
+    _save(ax.figure, pdf, png)
 
 
 def num_experts(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     """FVU at fixed active neurons vs the number of experts m, one line per router."""
     sub = best[best.families.str.contains("num_experts")]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(sub, x="experts", y="best_fvu", hue="data", style="router", markers=True, ax=ax,
-                 hue_order=[d for d in DATA_ORDER if d in set(sub.data)])
+    ax = _fvu_line(sub, "experts", f"experts m (active neurons fixed at {int(sub.active_neurons.iloc[0])})", title,
+                   style="router", markers=True)
     ax.set_xscale("log")
-    ax.set_xlabel(f"experts m (active neurons fixed at {int(sub.active_neurons.iloc[0])})")
-    ax.set_ylabel("validation FVU")
-    ax.set_title(title)
-    _save(fig, pdf, png)
+    _save(ax.figure, pdf, png)
 
 
 def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> None:

@@ -80,25 +80,24 @@ def extract_activations(
     attrs = {**store_identity(model_spec, layer, token_attrs), "split": token_attrs["split"],
              "d_model": hidden_size(config), "dtype": "float32", "compute_dtype": model_spec.get("dtype", "float32"),
              "package_version": __version__, "extract_config": extract, "seed": seed}
+    pad_id, pad_left = _padding(tokenizer_dir)
     tick = time.perf_counter()
     stats = capture_activations(
-        model, sequences, out, layer=layer, pad_id=_pad_id(tokenizer_dir), batch_tokens=extract["batch_tokens"],
+        model, sequences, out, layer=layer, pad_id=pad_id, batch_tokens=extract["batch_tokens"],
         window_sequences=extract["window_sequences"], chunk_mb=extract["chunk_mb"], seed=seed, device=device,
         attrs=attrs, keep_padding=extract.get("keep_padding", False),
-        padding_batch_lines=extract.get("padding_batch_lines", 8), pad_left=_pads_left(tokenizer_dir),
+        padding_batch_lines=extract.get("padding_batch_lines", 8), pad_left=pad_left,
     )
     stats["seconds"] = time.perf_counter() - tick
     log.info("extraction stats: %s", stats)
     write_json(Path(out) / "extract_stats.json", stats)
 
-def _pad_id(tokenizer_dir: str) -> int:
+def _padding(tokenizer_dir: str) -> tuple[int, bool]:
+    """The tokenizer's pad id (0 if it has none) and whether it pads on the left (used only when padded
+    positions are kept, as the authors did)."""
     tokenizer = load_local_tokenizer(tokenizer_dir)
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
-def _pads_left(tokenizer_dir: str) -> bool:
-    """The tokenizer's own padding side (only used when padding positions are kept, as the authors did)."""
-    return load_local_tokenizer(tokenizer_dir).padding_side == "left"
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pad_id, tokenizer.padding_side == "left"
 
 def fit_gaussian(store: str, out: str, block_rows: int) -> None:
     group = open_store(store)
