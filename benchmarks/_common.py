@@ -56,7 +56,7 @@ def run_worker(script: str, args: list[str], timeout: float | None = None) -> di
 def table(headers: list[str], rows: list[list]) -> str:
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = [" | ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines = [" | ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) for r in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 

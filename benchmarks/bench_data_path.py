@@ -41,8 +41,9 @@ def reader_rate(group, batch_size: int, in_memory: bool, group_chunks: int, epoc
     from secret_moe.data import ActivationBatches
 
     tick = time.perf_counter()
-    batches = ActivationBatches(group, batch_size, shuffle=True, seed=0, group_chunks=group_chunks,
-                                in_memory=in_memory, device="cpu")
+    batches = ActivationBatches(
+        group, batch_size, shuffle=True, seed=0, group_chunks=group_chunks, in_memory=in_memory, device="cpu"
+    )
     setup = time.perf_counter() - tick
     rows = 0
     tick = time.perf_counter()
@@ -86,8 +87,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (config distill.threads)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--students", nargs="+", default=["moe_lowrank_r128_m1024_s32_k32", "mlp_h128"],
-                        help="default: the largest MoE and MLP students of the default config")
+    parser.add_argument(
+        "--students",
+        nargs="+",
+        default=["moe_lowrank_r128_m1024_s32_k32", "mlp_h128"],
+        help="default: the largest MoE and MLP students of the default config",
+    )
     args = parser.parse_args()
 
     import torch
@@ -103,22 +108,29 @@ def main() -> None:
         group = zarr.open_group(str(path), mode="r")
         rows, d_model = group["x"].shape
         chunk_rows = group["x"].chunks[0]
-        readers = {f"in_memory={mode}": reader_rate(group, args.batch_size, mode, args.group_chunks, args.epochs)
-                   for mode in (False, True)}
+        readers = {
+            f"in_memory={mode}": reader_rate(group, args.batch_size, mode, args.group_chunks, args.epochs)
+            for mode in (False, True)
+        }
     steps = {name: step_rate(name, d_model, args.batch_size, args.steps) for name in args.students}
 
     out = []
     for reader, (rate, setup) in readers.items():
         for name, step in steps.items():
             out.append([reader, f"{rate:.0f}", f"{setup:.2f}", name, f"{step:.0f}", f"{rate / step:.1f}x"])
-    text = "\n".join([
-        (f"Data path: ActivationBatches (chunk-shuffled, group_chunks {args.group_chunks}, batch {args.batch_size}) "
-        f"vs training steps, {'store ' + str(args.store) if args.store else 'synthetic store'} of {rows} rows x "
-        f"{d_model}, chunks of {chunk_rows} rows, {args.threads} torch thread(s)"),
-        f"machine: {machine()}",
-        "",
-        table(["reader", "reader rows/s", "setup s", "student", "train step rows/s", "reader / step"], out),
-    ])
+    text = "\n".join(
+        [
+            (
+                f"Data path: ActivationBatches (chunk-shuffled, group_chunks {args.group_chunks}, "
+                f"batch {args.batch_size}) vs training steps, "
+                f"{'store ' + str(args.store) if args.store else 'synthetic store'} of {rows} rows x "
+                f"{d_model}, chunks of {chunk_rows} rows, {args.threads} torch thread(s)"
+            ),
+            f"machine: {machine()}",
+            "",
+            table(["reader", "reader rows/s", "setup s", "student", "train step rows/s", "reader / step"], out),
+        ]
+    )
     save("bench_data_path", text)
 
 

@@ -49,8 +49,11 @@ def main() -> None:
     sequences, _ = read_token_store(args.tokens)
     lengths = np.array([len(s) for s in sequences])
     # padding of the batches the pipeline would form over the whole store (planning only, no model run)
-    planned = [b for w in plan_windows(lengths, args.window_sequences, args.seed)
-               for b in plan_batches(w, lengths, args.batch_tokens)]
+    planned = [
+        b
+        for w in plan_windows(lengths, args.window_sequences, args.seed)
+        for b in plan_batches(w, lengths, args.batch_tokens)
+    ]
     store_padding = 1 - lengths.sum() / sum(len(b) * lengths[b].max() for b in planned)
     store_summary = f"{lengths.sum()} tokens, {len(lengths)} sequences, {len(planned)} batches"
     keep = int(np.searchsorted(np.cumsum(lengths), args.max_tokens)) + 1
@@ -80,9 +83,11 @@ def main() -> None:
     runs = {
         f"truncated (capture.mlp_io, layer {args.layer})": lambda ids, mask: mlp_io(model, args.layer, ids, mask),
         "full forward, LM head included (model(...))": lambda ids, mask: model(
-            input_ids=ids, attention_mask=mask, use_cache=False),
+            input_ids=ids, attention_mask=mask, use_cache=False
+        ),
         "full decoder stack, no LM head (model.base_model(...))": lambda ids, mask: model.base_model(
-            input_ids=ids, attention_mask=mask, use_cache=False),
+            input_ids=ids, attention_mask=mask, use_cache=False
+        ),
     }
     seconds = {}
     with torch.no_grad():
@@ -102,28 +107,48 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         tick = time.perf_counter()
         stats = capture_activations(
-            model, sequences, Path(tmp) / "bench.zarr", layer=args.layer, pad_id=pad_id,
-            batch_tokens=args.batch_tokens, window_sequences=args.window_sequences, chunk_mb=args.chunk_mb,
-            seed=args.seed, device=args.device, attrs={"bench": True})
+            model,
+            sequences,
+            Path(tmp) / "bench.zarr",
+            layer=args.layer,
+            pad_id=pad_id,
+            batch_tokens=args.batch_tokens,
+            window_sequences=args.window_sequences,
+            chunk_mb=args.chunk_mb,
+            seed=args.seed,
+            device=args.device,
+            attrs={"bench": True},
+        )
         wall = time.perf_counter() - tick
     rows.append(["capture_activations (truncated forward + Zarr write)", f"{tokens / wall:.0f}", f"{wall:.1f}", "-"])
 
     full, stack = list(seconds)[1], list(seconds)[2]
     lines = [
-        (f"Extraction, {Path(args.model_dir).name} layer {args.layer} of {layers} ({args.dtype}, {args.device}), "
-        f"{tokens} tokens in {len(sequences)} sequences, {len(batches)} batches of <= {args.batch_tokens} padded tokens"),
+        (
+            f"Extraction, {Path(args.model_dir).name} layer {args.layer} of {layers} ({args.dtype}, {args.device}), "
+            f"{tokens} tokens in {len(sequences)} sequences, "
+            f"{len(batches)} batches of <= {args.batch_tokens} padded tokens"
+        ),
         f"machine: {machine()}",
         "",
         table(["forward", "tokens/s", "seconds", "time / truncated"], rows),
         "",
-        (f"speed-up of the truncated forward: {seconds[full] / seconds[truncated]:.2f}x vs the full forward, "
-        f"{seconds[stack] / seconds[truncated]:.2f}x vs the decoder stack alone"),
-        (f"Zarr write share of capture_activations: {stats['write_seconds']:.2f} s of {wall:.1f} s = "
-        f"{100 * stats['write_seconds'] / wall:.1f}% (model + batching {stats['model_seconds']:.1f} s)"),
-        (f"Zarr write throughput: {2 * tokens * d_model * 4 / 2**20 / max(stats['write_seconds'], 1e-9):.0f} MiB/s "
-        f"(x and y, float32, lz4)"),
-        (f"padding fraction with length-sorted batching: {100 * store_padding:.2f}% over the whole token store "
-        f"({store_summary}); {100 * stats['padding_fraction']:.2f}% in the timed subset"),
+        (
+            f"speed-up of the truncated forward: {seconds[full] / seconds[truncated]:.2f}x vs the full forward, "
+            f"{seconds[stack] / seconds[truncated]:.2f}x vs the decoder stack alone"
+        ),
+        (
+            f"Zarr write share of capture_activations: {stats['write_seconds']:.2f} s of {wall:.1f} s = "
+            f"{100 * stats['write_seconds'] / wall:.1f}% (model + batching {stats['model_seconds']:.1f} s)"
+        ),
+        (
+            f"Zarr write throughput: {2 * tokens * d_model * 4 / 2**20 / max(stats['write_seconds'], 1e-9):.0f} MiB/s "
+            f"(x and y, float32, lz4)"
+        ),
+        (
+            f"padding fraction with length-sorted batching: {100 * store_padding:.2f}% over the whole token store "
+            f"({store_summary}); {100 * stats['padding_fraction']:.2f}% in the timed subset"
+        ),
     ]
     save("bench_extraction", "\n".join(lines))
 

@@ -46,13 +46,32 @@ def worker(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tick = time.perf_counter()
         stats = capture_activations(
-            model, sequences, Path(tmp) / "bench.zarr", layer=args.layer, pad_id=pad_id,
-            batch_tokens=args.batch_tokens, window_sequences=args.window_sequences, chunk_mb=args.chunk_mb,
-            seed=0, device="cpu", attrs={"bench": True})
+            model,
+            sequences,
+            Path(tmp) / "bench.zarr",
+            layer=args.layer,
+            pad_id=pad_id,
+            batch_tokens=args.batch_tokens,
+            window_sequences=args.window_sequences,
+            chunk_mb=args.chunk_mb,
+            seed=0,
+            device="cpu",
+            attrs={"bench": True},
+        )
         seconds = time.perf_counter() - tick
     peak = status_mib("VmHWM") if reset else maxrss_mib()
-    print(json.dumps({"tokens": stats["tokens"], "sequences": len(sequences), "peak_mib": peak,
-                      "before_mib": before, "seconds": seconds, "reset": reset}))
+    print(
+        json.dumps(
+            {
+                "tokens": stats["tokens"],
+                "sequences": len(sequences),
+                "peak_mib": peak,
+                "before_mib": before,
+                "seconds": seconds,
+                "reset": reset,
+            }
+        )
+    )
 
 
 def reset_peak_rss() -> bool:
@@ -82,9 +101,20 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    common = ["--model-dir", args.model_dir, "--tokens", args.tokens, "--layer", str(args.layer),
-              "--batch-tokens", str(args.batch_tokens), "--window-sequences", str(args.window_sequences),
-              "--chunk-mb", str(args.chunk_mb)]
+    common = [
+        "--model-dir",
+        args.model_dir,
+        "--tokens",
+        args.tokens,
+        "--layer",
+        str(args.layer),
+        "--batch-tokens",
+        str(args.batch_tokens),
+        "--window-sequences",
+        str(args.window_sequences),
+        "--chunk-mb",
+        str(args.chunk_mb),
+    ]
     if args.worker:
         worker(args)
         return
@@ -92,20 +122,36 @@ def main() -> None:
     for r in results:
         if "error" in r:
             raise SystemExit(f"worker failed: {r['error']}")
-    rows = [[f"{r['tokens']:.0f}", r["sequences"], f"{r['seconds']:.1f}", f"{r['peak_mib']:.0f}",
-             f"{r['peak_mib'] - r['before_mib']:.0f}"] for r in results]
+    rows = [
+        [
+            f"{r['tokens']:.0f}",
+            r["sequences"],
+            f"{r['seconds']:.1f}",
+            f"{r['peak_mib']:.0f}",
+            f"{r['peak_mib'] - r['before_mib']:.0f}",
+        ]
+        for r in results
+    ]
     small, large = results
     change = 100 * (large["peak_mib"] / small["peak_mib"] - 1)
     change_above = 100 * ((large["peak_mib"] - large["before_mib"]) / (small["peak_mib"] - small["before_mib"]) - 1)
-    text = "\n".join([
-        (f"Extraction peak RSS vs corpus size ({Path(args.model_dir).name}, layer {args.layer}, window "
-        f"{args.window_sequences} sequences, chunk {args.chunk_mb} MiB, one process per run)"),
-        f"machine: {machine()}",
-        "",
-        table(["tokens", "sequences", "seconds", "peak RSS during capture MiB", "peak above model-loaded RSS MiB"], rows),
-        "",
-        f"doubling the corpus changes peak RSS by {change:+.1f}% (the part above the loaded model by {change_above:+.1f}%)",
-    ])
+    text = "\n".join(
+        [
+            (
+                f"Extraction peak RSS vs corpus size ({Path(args.model_dir).name}, layer {args.layer}, window "
+                f"{args.window_sequences} sequences, chunk {args.chunk_mb} MiB, one process per run)"
+            ),
+            f"machine: {machine()}",
+            "",
+            table(
+                ["tokens", "sequences", "seconds", "peak RSS during capture MiB", "peak above model-loaded RSS MiB"],
+                rows,
+            ),
+            "",
+            f"doubling the corpus changes peak RSS by {change:+.1f}% "
+            f"(the part above the loaded model by {change_above:+.1f}%)",
+        ]
+    )
     save("bench_extraction_memory", text)
 
 

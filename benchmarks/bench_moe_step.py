@@ -40,8 +40,9 @@ def worker(args: argparse.Namespace) -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     else:
         model = MoEStudent(config).to(device)
-        optimizer = (make_optimizer(model, 1e-3) if args.impl == "ours"
-                     else torch.optim.Adam(model.parameters(), lr=1e-3))
+        optimizer = (
+            make_optimizer(model, 1e-3) if args.impl == "ours" else torch.optim.Adam(model.parameters(), lr=1e-3)
+        )
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -75,8 +76,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per config (default 2)")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--rank", type=int, default=128)
-    parser.add_argument("--attribution", action="store_true",
-                        help="also time our student with torch.optim.Adam (module speed-up alone)")
+    parser.add_argument(
+        "--attribution", action="store_true", help="also time our student with torch.optim.Adam (module speed-up alone)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -91,8 +93,11 @@ def main() -> None:
     import torch
 
     steps = args.steps or 2
-    grid = ([(640, m, 128) for m in (10_000, 100_000)] if args.quick
-            else [(d, m, k) for d in (640, 1024) for m in (10_000, 100_000) for k in (16, 128, 512)])
+    grid = (
+        [(640, m, 128) for m in (10_000, 100_000)]
+        if args.quick
+        else [(d, m, k) for d in (640, 1024) for m in (10_000, 100_000) for k in (16, 128, 512)]
+    )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     impls = ["baseline", "ours"] + (["ours_torch_adam"] if args.attribution else [])
     rows = []
@@ -100,32 +105,83 @@ def main() -> None:
         for d, m, k in grid:
             result = {}
             for impl in impls:
-                result[impl] = run_worker(__file__, [
-                    "--impl", impl, "--device", device, "--d", str(d), "--m", str(m), "--k", str(k),
-                    "--rank", str(args.rank), "--batch", str(args.batch), "--steps", str(steps)])
+                result[impl] = run_worker(
+                    __file__,
+                    [
+                        "--impl",
+                        impl,
+                        "--device",
+                        device,
+                        "--d",
+                        str(d),
+                        "--m",
+                        str(m),
+                        "--k",
+                        str(k),
+                        "--rank",
+                        str(args.rank),
+                        "--batch",
+                        str(args.batch),
+                        "--steps",
+                        str(steps),
+                    ],
+                )
                 print(device, d, m, k, impl, result[impl], file=sys.stderr, flush=True)
             base, ours = result["baseline"], result["ours"]
-            ratio = (f"{ours['samples_per_s'] / base['samples_per_s']:.2f}x"
-                     if "error" not in base and "error" not in ours else "-")
-            fmt = lambda r, key, f: f.format(r[key]) if key in r else r.get("error", "?")
-            row = [device, d, f"{m:.0e}", k, k, fmt(base, "samples_per_s", "{:.0f}"), fmt(ours, "samples_per_s", "{:.0f}"),
-                   ratio, fmt(base, "cpu_s", "{:.2f}"), fmt(ours, "cpu_s", "{:.2f}"),
-                   fmt(base, "mem_mib", "{:.0f}"), fmt(ours, "mem_mib", "{:.0f}")]
+            ratio = (
+                f"{ours['samples_per_s'] / base['samples_per_s']:.2f}x"
+                if "error" not in base and "error" not in ours
+                else "-"
+            )
+
+            def fmt(r: dict, key: str, f: str) -> str:
+                return f.format(r[key]) if key in r else r.get("error", "?")
+
+            row = [
+                device,
+                d,
+                f"{m:.0e}",
+                k,
+                k,
+                fmt(base, "samples_per_s", "{:.0f}"),
+                fmt(ours, "samples_per_s", "{:.0f}"),
+                ratio,
+                fmt(base, "cpu_s", "{:.2f}"),
+                fmt(ours, "cpu_s", "{:.2f}"),
+                fmt(base, "mem_mib", "{:.0f}"),
+                fmt(ours, "mem_mib", "{:.0f}"),
+            ]
             if args.attribution:
                 row.append(fmt(result["ours_torch_adam"], "samples_per_s", "{:.0f}"))
             rows.append(row)
-    headers = ["device", "d", "m", "s", "k", "baseline samples/s", "ours samples/s", "speed-up",
-               "baseline CPU s/step", "ours CPU s/step", "baseline mem MiB", "ours mem MiB"] + (["ours w/ torch Adam samples/s"] if args.attribution else [])
-    text = "\n".join([
-        ("MoE student training step (forward + backward + Adam), low-rank router r = "
-        f"{args.rank}, batch {args.batch}, {steps} timed steps after 1 warm-up"),
-        f"machine: {machine()}",
-        "",
-        table(headers, rows),
-        "",
-        "samples/s: wall clock; CPU s/step: user + system CPU time of the worker per step (all threads);",
-        "mem: peak RSS (CPU) over the RSS before the model was built, or torch.cuda.max_memory_allocated.",
-    ])
+    headers = [
+        "device",
+        "d",
+        "m",
+        "s",
+        "k",
+        "baseline samples/s",
+        "ours samples/s",
+        "speed-up",
+        "baseline CPU s/step",
+        "ours CPU s/step",
+        "baseline mem MiB",
+        "ours mem MiB",
+    ] + (["ours w/ torch Adam samples/s"] if args.attribution else [])
+    text = "\n".join(
+        [
+            (
+                "MoE student training step (forward + backward + Adam), low-rank router r = "
+                f"{args.rank}, batch {args.batch}, {steps} timed steps after 1 warm-up"
+            ),
+            f"machine: {machine()}",
+            "",
+            table(headers, rows),
+            "",
+            "samples/s: wall clock; CPU s/step: user + system CPU time of the worker per step (all threads);",
+            "mem: peak RSS (CPU) over the RSS before the model was built, or torch.cuda.max_memory_allocated.",
+        ]
+    )
     save("bench_moe_step" + ("_quick" if args.quick else ""), text)
 
 

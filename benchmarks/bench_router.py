@@ -63,13 +63,17 @@ def main() -> None:
                 router = step = None  # free before the next router is built
             base = rates["lowrank (paper: dense backward)"]
             rows += [[f"{m}", k, name, f"{rate:.0f}", f"{rate / base:.2f}x"] for name, rate in rates.items()]
-    text = "\n".join([
-        (f"Router forward + backward, batch {args.batch}, d = {args.d}, rank {args.rank}, {args.steps} timed steps "
-        "after 1 warm-up"),
-        f"machine: {machine()}",
-        "",
-        table(["m", "k", "router", "samples/s", "vs paper lowrank"], rows),
-    ])
+    text = "\n".join(
+        [
+            (
+                f"Router forward + backward, batch {args.batch}, d = {args.d}, rank {args.rank}, "
+                f"{args.steps} timed steps after 1 warm-up"
+            ),
+            f"machine: {machine()}",
+            "",
+            table(["m", "k", "router", "samples/s", "vs paper lowrank"], rows),
+        ]
+    )
     save("bench_router" + ("_quick" if args.quick else ""), text)
 
 

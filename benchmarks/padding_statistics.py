@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+
 from _common import machine, save, table
 
 
@@ -38,17 +39,31 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for model in args.models:
-        stores = {split: Path(args.root) / "results/activations" / model / f"layer{args.layer}" / f"{split}.zarr"
-                  for split in ("train", "validation")}
+        stores = {
+            split: Path(args.root) / "results/activations" / model / f"layer{args.layer}" / f"{split}.zarr"
+            for split in ("train", "validation")
+        }
         data = {split: zarr.open_group(str(path), mode="r") for split, path in stores.items()}
         (x_t, y_t), (x_v, y_v) = [(data[s]["x"][:], data[s]["y"][:]) for s in ("train", "validation")]
         stats = json.loads((stores["train"] / "extract_stats.json").read_text())
-        rows.append([model, len(x_t), len(x_v), f"{stats['padding_fraction']:.3f}", f"{x_t.var(0).mean():.4f}",
-                     f"{y_t.var(0).mean():.5f}", f"{affine_fvu(x_t, y_t, x_v, y_v):.3f}"])
-    text = (f"D_act with and without padded positions, layer {args.layer} (stores under {args.root})\n"
-            f"machine: {machine()}\n\n"
-            + table(["model", "train rows", "val rows", "padded share", "x variance", "y variance",
-                     "affine FVU (val)"], rows))
+        rows.append(
+            [
+                model,
+                len(x_t),
+                len(x_v),
+                f"{stats['padding_fraction']:.3f}",
+                f"{x_t.var(0).mean():.4f}",
+                f"{y_t.var(0).mean():.5f}",
+                f"{affine_fvu(x_t, y_t, x_v, y_v):.3f}",
+            ]
+        )
+    text = (
+        f"D_act with and without padded positions, layer {args.layer} (stores under {args.root})\n"
+        f"machine: {machine()}\n\n"
+        + table(
+            ["model", "train rows", "val rows", "padded share", "x variance", "y variance", "affine FVU (val)"], rows
+        )
+    )
     save("padding_statistics", text)
 
 

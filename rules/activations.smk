@@ -9,19 +9,19 @@ rule capture_activations:
         tokens=resource("tokens"),
     output:
         directory("results/activations/{model}/layer{layer}/{split}.zarr"),
+    log:
+        "logs/capture_activations/{model}/layer{layer}/{split}.log",
+    benchmark:
+        "logs/benchmarks/capture_activations/{model}/layer{layer}/{split}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
     params:
         spec=model_spec,
         extract=extract_config,
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/capture_activations/{model}/layer{layer}/{split}.log",
-    benchmark:
-        "logs/benchmarks/capture_activations/{model}/layer{layer}/{split}.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-    conda:
-        ENV
     script:
         "../scripts/capture_activations.py"

@@ -17,7 +17,6 @@ from secret_moe.plan import (
     students_by_family,
 )
 
-
 validate(config, schema="../config/schema.yaml", set_default=True)
 resolve_variants(config)
 check_config(config)
@@ -46,10 +45,15 @@ def model_spec(wildcards):
 def resource(kind, split=None):
     """Input function: the materialised tokenizer / model / token store a model uses (a `same_as` variant
     uses its base model's)."""
+
     def path(wildcards):
         owner = resource_model(config, wildcards.model)
-        return {"tokenizer": f"resources/tokenizers/{owner}", "model": f"resources/models/{owner}",
-                "tokens": f"results/tokens/{owner}/{wildcards.get('split', split)}.zarr"}[kind]
+        return {
+            "tokenizer": f"resources/tokenizers/{owner}",
+            "model": f"resources/models/{owner}",
+            "tokens": f"results/tokens/{owner}/{wildcards.get('split', split)}.zarr",
+        }[kind]
+
     return path
 
 
@@ -58,8 +62,12 @@ def extract_config(wildcards):
     spec = config["models"][wildcards.model]
     if not spec.get("keep_padding"):
         return config["extract"]
-    return {**config["extract"], "keep_padding": True, "padding_batch_lines": spec["padding_batch_lines"],
-            "max_tokens": spec["max_tokens"]}
+    return {
+        **config["extract"],
+        "keep_padding": True,
+        "padding_batch_lines": spec["padding_batch_lines"],
+        "max_tokens": spec["max_tokens"],
+    }
 
 
 def data_store(data, split):
@@ -72,5 +80,62 @@ def distill_metrics():
     return expand(
         "results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/metrics.json",
         zip,
-        **{key: [run[key] for run in distill_runs(config)] for key in ("model", "layer", "data", "student", "lr", "seed")},
+        **{
+            key: [run[key] for run in distill_runs(config)]
+            for key in ("model", "layer", "data", "student", "lr", "seed")
+        },
     )
+
+
+# Figures: which ones each (model, layer) gets, and their captions.
+FIGURE_CAPTIONS = {
+    "fvu_vs_active": "Validation FVU vs active neurons: dense MLP vs MoE students, real activations vs Gaussian control.",
+    "learning_curves": "Validation FVU per epoch of each main-comparison student, at its best learning rate.",
+    "router_comparison": "Low-rank routers of several ranks vs the full-rank router at equal active neurons.",
+    "shared_split": "FVU at fixed active neurons as the share held by the always-on shared MLP varies.",
+    "expert_width": "FVU at fixed active neurons as each expert's hidden width grows (fewer, wider experts active).",
+    "num_experts": "FVU at fixed active neurons as the number of experts m grows.",
+    "paper_comparison": "This run's best FVU points next to the published ones for the same teacher and layer.",
+    "layer_sweep": "MoE advantage per layer: the dense MLP width needed to match the MoE's FVU, over its active neurons.",
+}
+PAPER_TABLE = str(Path(workflow.basedir) / "reference" / "paper_fvu_summary.csv")
+
+
+def figures_for(model, layer):
+    families = students_by_family(config, model, layer)
+    if "main" not in families:  # a sweep-only layer: shown in the model's layer_sweep figure
+        return []
+    names = ["fvu_vs_active", "learning_curves"]
+    names += [
+        figure
+        for figure, family in [
+            ("router_comparison", "router_rank"),
+            ("shared_split", "shared_split"),
+            ("expert_width", "expert_width"),
+            ("num_experts", "num_experts"),
+        ]
+        if family in families
+    ]
+    import pandas as pd
+
+    paper = pd.read_csv(PAPER_TABLE)
+    spec = config["models"][model]
+    in_paper = ((paper.model == spec.get("hf_id")) & (paper.layer == layer)).any()
+    if in_paper and spec.get("init", "pretrained") == "pretrained":
+        names.append("paper_comparison")
+    return names
+
+
+def all_figure_files():
+    per_layer = [
+        f"figures/{model}/layer{layer}/{name}.{ext}"
+        for model, layer in model_layers(config)
+        for name in figures_for(model, layer)
+        for ext in ("pdf", "png")
+    ]
+    sweep = config["experiments"].get("layer_sweep", {})
+    per_model = (
+        [f"figures/{sweep['model']}/layer_sweep.{ext}" for ext in ("pdf", "png")] if sweep.get("enabled") else []
+    )
+    control = [f"figures/{model}/control.{ext}" for model in controls(config) for ext in ("pdf", "png")]
+    return per_layer + per_model + control

@@ -6,12 +6,12 @@ rule fit_gaussian:
         "results/activations/{model}/layer{layer}/train.zarr",
     output:
         "results/gaussian/{model}/layer{layer}/moments.npz",
-    params:
-        block_rows=config["gaussian"]["block_rows"],
     log:
         "logs/fit_gaussian/{model}/layer{layer}.log",
     conda:
         ENV
+    params:
+        block_rows=config["gaussian"]["block_rows"],
     script:
         "../scripts/fit_gaussian.py"
 
@@ -23,12 +23,12 @@ rule sample_gaussian:
         like="results/activations/{model}/layer{layer}/{split}.zarr",
     output:
         directory("results/gaussian/{model}/layer{layer}/{split}.zarr"),
-    params:
-        seed=config["seed"],
-        device=config["device"],
     log:
         "logs/sample_gaussian/{model}/layer{layer}/{split}.log",
     conda:
         ENV
+    params:
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/sample_gaussian.py"

@@ -5,12 +5,12 @@
 rule prepare_tokenizer:
     output:
         directory("resources/tokenizers/{model}"),
-    params:
-        spec=model_spec,
     log:
         "logs/prepare_tokenizer/{model}.log",
     conda:
         ENV
+    params:
+        spec=model_spec,
     script:
         "../scripts/prepare_tokenizer.py"
 
@@ -22,17 +22,17 @@ rule prepare_model:
         tokens=ancient(expand("results/tokens/{{model}}/{split}.zarr", split=SPLITS)),
     output:
         directory("resources/models/{model}"),
-    params:
-        spec=model_spec,
-        seed=config["seed"],
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
         "logs/benchmarks/prepare_model/{model}.tsv"
-    resources:
-        mem_mb=8000,
     conda:
         ENV
+    resources:
+        mem_mb=8000,
+    params:
+        spec=model_spec,
+        seed=config["seed"],
     script:
         "../scripts/prepare_model.py"
 
@@ -42,11 +42,11 @@ rule export_teacher:
         model=resource("model"),
     output:
         directory("results/teacher/{model}/layer{layer}"),
-    params:
-        spec=model_spec,
     log:
         "logs/export_teacher/{model}/layer{layer}.log",
     conda:
         ENV
+    params:
+        spec=model_spec,
     script:
         "../scripts/export_teacher.py"

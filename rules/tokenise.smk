@@ -7,12 +7,12 @@ rule tokenise_corpus:
     output:
         train=directory("results/tokens/{model}/train.zarr"),
         validation=directory("results/tokens/{model}/validation.zarr"),
-    params:
-        corpus=config["corpus"],
-        seed=config["seed"],
     log:
         "logs/tokenise_corpus/{model}.log",
     conda:
         ENV
+    params:
+        corpus=config["corpus"],
+        seed=config["seed"],
     script:
         "../scripts/tokenise_corpus.py"

@@ -5,5 +5,11 @@ from secret_moe.steps import aggregate_runs
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])
-aggregate_runs(list(sm.input), sm.params.families, runs=sm.output.runs, best=sm.output.best,
-               curves=sm.output.curves, advantage=sm.output.advantage)
+aggregate_runs(
+    list(sm.input),
+    sm.params.families,
+    runs=sm.output.runs,
+    best=sm.output.best,
+    curves=sm.output.curves,
+    advantage=sm.output.advantage,
+)

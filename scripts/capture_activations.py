@@ -9,6 +9,13 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 extract_activations(
-    sm.input.model, sm.input.tokenizer, sm.input.tokens, sm.output[0], layer=int(sm.wildcards.layer), model_spec=sm.params.spec,
-    extract=sm.params.extract, seed=sm.params.seed, device=sm.params.device,
+    sm.input.model,
+    sm.input.tokenizer,
+    sm.input.tokens,
+    sm.output[0],
+    layer=int(sm.wildcards.layer),
+    model_spec=sm.params.spec,
+    extract=sm.params.extract,
+    seed=sm.params.seed,
+    device=sm.params.device,
 )

@@ -5,5 +5,14 @@ from secret_moe.steps import plot_figure
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])
-plot_figure(sm.wildcards.figure, sm.input.best, sm.input.curves, sm.input.paper, model=sm.wildcards.model,
-            layer=int(sm.wildcards.layer), hf_id=sm.params.hf_id, pdf=sm.output.pdf, png=sm.output.png)
+plot_figure(
+    sm.wildcards.figure,
+    sm.input.best,
+    sm.input.curves,
+    sm.input.paper,
+    model=sm.wildcards.model,
+    layer=int(sm.wildcards.layer),
+    hf_id=sm.params.hf_id,
+    pdf=sm.output.pdf,
+    png=sm.output.png,
+)

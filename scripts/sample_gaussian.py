@@ -5,5 +5,12 @@ from secret_moe.steps import sample_gaussian
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])
-sample_gaussian(sm.input.moments, sm.input.teacher, sm.input.like, sm.output[0], seed=sm.params.seed,
-                split=sm.wildcards.split, device=sm.params.device)
+sample_gaussian(
+    sm.input.moments,
+    sm.input.teacher,
+    sm.input.like,
+    sm.output[0],
+    seed=sm.params.seed,
+    split=sm.wildcards.split,
+    device=sm.params.device,
+)

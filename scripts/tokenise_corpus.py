@@ -5,5 +5,6 @@ from secret_moe.steps import tokenise_corpus
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])
-tokenise_corpus(sm.input.tokenizer, {"train": sm.output.train, "validation": sm.output.validation},
-                sm.params.corpus, sm.params.seed)
+tokenise_corpus(
+    sm.input.tokenizer, {"train": sm.output.train, "validation": sm.output.validation}, sm.params.corpus, sm.params.seed
+)

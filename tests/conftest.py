@@ -91,16 +91,30 @@ def make_store():
     return write_store
 
 
-def snakemake_dry_run(config: dict[str, Any], tmp_path: Path, target: str = "figures/all") -> subprocess.CompletedProcess:
+def snakemake_dry_run(
+    config: dict[str, Any], tmp_path: Path, target: str = "figures/all"
+) -> subprocess.CompletedProcess:
     """`snakemake -n target` on the repository's Snakefile with `config`, in a fresh work folder under tmp_path;
     the result carries stdout and stderr together as `.output`."""
     configfile = dump_config(tmp_path / "config.yaml", config)
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("snakemake")), "-n", "-s", str(REPO / "Snakefile"), "--configfile",
-         str(configfile), "-d", str(workdir), target],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(Path(sys.executable).with_name("snakemake")),
+            "-n",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(configfile),
+            "-d",
+            str(workdir),
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     result.output = result.stdout + result.stderr
     return result

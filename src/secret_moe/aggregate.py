@@ -24,9 +24,25 @@ def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str
                 f"run {m['model']}/{m['layer']}/{m['data']}/{m['student']}/lr{m['lr']}/seed{m['seed']} "
                 f"has a non-finite FVU (epochs {bad}); delete its metrics.json and rerun it"
             )
-        row = {key: m[key] for key in ["model", "layer", "data", "student", "lr", "seed", "active_neurons",
-                                        "best_fvu", "best_epoch", "final_fvu", "output_variance", "parameters",
-                                        "wall_seconds", "samples_per_second"]}
+        row = {
+            key: m[key]
+            for key in [
+                "model",
+                "layer",
+                "data",
+                "student",
+                "lr",
+                "seed",
+                "active_neurons",
+                "best_fvu",
+                "best_epoch",
+                "final_fvu",
+                "output_variance",
+                "parameters",
+                "wall_seconds",
+                "samples_per_second",
+            ]
+        }
         row.update({key: m["spec"].get(key) for key in _SPEC_COLUMNS})
         row["families"] = ";".join(families.get((m["model"], m["layer"], m["student"]), []))
         rows.append(row)
@@ -36,7 +52,8 @@ def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str
 def best_over_lr(runs: pd.DataFrame) -> pd.DataFrame:
     """Per point: min over learning rates of the (seed-averaged) min over epochs, as in the paper."""
     by_lr = runs.groupby(POINT + ["lr"], as_index=False).agg(
-        best_fvu=("best_fvu", "mean"), final_fvu=("final_fvu", "mean"), seeds=("seed", "nunique"))
+        best_fvu=("best_fvu", "mean"), final_fvu=("final_fvu", "mean"), seeds=("seed", "nunique")
+    )
     best = by_lr.loc[by_lr.groupby(POINT)["best_fvu"].idxmin()].rename(columns={"lr": "best_lr"})
     spec = runs.drop_duplicates(POINT)[POINT + _SPEC_COLUMNS + ["active_neurons", "families"]]
     return best.merge(spec, on=POINT).sort_values(POINT, ignore_index=True)
@@ -68,6 +85,11 @@ def moe_advantage(best: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, row in moe.iterrows():
         width = mlp_width_to_match(best, row.best_fvu, row.model, row.layer, row.data)
-        rows.append({**{k: row[k] for k in POINT + ["active_neurons", "best_fvu"]},
-                     "matching_mlp_width": width, "advantage": width / row.active_neurons})
+        rows.append(
+            {
+                **{k: row[k] for k in POINT + ["active_neurons", "best_fvu"]},
+                "matching_mlp_width": width,
+                "advantage": width / row.active_neurons,
+            }
+        )
     return pd.DataFrame(rows, columns=POINT + ["active_neurons", "best_fvu", "matching_mlp_width", "advantage"])

@@ -54,9 +54,7 @@ def _hub_lines(spec: dict[str, Any], split: str) -> list[str]:
     import datasets
 
     try:
-        data = datasets.load_dataset(
-            spec["path"], spec.get("name"), revision=spec.get("revision"), split=split
-        )
+        data = datasets.load_dataset(spec["path"], spec.get("name"), revision=spec.get("revision"), split=split)
     except Exception as error:  # the Hub raises many types; all mean "could not fetch"
         raise CorpusError(
             f"could not fetch the corpus {spec['path']!r} ({spec.get('name')}, split {split!r}) "

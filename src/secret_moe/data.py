@@ -52,8 +52,13 @@ class ActivationBatches:
 
     def _blocks(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for picked, perm in self._groups(epoch):
-            parts = [(self.x[c * self.chunk_rows : (c + 1) * self.chunk_rows],
-                      self.y[c * self.chunk_rows : (c + 1) * self.chunk_rows]) for c in picked]
+            parts = [
+                (
+                    self.x[c * self.chunk_rows : (c + 1) * self.chunk_rows],
+                    self.y[c * self.chunk_rows : (c + 1) * self.chunk_rows],
+                )
+                for c in picked
+            ]
             x_ND = np.concatenate([p[0] for p in parts])
             y_ND = np.concatenate([p[1] for p in parts])
             yield (x_ND, y_ND) if perm is None else (x_ND[perm], y_ND[perm])
@@ -62,8 +67,9 @@ class ActivationBatches:
         """The epoch's row order, the same as `_blocks` visits rows."""
         parts = []
         for picked, perm in self._groups(epoch):
-            rows = np.concatenate([np.arange(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.rows))
-                                   for c in picked])
+            rows = np.concatenate(
+                [np.arange(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.rows)) for c in picked]
+            )
             parts.append(rows if perm is None else rows[perm])
         return np.concatenate(parts)
 
@@ -87,9 +93,9 @@ class ActivationBatches:
             yield self._to_device(carry_x, carry_y)
 
     def _to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device), torch.from_numpy(
-            np.ascontiguousarray(y)
-        ).to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device), torch.from_numpy(np.ascontiguousarray(y)).to(
+            self.device
+        )
 
 
 def output_variance(batches: ActivationBatches) -> float:

@@ -145,9 +145,13 @@ def capture_activations(
     partial = partial_path(out_path)
     windows = plan_windows(lengths, window_sequences, seed)
 
-    plans = [plan_padded_batches(w, padding_batch_lines) if keep_padding else plan_batches(w, lengths, batch_tokens)
-             for w in windows]
-    window_rows = [padded_rows(b, lengths) if keep_padding else int(lengths[w].sum()) for w, b in zip(windows, plans)]
+    plans = [
+        plan_padded_batches(w, padding_batch_lines) if keep_padding else plan_batches(w, lengths, batch_tokens)
+        for w in windows
+    ]
+    window_rows = [
+        padded_rows(b, lengths) if keep_padding else int(lengths[w].sum()) for w, b in zip(windows, plans, strict=False)
+    ]
     starts = np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
     group, done = open_or_create(partial, int(starts[-1]), d_model, chunk_rows, attrs, checked=attrs)
     first = int(np.searchsorted(starts, done, side="right") - 1)

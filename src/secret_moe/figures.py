@@ -38,9 +38,17 @@ def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     main["student"] = main.apply(student_label, axis=1)
     data = [d for d in DATA_ORDER if d in set(main.data)]
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], data):
-        sns.lineplot(main[main.data == name], x="active_neurons", y="best_fvu", hue="student", style="student",
-                     markers=True, dashes=False, ax=ax)
+    for ax, name in zip(axes[0], data, strict=False):
+        sns.lineplot(
+            main[main.data == name],
+            x="active_neurons",
+            y="best_fvu",
+            hue="student",
+            style="student",
+            markers=True,
+            dashes=False,
+            ax=ax,
+        )
         _log2_axis(ax)
         ax.set_title(DATA_TITLES[name])
     fig.suptitle(title)
@@ -51,10 +59,13 @@ def router_comparison(best: pd.DataFrame, title: str, pdf: str, png: str) -> Non
     """Low-rank (by rank) vs full-rank routing at equal active neurons, real and Gaussian."""
     sub = best[best.families.str.contains("router_rank")].copy()
     names = {"fullrank": "full rank", "lowrank": "low rank {}", "product_key": "product key {}"}
-    sub["router"] = sub.apply(lambda r: names[r.router].format(int(r["rank"]) if r["rank"] == r["rank"] else ""), axis=1)
+    sub["router"] = sub.apply(
+        lambda r: names[r.router].format(int(r["rank"]) if r["rank"] == r["rank"] else ""), axis=1
+    )
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.barplot(sub, x="router", y="best_fvu", hue="data", hue_order=[d for d in DATA_ORDER if d in set(sub.data)],
-                ax=ax)
+    sns.barplot(
+        sub, x="router", y="best_fvu", hue="data", hue_order=[d for d in DATA_ORDER if d in set(sub.data)], ax=ax
+    )
     ax.set_ylabel("validation FVU")
     ax.set_xlabel("router (MoE students with s = k; bars average over sizes)")
     ax.set_title(title)
@@ -65,8 +76,15 @@ def _fvu_line(sub: pd.DataFrame, x: str, xlabel: str, title: str, **lineplot) ->
     """One panel of validation FVU against `x`, a line per data kind (dots unless `lineplot` says otherwise);
     returns the axes, for the caller to adjust and save."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(sub, x=x, y="best_fvu", hue="data", hue_order=[d for d in DATA_ORDER if d in set(sub.data)], ax=ax,
-                 **(lineplot or {"marker": "o"}))
+    sns.lineplot(
+        sub,
+        x=x,
+        y="best_fvu",
+        hue="data",
+        hue_order=[d for d in DATA_ORDER if d in set(sub.data)],
+        ax=ax,
+        **(lineplot or {"marker": "o"}),
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation FVU")
     ax.set_title(title)
@@ -85,8 +103,9 @@ def expert_width(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     """FVU at fixed active neurons vs each expert's hidden width (k · width held constant)."""
     sub = best[best.families.str.contains("expert_width")]
     widths = sorted(sub.expert_width.unique())
-    ax = _fvu_line(sub, "expert_width", f"neurons per expert (active neurons fixed at {int(sub.active_neurons.iloc[0])})",
-                   title)
+    ax = _fvu_line(
+        sub, "expert_width", f"neurons per expert (active neurons fixed at {int(sub.active_neurons.iloc[0])})", title
+    )
     ax.set_xscale("log", base=2)
     ax.set_xticks(widths, [str(int(w)) for w in widths])
     _save(ax.figure, pdf, png)
@@ -95,8 +114,14 @@ def expert_width(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
 def num_experts(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     """FVU at fixed active neurons vs the number of experts m, one line per router."""
     sub = best[best.families.str.contains("num_experts")]
-    ax = _fvu_line(sub, "experts", f"experts m (active neurons fixed at {int(sub.active_neurons.iloc[0])})", title,
-                   style="router", markers=True)
+    ax = _fvu_line(
+        sub,
+        "experts",
+        f"experts m (active neurons fixed at {int(sub.active_neurons.iloc[0])})",
+        title,
+        style="router",
+        markers=True,
+    )
     ax.set_xscale("log")
     _save(ax.figure, pdf, png)
 
@@ -105,9 +130,16 @@ def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> Non
     """Validation FVU per epoch for every student, real | Gaussian."""
     data = [d for d in DATA_ORDER if d in set(curves.data)]
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], data):
-        sns.lineplot(curves[curves.data == name], x="epoch", y="val_fvu", hue="student", ax=ax, legend=name == data[-1],
-                     errorbar=None)
+    for ax, name in zip(axes[0], data, strict=False):
+        sns.lineplot(
+            curves[curves.data == name],
+            x="epoch",
+            y="val_fvu",
+            hue="student",
+            ax=ax,
+            legend=name == data[-1],
+            errorbar=None,
+        )
         ax.set_yscale("log")
         ax.set_title(DATA_TITLES[name])
     if axes[0][-1].get_legend():
@@ -120,13 +152,25 @@ def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: s
     """Our best FVU points next to the published ones (dashed) for the same teacher."""
     ours = ours[ours.families.str.contains("main")].assign(source="this run")
     ours["family"] = ours.kind.where(ours.kind == "mlp", "moe_" + ours.router.fillna(""))
-    both = pd.concat([ours[["data", "family", "active_neurons", "best_fvu", "source"]],
-                      paper.assign(source="paper")[["data", "family", "active_neurons", "best_fvu", "source"]]])
+    both = pd.concat(
+        [
+            ours[["data", "family", "active_neurons", "best_fvu", "source"]],
+            paper.assign(source="paper")[["data", "family", "active_neurons", "best_fvu", "source"]],
+        ]
+    )
     data = [d for d in DATA_ORDER if d in set(both.data)]
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], data):
-        sns.lineplot(both[both.data == name], x="active_neurons", y="best_fvu", hue="family", style="source",
-                     markers=True, ax=ax, errorbar=None)
+    for ax, name in zip(axes[0], data, strict=False):
+        sns.lineplot(
+            both[both.data == name],
+            x="active_neurons",
+            y="best_fvu",
+            hue="family",
+            style="source",
+            markers=True,
+            ax=ax,
+            errorbar=None,
+        )
         _log2_axis(ax)
         ax.set_title(DATA_TITLES[name])
     fig.suptitle(title)
@@ -136,8 +180,16 @@ def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: s
 def layer_sweep(advantage: pd.DataFrame, title: str, pdf: str, png: str) -> None:
     """MoE advantage (matching MLP width / MoE active neurons) vs layer, real vs Gaussian."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(advantage, x="layer", y="advantage", hue="data", style="active_neurons", markers=True, ax=ax,
-                 hue_order=[d for d in DATA_ORDER if d in set(advantage.data)])
+    sns.lineplot(
+        advantage,
+        x="layer",
+        y="advantage",
+        hue="data",
+        style="active_neurons",
+        markers=True,
+        ax=ax,
+        hue_order=[d for d in DATA_ORDER if d in set(advantage.data)],
+    )
     ax.axhline(1, color="grey", lw=0.8, ls=":")
     ax.set_ylabel("MLP width to match MoE / MoE active neurons")
     ax.set_title(title)
@@ -148,9 +200,16 @@ def control(advantage: pd.DataFrame, order: list[str], title: str, pdf: str, png
     """MoE advantage vs active neurons for a model and its control (column `variant`), real | Gaussian."""
     data = [d for d in DATA_ORDER if d in set(advantage.data)]
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], data):
-        sns.lineplot(advantage[advantage.data == name], x="active_neurons", y="advantage", hue="variant",
-                     hue_order=order, marker="o", ax=ax)
+    for ax, name in zip(axes[0], data, strict=False):
+        sns.lineplot(
+            advantage[advantage.data == name],
+            x="active_neurons",
+            y="advantage",
+            hue="variant",
+            hue_order=order,
+            marker="o",
+            ax=ax,
+        )
         ax.axhline(1, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("MoE active neurons")

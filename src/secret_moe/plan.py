@@ -23,8 +23,15 @@ FAMILIES = ("main", "shared_split", "router_rank", "expert_width", "num_experts"
 
 def _moe(router: str, rank: int, experts: int, shared: int, k: int, width: int = 1) -> str:
     return student_name(
-        {"kind": "moe", "router": router, "rank": rank, "experts": experts, "shared": shared, "k": k,
-         "expert_width": width}
+        {
+            "kind": "moe",
+            "router": router,
+            "rank": rank,
+            "experts": experts,
+            "shared": shared,
+            "k": k,
+            "expert_width": width,
+        }
     )
 
 
@@ -65,10 +72,14 @@ def resolve_variants(config: dict[str, Any]) -> None:
         if base not in config["models"] or "same_as" in config["models"][base]:
             raise ConfigError(f"padding_controls.{name}.same_as: {base!r} is not a key of models")
         inherited = (*SOURCE_KEYS, "router_rank")
-        config["models"][name] = {**{key: config["models"][base][key] for key in inherited if key in config["models"][base]},
-                                  "same_as": base, "keep_padding": True,
-                                  "padding_batch_lines": control.get("batch_lines", 8), "layers": control["layers"],
-                                  "max_tokens": control.get("max_tokens", {})}
+        config["models"][name] = {
+            **{key: config["models"][base][key] for key in inherited if key in config["models"][base]},
+            "same_as": base,
+            "keep_padding": True,
+            "padding_batch_lines": control.get("batch_lines", 8),
+            "layers": control["layers"],
+            "max_tokens": control.get("max_tokens", {}),
+        }
 
 
 def resource_model(config: dict[str, Any], model: str) -> str:
@@ -84,13 +95,17 @@ def controls(config: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Control models mapped to the model they are compared with and a label for the comparison:
     random weights (`init: random`) vs the pretrained model of the same Hub id, and padded positions kept
     (`keep_padding`) vs the model it is `same_as`."""
-    plain = {spec.get("hf_id"): name for name, spec in config["models"].items()
-             if not is_control(spec) and spec.get("hf_id")}
+    plain = {
+        spec.get("hf_id"): name for name, spec in config["models"].items() if not is_control(spec) and spec.get("hf_id")
+    }
     found = {}
     for name, spec in config["models"].items():
         if spec.get("keep_padding") and spec.get("same_as"):
-            found[name] = {"base": spec["same_as"], "base_label": "non-padding tokens",
-                           "label": "padded positions kept"}
+            found[name] = {
+                "base": spec["same_as"],
+                "base_label": "non-padding tokens",
+                "label": "padded positions kept",
+            }
         elif spec.get("init") == "random" and spec.get("hf_id") in plain:
             found[name] = {"base": plain[spec["hf_id"]], "base_label": "pretrained", "label": "random weights"}
     return found
@@ -100,9 +115,12 @@ def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[s
     """Students per experiment family at one (model, layer); sweep-only layers run the sweep's students."""
     rank = config["models"][model].get("router_rank", 128)
     sweep = _sweep(config, model)
-    sweep_students = [student_name({"kind": "mlp", "hidden": h}) for h in sweep["mlp_widths"]] + [
-        _moe(sweep["router"], rank, sweep["experts"], k, k) for k in sweep["k"]
-    ] if sweep else []
+    sweep_students = (
+        [student_name({"kind": "mlp", "hidden": h}) for h in sweep["mlp_widths"]]
+        + [_moe(sweep["router"], rank, sweep["experts"], k, k) for k in sweep["k"]]
+        if sweep
+        else []
+    )
     if layer not in config["models"][model]["layers"]:
         return {"layer_sweep": sweep_students}
     distill = config["distill"]
@@ -112,16 +130,22 @@ def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[s
     families: dict[str, list[str]] = {
         "main": [student_name({"kind": "mlp", "hidden": h}) for h in distill["mlp_widths"]]
         # as in the paper's grid, sizes with more active experts than experts (k > m) are skipped
-        + [_moe(r, rank, m, k, k) for r, m, k in product(moe.get("routers", []), moe.get("experts", []), moe.get("k", []))
-           if k <= m]
+        + [
+            _moe(r, rank, m, k, k)
+            for r, m, k in product(moe.get("routers", []), moe.get("experts", []), moe.get("k", []))
+            if k <= m
+        ]
     }
     if (spec := experiments.get("shared_split", {})).get("enabled"):
         families["shared_split"] = [
             _split(spec["active"], f, spec["router"], rank, spec["experts"]) for f in spec["shared_fractions"]
         ] + [student_name({"kind": "mlp", "hidden": spec["active"]})]
     if (spec := experiments.get("router_rank", {})).get("enabled"):
-        routers = ([("lowrank", r) for r in spec["ranks"]] + ([("fullrank", rank)] if spec["include_fullrank"] else [])
-                   + [("product_key", r) for r in spec.get("product_key_ranks", [])])
+        routers = (
+            [("lowrank", r) for r in spec["ranks"]]
+            + ([("fullrank", rank)] if spec["include_fullrank"] else [])
+            + [("product_key", r) for r in spec.get("product_key_ranks", [])]
+        )
         families["router_rank"] = [_moe(name, r, spec["experts"], k, k) for (name, r), k in product(routers, spec["k"])]
     if (spec := experiments.get("expert_width", {})).get("enabled"):
         families["expert_width"] = [
@@ -129,7 +153,8 @@ def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[s
         ]
     if (spec := experiments.get("num_experts", {})).get("enabled"):
         families["num_experts"] = [_moe(spec["router"], rank, m, spec["k"], spec["k"]) for m in spec["experts"]] + [
-            _moe("product_key", rank, m, spec["k"], spec["k"]) for m in spec.get("product_key_experts", [])]
+            _moe("product_key", rank, m, spec["k"], spec["k"]) for m in spec.get("product_key_experts", [])
+        ]
     if sweep_students:
         families["layer_sweep"] = sweep_students
     return families

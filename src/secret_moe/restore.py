@@ -40,7 +40,7 @@ GROUP_RULES = {  # in the workflow's order
     "gaussian": ["fit_gaussian", "sample_gaussian"],
     "distill": ["train_student"],
     "padded_activations": ["capture_activations", "export_teacher"],  # padding controls: reuse a model's
-    "padded_gaussian": ["fit_gaussian", "sample_gaussian"],            # tokenizer, weights and tokens
+    "padded_gaussian": ["fit_gaussian", "sample_gaussian"],  # tokenizer, weights and tokens
     "padded_distill": ["train_student"],
     "aggregate": ["aggregate_runs"],
     "figures": ["plot_figure", "plot_layer_sweep", "plot_control", "all_figures"],
@@ -63,8 +63,11 @@ def load_config(path: str | Path = "config.yaml") -> dict[str, Any]:
 def group_targets(config: dict[str, Any], group: str, model: str | None = None) -> list[str]:
     """The files and folders one dvc.yaml stage asks Snakemake for."""
     if group in ("aggregate", "figures"):
-        return ([f"results/aggregate/{n}.csv" for n in ("runs", "best", "curves", "moe_advantage")]
-                if group == "aggregate" else ["figures/all"])
+        return (
+            [f"results/aggregate/{n}.csv" for n in ("runs", "best", "curves", "moe_advantage")]
+            if group == "aggregate"
+            else ["figures/all"]
+        )
     group = group.removeprefix("padded_")
     if model not in config["models"]:
         raise SystemExit(f"{group}: unknown model {model!r} (config.yaml has {', '.join(config['models'])})")
@@ -78,16 +81,25 @@ def group_targets(config: dict[str, Any], group: str, model: str | None = None) 
     if group == "tokens":
         return [f"results/tokens/{model}/{split}.zarr" for split in SPLITS]
     if group == "activations":
-        return [path for layer in layers for path in
-                [f"results/teacher/{model}/layer{layer}"]
-                + [f"results/activations/{model}/layer{layer}/{split}.zarr" for split in SPLITS]]
+        return [
+            path
+            for layer in layers
+            for path in [f"results/teacher/{model}/layer{layer}"]
+            + [f"results/activations/{model}/layer{layer}/{split}.zarr" for split in SPLITS]
+        ]
     if group == "gaussian":
-        return [path for layer in layers for path in
-                [f"results/gaussian/{model}/layer{layer}/moments.npz"]
-                + [f"results/gaussian/{model}/layer{layer}/{split}.zarr" for split in SPLITS]]
+        return [
+            path
+            for layer in layers
+            for path in [f"results/gaussian/{model}/layer{layer}/moments.npz"]
+            + [f"results/gaussian/{model}/layer{layer}/{split}.zarr" for split in SPLITS]
+        ]
     if group == "distill":
-        runs = [f"results/distill/{model}/layer{r['layer']}/{r['data']}/{r['student']}/lr{r['lr']}_seed{r['seed']}"
-                for r in distill_runs(config) if r["model"] == model]
+        runs = [
+            f"results/distill/{model}/layer{r['layer']}/{r['data']}/{r['student']}/lr{r['lr']}_seed{r['seed']}"
+            for r in distill_runs(config)
+            if r["model"] == model
+        ]
         return [f"{run}/{name}" for run in runs for name in ("metrics.json", "student.safetensors")]
     raise SystemExit(f"unknown stage group {group!r} (one of {', '.join(GROUP_RULES)})")
 
@@ -110,14 +122,18 @@ GROUP_OUTS = {
 
 def stages(config: dict[str, Any]) -> dict[str, list[str]]:
     """dvc.yaml stage name -> its output paths, in the workflow's order."""
+
     def models_of(group: str) -> list[str | None]:
         if "{m}" not in GROUP_OUTS[group][0]:
             return [None]
         controls = group.startswith("padded_")  # the padding controls' stages; the others: models of their own
         return [name for name, spec in config["models"].items() if ("same_as" in spec) == controls]
 
-    return {(f"{group}@{model}" if model else group): [out.format(m=model) for out in outs]
-            for group, outs in GROUP_OUTS.items() for model in models_of(group)}
+    return {
+        (f"{group}@{model}" if model else group): [out.format(m=model) for out in outs]
+        for group, outs in GROUP_OUTS.items()
+        for model in models_of(group)
+    }
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -131,18 +147,27 @@ def select(config: dict[str, Any], targets: list[str]) -> tuple[list[str], dict[
     if not targets:
         chosen = list(by_stage)
     else:
-        chosen = [name for name, outs in by_stage.items()
-                  if name in targets or any(_overlaps(out, t) for out in outs for t in targets if t not in by_stage)]
-        unknown = [t for t in targets if t not in by_stage and not any(
-            _overlaps(out, t) for outs in by_stage.values() for out in outs)]
+        chosen = [
+            name
+            for name, outs in by_stage.items()
+            if name in targets or any(_overlaps(out, t) for out in outs for t in targets if t not in by_stage)
+        ]
+        unknown = [
+            t
+            for t in targets
+            if t not in by_stage and not any(_overlaps(out, t) for outs in by_stage.values() for out in outs)
+        ]
         if unknown:
             raise SystemExit(f"not a dvc.yaml stage nor inside one's outputs: {' '.join(unknown)}")
     paths = [t for t in targets if t not in by_stage]
     files: dict[str, list[str]] = {}
     for name in chosen:
         group, _, model = name.partition("@")
-        files.setdefault(group, []).extend(f for f in group_targets(config, group, model or None)
-                                           if name in targets or not paths or any(_overlaps(f, t) for t in paths))
+        files.setdefault(group, []).extend(
+            f
+            for f in group_targets(config, group, model or None)
+            if name in targets or not paths or any(_overlaps(f, t) for t in paths)
+        )
     return chosen, files
 
 
@@ -171,9 +196,11 @@ def check_lock(chosen: list[str]) -> None:
             for path, state in entry.get("changed params", {}).items():
                 problems.append(f"{stage}: params of {path} changed: {state}")
     if problems:
-        raise SystemExit("config.yaml or the code differ from dvc.lock, so pulled files would not be up to date:\n  "
-                         + "\n  ".join(problems)
-                         + "\ncheck out the commit the results were pushed from (nothing was pulled)")
+        raise SystemExit(
+            "config.yaml or the code differ from dvc.lock, so pulled files would not be up to date:\n  "
+            + "\n  ".join(problems)
+            + "\ncheck out the commit the results were pushed from (nothing was pulled)"
+        )
 
 
 def verify_downloads(remote: str | None) -> str:
@@ -201,11 +228,16 @@ def restore(targets: list[str], remote: str | None = None, jobs: int | None = No
     quiet = ["--quiet", "host", "progress", "rules"]
     for group in GROUP_RULES:
         if present.get(group):
-            run(["snakemake", "--touch", "--cores", "1", *quiet, "--forcerun", *present[group], "--", *present[group]],
-                "snakemake --touch")
+            run(
+                ["snakemake", "--touch", "--cores", "1", *quiet, "--forcerun", *present[group], "--", *present[group]],
+                "snakemake --touch",
+            )
     count = sum(map(len, present.values()))
-    print(f"restored {count} Snakemake outputs of {', '.join(chosen)}" if count else
-          "nothing that Snakemake makes was pulled; nothing to touch")
+    print(
+        f"restored {count} Snakemake outputs of {', '.join(chosen)}"
+        if count
+        else "nothing that Snakemake makes was pulled; nothing to touch"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

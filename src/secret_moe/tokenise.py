@@ -74,5 +74,5 @@ def read_token_store(path: str | Path) -> tuple[list[np.ndarray], dict[str, Any]
     group = zarr.open_group(str(path), mode="r")
     ids = group["ids"][:]
     offsets = group["offsets"][:]
-    sequences = [ids[start:stop] for start, stop in zip(offsets[:-1], offsets[1:])]
+    sequences = [ids[start:stop] for start, stop in zip(offsets[:-1], offsets[1:], strict=False)]
     return sequences, dict(group.attrs)

@@ -30,7 +30,9 @@ class TrainConfig:
             raise ValueError(f"run {self.run_name}: epochs and learning rate must be positive")
 
 
-def _train_step(student: nn.Module, optimizer: torch.optim.Optimizer, x_BD: torch.Tensor, y_BD: torch.Tensor) -> torch.Tensor:
+def _train_step(
+    student: nn.Module, optimizer: torch.optim.Optimizer, x_BD: torch.Tensor, y_BD: torch.Tensor
+) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
     loss = nn.functional.mse_loss(student(x_BD), y_BD)
     loss.backward()
@@ -59,8 +61,13 @@ def fit(
     student.train()
     for epoch in range(config.epochs):
         tick, loss_sum, rows = time.perf_counter(), 0.0, 0
-        progress = tqdm(train.epoch(epoch), total=len(train), desc=f"{config.run_name} epoch {epoch + 1}",
-                        mininterval=5, leave=False)
+        progress = tqdm(
+            train.epoch(epoch),
+            total=len(train),
+            desc=f"{config.run_name} epoch {epoch + 1}",
+            mininterval=5,
+            leave=False,
+        )
         for step, (x_BD, y_BD) in enumerate(progress):
             loss = _train_step(student, optimizer, x_BD, y_BD).item()
             if not math.isfinite(loss):
@@ -76,6 +83,11 @@ def fit(
             raise NonFiniteLossError(f"run {config.run_name}: validation loss is {val_mse} after epoch {epoch + 1}")
         record = {"epoch": epoch + 1, "train_mse": loss_sum / rows, "val_mse": val_mse, "val_fvu": val_mse / variance}
         history.append(record)
-        log.info("%s epoch %d: train MSE %.4g, val FVU %.4f", config.run_name, epoch + 1, record["train_mse"],
-                 record["val_fvu"])
+        log.info(
+            "%s epoch %d: train MSE %.4g, val FVU %.4f",
+            config.run_name,
+            epoch + 1,
+            record["train_mse"],
+            record["val_fvu"],
+        )
     return {"history": history, "train_seconds": train_seconds, "samples_per_second": samples / train_seconds}

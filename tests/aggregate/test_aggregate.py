@@ -18,9 +18,20 @@ def metric(model, layer, data, student, lr, seed, fvus):
     """A metrics.json as train_student writes it (best over epochs, final epoch, history)."""
     spec = parse_student(student)
     return {
-        "model": model, "layer": layer, "data": data, "student": student, "lr": lr, "seed": seed, "spec": spec,
-        "active_neurons": active_neurons(spec), "best_fvu": min(fvus), "best_epoch": int(np.argmin(fvus)) + 1,
-        "final_fvu": fvus[-1], "output_variance": 0.5, "parameters": 100, "wall_seconds": 1.0,
+        "model": model,
+        "layer": layer,
+        "data": data,
+        "student": student,
+        "lr": lr,
+        "seed": seed,
+        "spec": spec,
+        "active_neurons": active_neurons(spec),
+        "best_fvu": min(fvus),
+        "best_epoch": int(np.argmin(fvus)) + 1,
+        "final_fvu": fvus[-1],
+        "output_variance": 0.5,
+        "parameters": 100,
+        "wall_seconds": 1.0,
         "samples_per_second": 1000.0,
         "history": [{"epoch": i + 1, "train_mse": f, "val_mse": f / 2, "val_fvu": f} for i, f in enumerate(fvus)],
     }
@@ -32,7 +43,7 @@ def families_for(metrics, family="main"):
 
 def test_hand_made_point_picks_min_over_lr_of_min_over_epochs():
     metrics = [
-        metric("tiny", 1, "activations", "mlp_h8", 1e-3, 0, [0.9, 0.5, 0.6]),   # best 0.5, final 0.6
+        metric("tiny", 1, "activations", "mlp_h8", 1e-3, 0, [0.9, 0.5, 0.6]),  # best 0.5, final 0.6
         metric("tiny", 1, "activations", "mlp_h8", 3e-3, 0, [0.8, 0.55, 0.52]),  # best 0.52, final 0.52 (best final)
         metric("tiny", 1, "activations", "mlp_h8", 1e-2, 0, [0.7, 0.45, 0.9]),  # best 0.45: the winner
     ]
@@ -50,20 +61,32 @@ def test_random_grid_matches_explicit_loops():
     students = ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_fullrank_m64_s4_k4"]
     points = list(product(["a", "b"], [1, 3], ["activations", "gaussian"], students))
     lrs, seeds = [1e-4, 3e-4, 1e-3], [0, 1]
-    metrics = [metric(*point, lr, seed, rng.uniform(0.05, 1.0, size=5).tolist())
-               for point in points for lr in lrs for seed in seeds]
+    metrics = [
+        metric(*point, lr, seed, rng.uniform(0.05, 1.0, size=5).tolist())
+        for point in points
+        for lr in lrs
+        for seed in seeds
+    ]
     rng.shuffle(metrics)
     runs = runs_table(metrics, families_for(metrics))
     assert len(runs) == len(points) * len(lrs) * len(seeds)
     best = best_over_lr(runs)
     assert len(best) == len(points)
     for point in points:
-        by_lr = {lr: np.mean([min(h["val_fvu"] for h in m["history"]) for m in metrics
-                              if (m["model"], m["layer"], m["data"], m["student"]) == point and m["lr"] == lr])
-                 for lr in lrs}
+        by_lr = {
+            lr: np.mean(
+                [
+                    min(h["val_fvu"] for h in m["history"])
+                    for m in metrics
+                    if (m["model"], m["layer"], m["data"], m["student"]) == point and m["lr"] == lr
+                ]
+            )
+            for lr in lrs
+        }
         expected_lr = min(by_lr, key=by_lr.get)
-        row = best[(best.model == point[0]) & (best.layer == point[1]) & (best.data == point[2])
-                   & (best.student == point[3])]
+        row = best[
+            (best.model == point[0]) & (best.layer == point[1]) & (best.data == point[2]) & (best.student == point[3])
+        ]
         assert len(row) == 1
         assert row.best_fvu.item() == pytest.approx(by_lr[expected_lr])
         assert row.best_lr.item() == expected_lr
@@ -99,8 +122,19 @@ def test_a_nan_run_is_an_error_naming_the_run(where):
 
 
 def mlp_curve(widths, fvus, model="tiny", layer=1, data="activations", extra=()):
-    rows = [{"model": model, "layer": layer, "data": data, "kind": "mlp", "active_neurons": w, "best_fvu": f,
-             "families": "main", "student": f"mlp_h{w}"} for w, f in zip(widths, fvus)]
+    rows = [
+        {
+            "model": model,
+            "layer": layer,
+            "data": data,
+            "kind": "mlp",
+            "active_neurons": w,
+            "best_fvu": f,
+            "families": "main",
+            "student": f"mlp_h{w}",
+        }
+        for w, f in zip(widths, fvus, strict=False)
+    ]
     return pd.DataFrame(rows + list(extra))
 
 
@@ -121,9 +155,9 @@ def test_mlp_width_to_match_interpolates_log_log_between_neighbours():
 
 def test_mlp_width_to_match_is_nan_outside_the_curve_or_without_one():
     best = mlp_curve([8, 16, 32], [0.8, 0.4, 0.3])
-    assert math.isnan(mlp_width_to_match(best, 0.9, "tiny", 1, "activations"))   # worse than the narrowest
-    assert math.isnan(mlp_width_to_match(best, 0.1, "tiny", 1, "activations"))   # better than the widest
-    assert math.isnan(mlp_width_to_match(best, 0.5, "tiny", 1, "gaussian"))      # no curve for that data
+    assert math.isnan(mlp_width_to_match(best, 0.9, "tiny", 1, "activations"))  # worse than the narrowest
+    assert math.isnan(mlp_width_to_match(best, 0.1, "tiny", 1, "activations"))  # better than the widest
+    assert math.isnan(mlp_width_to_match(best, 0.5, "tiny", 1, "gaussian"))  # no curve for that data
     assert math.isnan(mlp_width_to_match(mlp_curve([8], [0.5]), 0.5, "tiny", 1, "activations"))
 
 
@@ -136,8 +170,16 @@ def test_mlp_width_to_match_uses_only_the_requested_point():
 
 def test_moe_advantage_is_matching_width_over_active_neurons():
     widths = [8, 16, 32, 64]
-    moe = {"model": "tiny", "layer": 1, "data": "activations", "kind": "moe", "active_neurons": 8,
-           "best_fvu": 2 * 24**-0.5, "families": "main", "student": "moe_lowrank_r8_m64_s4_k4"}
+    moe = {
+        "model": "tiny",
+        "layer": 1,
+        "data": "activations",
+        "kind": "moe",
+        "active_neurons": 8,
+        "best_fvu": 2 * 24**-0.5,
+        "families": "main",
+        "student": "moe_lowrank_r8_m64_s4_k4",
+    }
     ablation = {**moe, "families": "shared_split", "student": "moe_lowrank_r8_m64_s0_k8"}
     best = mlp_curve(widths, [2 * w**-0.5 for w in widths], extra=[moe, ablation])
     advantage = moe_advantage(best)
@@ -149,7 +191,11 @@ def test_moe_advantage_is_matching_width_over_active_neurons():
 
 def test_student_label():
     assert student_label(pd.Series({"kind": "mlp"})) == "MLP"
-    assert student_label(pd.Series({"kind": "moe", "router": "lowrank", "rank": 128.0, "experts": 1024.0})) \
+    assert (
+        student_label(pd.Series({"kind": "moe", "router": "lowrank", "rank": 128.0, "experts": 1024.0}))
         == "MoE lowrank r=128, m=1024"
-    assert student_label(pd.Series({"kind": "moe", "router": "fullrank", "rank": None, "experts": 64})) \
+    )
+    assert (
+        student_label(pd.Series({"kind": "moe", "router": "fullrank", "rank": None, "experts": 64}))
         == "MoE fullrank, m=64"
+    )

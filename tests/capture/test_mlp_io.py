@@ -109,6 +109,7 @@ def test_later_layers_are_not_computed(tiny_models, arch):
     def counter(name):
         def hook(*_):
             calls[name] += 1
+
         return hook
 
     handles = [

@@ -11,9 +11,15 @@ from secret_moe.errors import CorpusError
 
 
 def files_spec(train, validation, text_column="text"):
-    return {"source": "files", "files": {"train": str(train) if train else None,
-                                         "validation": str(validation) if validation else None,
-                                         "text_column": text_column}, "validation_lines": 10}
+    return {
+        "source": "files",
+        "files": {
+            "train": str(train) if train else None,
+            "validation": str(validation) if validation else None,
+            "text_column": text_column,
+        },
+        "validation_lines": 10,
+    }
 
 
 @pytest.fixture
@@ -33,8 +39,9 @@ def test_local_text_files_are_read_and_normalised(good):
 
 def test_jsonl_files_use_the_text_column(tmp_path):
     for split in ("train", "validation"):
-        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps({"body": f"{split} {i}", "id": i})
-                                                           for i in range(3)) + "\n")
+        (tmp_path / f"{split}.jsonl").write_text(
+            "\n".join(json.dumps({"body": f"{split} {i}", "id": i}) for i in range(3)) + "\n"
+        )
     spec = files_spec(tmp_path / "train.jsonl", tmp_path / "validation.jsonl", text_column="body")
     assert load_lines(spec, seed=0)["validation"] == ["validation 0", "validation 1", "validation 2"]
     with pytest.raises(CorpusError, match="'text'"):

@@ -31,8 +31,14 @@ def token_stores(tiny_model_dir, tiny_corpus, tmp_path_factory):
     """Train/validation token stores of the tiny corpus, made by the workflow's own tokenise step."""
     out = tmp_path_factory.mktemp("tokens")
     outputs = {"train": str(out / "train.zarr"), "validation": str(out / "validation.zarr")}
-    corpus = {"source": "files", "files": {**tiny_corpus, "text_column": "text"}, "min_tokens": 8,
-              "max_length": 48, "validation_lines": 60, "max_tokens": {"train": 3000, "validation": 800}}
+    corpus = {
+        "source": "files",
+        "files": {**tiny_corpus, "text_column": "text"},
+        "min_tokens": 8,
+        "max_length": 48,
+        "validation_lines": 60,
+        "max_tokens": {"train": 3000, "validation": 800},
+    }
     tokenise_corpus(str(tiny_model_dir), outputs, corpus, seed=0)
     return outputs
 
@@ -50,8 +56,17 @@ EXTRACT = {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1}
 def extracted(tiny_model_dir, token_stores, tmp_path_factory):
     """The train store as the capture_activations rule writes it."""
     out = tmp_path_factory.mktemp("activations") / "train.zarr"
-    extract_activations(model_dir=str(tiny_model_dir), tokenizer_dir=str(tiny_model_dir), tokens=token_stores["train"],
-                        out=str(out), layer=LAYER, model_spec=MODEL_SPEC, extract=EXTRACT, seed=0, device="cpu")
+    extract_activations(
+        model_dir=str(tiny_model_dir),
+        tokenizer_dir=str(tiny_model_dir),
+        tokens=token_stores["train"],
+        out=str(out),
+        layer=LAYER,
+        model_spec=MODEL_SPEC,
+        extract=EXTRACT,
+        seed=0,
+        device="cpu",
+    )
     return out
 
 
@@ -136,9 +151,21 @@ def test_keep_padding_records_every_position_of_the_authors_batches(token_stores
     expected_rows = sum(padded_rows(plan_padded_batches(w, 4), lengths) for w in windows)
     assert expected_rows > lengths.sum()
     out = tmp_path / "padded.zarr"
-    stats = capture_activations(model, sequences, out, layer=LAYER, pad_id=0, batch_tokens=512, window_sequences=16,
-                                chunk_mb=1, seed=0, device="cpu", attrs={"layer": LAYER}, keep_padding=True,
-                                padding_batch_lines=4)
+    stats = capture_activations(
+        model,
+        sequences,
+        out,
+        layer=LAYER,
+        pad_id=0,
+        batch_tokens=512,
+        window_sequences=16,
+        chunk_mb=1,
+        seed=0,
+        device="cpu",
+        attrs={"layer": LAYER},
+        keep_padding=True,
+        padding_batch_lines=4,
+    )
     group = zarr.open_group(str(out), mode="r")
     assert group["x"].shape == (expected_rows, 32)
     assert stats["rows"] == expected_rows and stats["tokens"] == lengths.sum()
@@ -187,8 +214,16 @@ WORKER = textwrap.dedent(
 )
 
 # Small chunks (82 rows of d = 32) so the ~3000-row corpus spans many chunks and windows.
-RESUME_KWARGS = {"layer": LAYER, "pad_id": 0, "batch_tokens": 256, "window_sequences": 8, "chunk_mb": 0.01,
-                 "seed": 3, "device": "cpu", "attrs": {"model_id": "local/tiny-gpt-neox", "layer": LAYER}}
+RESUME_KWARGS = {
+    "layer": LAYER,
+    "pad_id": 0,
+    "batch_tokens": 256,
+    "window_sequences": 8,
+    "chunk_mb": 0.01,
+    "seed": 3,
+    "device": "cpu",
+    "attrs": {"model_id": "local/tiny-gpt-neox", "layer": LAYER},
+}
 
 
 def run_capture(model, sequences, out: Path) -> None:
@@ -222,9 +257,20 @@ def test_resume_after_kill_is_identical_to_an_uninterrupted_run(
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     process = subprocess.run(
-        [sys.executable, str(worker), str(tiny_model_dir), token_stores["train"], str(out), mode, str(kill_at),
-         json.dumps(RESUME_KWARGS)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(worker),
+            str(tiny_model_dir),
+            token_stores["train"],
+            str(out),
+            mode,
+            str(kill_at),
+            json.dumps(RESUME_KWARGS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
     chunk_rows = chunk_rows_for(32, RESUME_KWARGS["chunk_mb"])
@@ -248,7 +294,10 @@ def test_resume_after_kill_is_identical_to_an_uninterrupted_run(
 def test_partial_store_with_other_metadata_is_refused(model, token_stores, tmp_path):
     sequences, _ = read_token_store(token_stores["train"])
     out = tmp_path / "train.zarr"
-    kwargs = {**RESUME_KWARGS, "attrs": {"model_id": "local/tiny-gpt-neox", "layer": LAYER, "corpus_fingerprint": "aaa"}}
+    kwargs = {
+        **RESUME_KWARGS,
+        "attrs": {"model_id": "local/tiny-gpt-neox", "layer": LAYER, "corpus_fingerprint": "aaa"},
+    }
     chunk_rows = chunk_rows_for(32, kwargs["chunk_mb"])
     # the state a killed run leaves: full-shape arrays, two chunks committed
     create_store(partial_path(out), sum(len(s) for s in sequences), 32, chunk_rows, kwargs["attrs"])

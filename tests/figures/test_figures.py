@@ -18,11 +18,22 @@ REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "reference" / "paper_fvu_summary.csv"
 
 FAMILIES = {
-    "main": ["mlp_h4", "mlp_h8", "mlp_h16", "mlp_h32", "moe_lowrank_r8_m64_s2_k2", "moe_lowrank_r8_m64_s4_k4",
-             "moe_lowrank_r8_m64_s8_k8"],
+    "main": [
+        "mlp_h4",
+        "mlp_h8",
+        "mlp_h16",
+        "mlp_h32",
+        "moe_lowrank_r8_m64_s2_k2",
+        "moe_lowrank_r8_m64_s4_k4",
+        "moe_lowrank_r8_m64_s8_k8",
+    ],
     "shared_split": ["moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"],
-    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_lowrank_r8_m64_s4_k4", "moe_fullrank_m64_s4_k4",
-                    "moe_product_key_r8_m64_s4_k4"],
+    "router_rank": [
+        "moe_lowrank_r4_m64_s4_k4",
+        "moe_lowrank_r8_m64_s4_k4",
+        "moe_fullrank_m64_s4_k4",
+        "moe_product_key_r8_m64_s4_k4",
+    ],
     "expert_width": ["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s4_k2_e2", "moe_lowrank_r8_m64_s4_k1_e4"],
     "num_experts": ["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m256_s4_k4", "moe_product_key_r8_m1024_s4_k4"],
     "layer_sweep": ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4"],
@@ -40,22 +51,42 @@ def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,
                     membership.setdefault((model, layer, student), [])
                     if family not in membership[(model, layer, student)]:
                         membership[(model, layer, student)].append(family)
-        for student in {s for (_, l, s) in membership if l == layer}:
+        for student in {s for (_, at, s) in membership if at == layer}:
             spec = parse_student(student)
             base = active_neurons(spec) ** -0.5 * (moe_factor if spec["kind"] == "moe" else 1.0)
             for data, lr in ((d, lr) for d in data_kinds for lr in lrs):
                 scale = 1.0 if data == "activations" else 1.3
                 fvus = (base * scale * (1 + 1 / np.arange(1, 5)) * rng.uniform(0.95, 1.05, 4)).tolist()
-                metrics.append({
-                    "model": model, "layer": layer, "data": data, "student": student, "lr": lr, "seed": 0,
-                    "spec": spec, "active_neurons": active_neurons(spec), "best_fvu": min(fvus),
-                    "best_epoch": int(np.argmin(fvus)) + 1, "final_fvu": fvus[-1], "output_variance": 1.0,
-                    "parameters": 1, "wall_seconds": 1.0, "samples_per_second": 1.0,
-                    "history": [{"epoch": e + 1, "val_fvu": f, "train_mse": f, "val_mse": f} for e, f in enumerate(fvus)],
-                })
+                metrics.append(
+                    {
+                        "model": model,
+                        "layer": layer,
+                        "data": data,
+                        "student": student,
+                        "lr": lr,
+                        "seed": 0,
+                        "spec": spec,
+                        "active_neurons": active_neurons(spec),
+                        "best_fvu": min(fvus),
+                        "best_epoch": int(np.argmin(fvus)) + 1,
+                        "final_fvu": fvus[-1],
+                        "output_variance": 1.0,
+                        "parameters": 1,
+                        "wall_seconds": 1.0,
+                        "samples_per_second": 1.0,
+                        "history": [
+                            {"epoch": e + 1, "val_fvu": f, "train_mse": f, "val_mse": f} for e, f in enumerate(fvus)
+                        ],
+                    }
+                )
     best = best_over_lr(runs_table(metrics, membership))
-    curves = pd.DataFrame([{**{k: m[k] for k in ("model", "layer", "data", "student", "lr", "seed")}, **h}
-                           for m in metrics for h in m["history"]])
+    curves = pd.DataFrame(
+        [
+            {**{k: m[k] for k in ("model", "layer", "data", "student", "lr", "seed")}, **h}
+            for m in metrics
+            for h in m["history"]
+        ]
+    )
     return best, curves, moe_advantage(best)
 
 
@@ -108,8 +139,15 @@ def test_control_from_csv(tmp_path):
     _, _, trained = build_tables(model="tiny", layers=(1, 2))  # layer 2: a sweep layer the control lacks
     _, _, random = build_tables(model="tiny-random", moe_factor=1.0)
     pd.concat([trained, random]).to_csv(tmp_path / "advantage.csv", index=False)
-    plot_control(str(tmp_path / "advantage.csv"), model="tiny-random", base="tiny", label="random weights",
-                 base_label="pretrained", pdf=str(tmp_path / "i.pdf"), png=str(tmp_path / "i.png"))
+    plot_control(
+        str(tmp_path / "advantage.csv"),
+        model="tiny-random",
+        base="tiny",
+        label="random weights",
+        base_label="pretrained",
+        pdf=str(tmp_path / "i.pdf"),
+        png=str(tmp_path / "i.png"),
+    )
     assert_rendered(tmp_path / "i.pdf", tmp_path / "i.png")
 
 
@@ -128,6 +166,15 @@ def test_plot_figure_step_from_csv(tables, tmp_path, name):
     best.to_csv(tmp_path / "best.csv", index=False)
     curves.to_csv(tmp_path / "curves.csv", index=False)
     pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
-    plot_figure(name, str(tmp_path / "best.csv"), str(tmp_path / "curves.csv"), str(PAPER), model="tiny", layer=1,
-                hf_id="EleutherAI/pythia-70m", pdf=str(pdf), png=str(png))
+    plot_figure(
+        name,
+        str(tmp_path / "best.csv"),
+        str(tmp_path / "curves.csv"),
+        str(PAPER),
+        model="tiny",
+        layer=1,
+        hf_id="EleutherAI/pythia-70m",
+        pdf=str(pdf),
+        png=str(png),
+    )
     assert_rendered(pdf, png)

@@ -62,8 +62,9 @@ def test_gaussian_samples_have_the_fitted_moments_and_teacher_outputs(tmp_path, 
     mean = rng.standard_normal(d) * 3
     out = tmp_path / "gaussian.zarr"
     attrs = {"data": "gaussian", "layer": 2}
-    write_gaussian_store(out, mean=mean, cov=cov, teacher=teacher, rows=rows, chunk_rows=3000, seed=7, device="cpu",
-                         attrs=attrs)
+    write_gaussian_store(
+        out, mean=mean, cov=cov, teacher=teacher, rows=rows, chunk_rows=3000, seed=7, device="cpu", attrs=attrs
+    )
     assert not partial_path(out).exists()
     group = open_store(out, attrs)
     assert group["x"].shape == group["y"].shape == (rows, d)
@@ -86,8 +87,15 @@ def test_gaussian_samples_have_the_fitted_moments_and_teacher_outputs(tmp_path, 
 
 
 def test_gaussian_store_is_reproducible_from_its_seed(tmp_path, teacher):
-    kwargs = {"mean": np.zeros(6), "cov": np.eye(6), "teacher": teacher, "rows": 500, "chunk_rows": 128,
-              "device": "cpu", "attrs": {}}
+    kwargs = {
+        "mean": np.zeros(6),
+        "cov": np.eye(6),
+        "teacher": teacher,
+        "rows": 500,
+        "chunk_rows": 128,
+        "device": "cpu",
+        "attrs": {},
+    }
     write_gaussian_store(tmp_path / "a.zarr", seed=1, **kwargs)
     write_gaussian_store(tmp_path / "b.zarr", seed=1, **kwargs)
     write_gaussian_store(tmp_path / "c.zarr", seed=2, **kwargs)

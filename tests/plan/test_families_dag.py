@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import snakemake_dry_run
+
 from secret_moe.testing import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,10 +34,22 @@ def all_families(config: dict) -> dict:
     experiments = config["experiments"]
     experiments["router_rank"]["product_key_ranks"] = [8]
     experiments["expert_width"] = {"enabled": True, "widths": [1, 2], "active": 8, "experts": 64, "router": "lowrank"}
-    experiments["num_experts"] = {"enabled": True, "experts": [16, 64], "k": 2, "router": "lowrank",
-                                  "product_key_experts": [256]}
-    experiments["layer_sweep"] = {"enabled": True, "model": "tiny", "layers": [0], "mlp_widths": [4], "k": [2],
-                                  "experts": 64, "router": "lowrank"}
+    experiments["num_experts"] = {
+        "enabled": True,
+        "experts": [16, 64],
+        "k": 2,
+        "router": "lowrank",
+        "product_key_experts": [256],
+    }
+    experiments["layer_sweep"] = {
+        "enabled": True,
+        "model": "tiny",
+        "layers": [0],
+        "mlp_widths": [4],
+        "k": [2],
+        "experts": 64,
+        "router": "lowrank",
+    }
     return config
 
 
@@ -59,7 +71,7 @@ def planned(tiny_model_dir, tiny_corpus, tmp_path_factory):
 
 def students_planned(planned: set[str], model: str, layer: int, data: str) -> set[str]:
     prefix = f"results/distill/{model}/layer{layer}/{data}/"
-    return {f[len(prefix):].split("/")[0] for f in planned if f.startswith(prefix) and f.endswith("metrics.json")}
+    return {f[len(prefix) :].split("/")[0] for f in planned if f.startswith(prefix) and f.endswith("metrics.json")}
 
 
 @pytest.mark.parametrize("data", ["activations", "gaussian"])
@@ -74,14 +86,22 @@ def test_every_family_runs_exactly_its_students(planned, data):
 
 def test_the_padded_variant_reuses_its_base_models_tokens_and_weights(planned):
     assert "resources/models/tiny" in planned and "resources/models/tiny-random" in planned
-    assert not any(f.startswith(("resources/models/tiny-padded", "resources/tokenizers/tiny-padded",
-                                 "results/tokens/tiny-padded")) for f in planned)
+    assert not any(
+        f.startswith(("resources/models/tiny-padded", "resources/tokenizers/tiny-padded", "results/tokens/tiny-padded"))
+        for f in planned
+    )
     assert "results/activations/tiny-padded/layer1/train.zarr" in planned
 
 
 def test_every_family_has_its_figure(planned):
-    for figure in ("fvu_vs_active", "learning_curves", "router_comparison", "shared_split", "expert_width",
-                   "num_experts"):
+    for figure in (
+        "fvu_vs_active",
+        "learning_curves",
+        "router_comparison",
+        "shared_split",
+        "expert_width",
+        "num_experts",
+    ):
         assert f"figures/tiny/layer1/{figure}.png" in planned, figure
     assert "figures/tiny/layer_sweep.png" in planned
     assert "figures/tiny-random/control.png" in planned
@@ -101,8 +121,11 @@ def test_the_paper_config_plans_its_whole_dag_offline(tmp_path):
     assert "figures/gemma3-270m/layer9/paper_comparison.png" in planned
     for figure in ("shared_split", "router_comparison", "expert_width", "num_experts"):
         assert f"figures/pythia-70m/layer3/{figure}.png" in planned
-    assert {"figures/gemma3-270m/layer_sweep.png", "figures/pythia-70m-random/control.png",
-            "figures/gemma3-270m-padded/control.png"} <= planned
+    assert {
+        "figures/gemma3-270m/layer_sweep.png",
+        "figures/pythia-70m-random/control.png",
+        "figures/gemma3-270m-padded/control.png",
+    } <= planned
     runs = [f for f in planned if f.startswith("results/distill/") and f.endswith("metrics.json")]
     assert len(runs) > 2000
     assert any("moe_product_key_r128_m1000000_s128_k128" in f for f in runs)

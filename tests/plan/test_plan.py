@@ -8,12 +8,12 @@ from secret_moe.errors import ConfigError, CorpusError
 from secret_moe.plan import (
     all_students,
     check_config,
-    distill_runs,
     controls,
-    resolve_variants,
-    resource_model,
+    distill_runs,
     layers_of,
     model_layers,
+    resolve_variants,
+    resource_model,
     students_by_family,
 )
 
@@ -26,8 +26,17 @@ TINY_FAMILIES = {
     "shared_split": ["moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"],
     "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"],
 }
-TINY_STUDENTS = sorted({"mlp_h4", "mlp_h8", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s0_k8",
-                        "moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"})
+TINY_STUDENTS = sorted(
+    {
+        "mlp_h4",
+        "mlp_h8",
+        "mlp_h16",
+        "moe_lowrank_r8_m64_s4_k4",
+        "moe_lowrank_r8_m64_s0_k8",
+        "moe_lowrank_r4_m64_s4_k4",
+        "moe_fullrank_m64_s4_k4",
+    }
+)
 
 
 @pytest.fixture
@@ -44,8 +53,12 @@ def test_distill_runs_on_the_tiny_config(config):
     runs = distill_runs(config)
     # 1 model x 1 layer x 2 data x 7 students x 2 learning rates x 1 seed
     assert len(runs) == 28
-    expected = {("tiny", 1, data, student, lr, 0) for data in ("activations", "gaussian")
-                for student in TINY_STUDENTS for lr in (0.001, 0.003)}
+    expected = {
+        ("tiny", 1, data, student, lr, 0)
+        for data in ("activations", "gaussian")
+        for student in TINY_STUDENTS
+        for lr in (0.001, 0.003)
+    }
     assert {tuple(run[k] for k in ("model", "layer", "data", "student", "lr", "seed")) for run in runs} == expected
     assert model_layers(config) == [("tiny", 1)]
 
@@ -66,23 +79,46 @@ def test_grid_follows_the_config(config):
 def test_main_grid_skips_sizes_with_more_active_experts_than_experts(config):
     config["distill"]["moe"] = {"routers": ["lowrank", "fullrank"], "experts": [16, 64], "k": [4, 32]}
     main = students_by_family(config, "tiny", 1)["main"]
-    assert main == ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m16_s4_k4", "moe_lowrank_r8_m64_s4_k4",
-                    "moe_lowrank_r8_m64_s32_k32", "moe_fullrank_m16_s4_k4", "moe_fullrank_m64_s4_k4",
-                    "moe_fullrank_m64_s32_k32"]
+    assert main == [
+        "mlp_h4",
+        "mlp_h16",
+        "moe_lowrank_r8_m16_s4_k4",
+        "moe_lowrank_r8_m64_s4_k4",
+        "moe_lowrank_r8_m64_s32_k32",
+        "moe_fullrank_m16_s4_k4",
+        "moe_fullrank_m64_s4_k4",
+        "moe_fullrank_m64_s32_k32",
+    ]
 
 
 def test_optional_families(config):
-    config["experiments"]["expert_width"] = {"enabled": True, "widths": [1, 2], "active": 8, "experts": 64,
-                                             "router": "lowrank"}
-    config["experiments"]["num_experts"] = {"enabled": True, "experts": [64, 256], "k": 4, "router": "fullrank",
-                                            "product_key_experts": [1024]}
+    config["experiments"]["expert_width"] = {
+        "enabled": True,
+        "widths": [1, 2],
+        "active": 8,
+        "experts": 64,
+        "router": "lowrank",
+    }
+    config["experiments"]["num_experts"] = {
+        "enabled": True,
+        "experts": [64, 256],
+        "k": 4,
+        "router": "fullrank",
+        "product_key_experts": [1024],
+    }
     config["experiments"]["router_rank"]["product_key_ranks"] = [8]
     families = students_by_family(config, "tiny", 1)
     assert families["expert_width"] == ["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s4_k2_e2"]
-    assert families["num_experts"] == ["moe_fullrank_m64_s4_k4", "moe_fullrank_m256_s4_k4",
-                                       "moe_product_key_r8_m1024_s4_k4"]
-    assert families["router_rank"] == ["moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4",
-                                       "moe_product_key_r8_m64_s4_k4"]
+    assert families["num_experts"] == [
+        "moe_fullrank_m64_s4_k4",
+        "moe_fullrank_m256_s4_k4",
+        "moe_product_key_r8_m1024_s4_k4",
+    ]
+    assert families["router_rank"] == [
+        "moe_lowrank_r4_m64_s4_k4",
+        "moe_fullrank_m64_s4_k4",
+        "moe_product_key_r8_m64_s4_k4",
+    ]
 
 
 def test_controls_pair_each_control_with_its_base_model(config):
@@ -94,8 +130,10 @@ def test_controls_pair_each_control_with_its_base_model(config):
     assert config["models"]["tiny-padded"]["keep_padding"] is True
     assert config["models"]["tiny-padded"]["path"] == config["models"]["tiny"]["path"]
     assert resource_model(config, "tiny-padded") == "tiny" and resource_model(config, "tiny-random") == "tiny-random"
-    assert {name: pair["base"] for name, pair in controls(config).items()} == {"tiny-random": "tiny",
-                                                                               "tiny-padded": "tiny"}
+    assert {name: pair["base"] for name, pair in controls(config).items()} == {
+        "tiny-random": "tiny",
+        "tiny-padded": "tiny",
+    }
     # controls run the main comparison only
     assert students_by_family(config, "tiny-padded", 1) == {"main": TINY_FAMILIES["main"]}
     check_config(config)
@@ -108,8 +146,15 @@ def test_a_variant_of_a_missing_model_is_named(config):
 
 
 def test_layer_sweep_adds_sweep_only_layers(config):
-    config["experiments"]["layer_sweep"] = {"enabled": True, "model": "tiny", "layers": [1, 2], "mlp_widths": [4],
-                                            "k": [4], "experts": 64, "router": "lowrank"}
+    config["experiments"]["layer_sweep"] = {
+        "enabled": True,
+        "model": "tiny",
+        "layers": [1, 2],
+        "mlp_widths": [4],
+        "k": [4],
+        "experts": 64,
+        "router": "lowrank",
+    }
     assert layers_of(config, "tiny") == [1, 2]
     assert students_by_family(config, "tiny", 2) == {"layer_sweep": ["mlp_h4", "moe_lowrank_r8_m64_s4_k4"]}
     assert students_by_family(config, "tiny", 1)["layer_sweep"] == ["mlp_h4", "moe_lowrank_r8_m64_s4_k4"]

@@ -23,9 +23,17 @@ def test_valid_tiny_config_plans_the_expected_jobs(workflow_config, tmp_path, dr
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    expected = {"train_student": 28, "capture_activations": 2, "sample_gaussian": 2, "fit_gaussian": 1,
-                # fvu_vs_active, learning_curves, router_comparison, shared_split (no paper point for this model)
-                "plot_figure": 4, "prepare_model": 1, "tokenise_corpus": 1, "export_teacher": 1}
+    expected = {
+        "train_student": 28,
+        "capture_activations": 2,
+        "sample_gaussian": 2,
+        "fit_gaussian": 1,
+        # fvu_vs_active, learning_curves, router_comparison, shared_split (no paper point for this model)
+        "plot_figure": 4,
+        "prepare_model": 1,
+        "tokenise_corpus": 1,
+        "export_teacher": 1,
+    }
     assert {job: counts.get(job) for job in expected} == expected, result.output[-3000:]
 
 

@@ -12,14 +12,26 @@ from secret_moe.students.moe import MoEStudent
 
 SPECS = [
     ({"kind": "mlp", "hidden": 64}, "mlp_h64", 64),
-    ({"kind": "moe", "router": "lowrank", "rank": 128, "experts": 1024, "shared": 32, "k": 32, "expert_width": 1},
-     "moe_lowrank_r128_m1024_s32_k32", 64),
-    ({"kind": "moe", "router": "fullrank", "experts": 1024, "shared": 32, "k": 32, "expert_width": 2},
-     "moe_fullrank_m1024_s32_k32_e2", 96),
-    ({"kind": "moe", "router": "product_key", "rank": 16, "experts": 4096, "shared": 0, "k": 8, "expert_width": 1},
-     "moe_product_key_r16_m4096_s0_k8", 8),
-    ({"kind": "moe", "router": "lowrank", "rank": 8, "experts": 64, "shared": 4, "k": 2, "expert_width": 4},
-     "moe_lowrank_r8_m64_s4_k2_e4", 12),
+    (
+        {"kind": "moe", "router": "lowrank", "rank": 128, "experts": 1024, "shared": 32, "k": 32, "expert_width": 1},
+        "moe_lowrank_r128_m1024_s32_k32",
+        64,
+    ),
+    (
+        {"kind": "moe", "router": "fullrank", "experts": 1024, "shared": 32, "k": 32, "expert_width": 2},
+        "moe_fullrank_m1024_s32_k32_e2",
+        96,
+    ),
+    (
+        {"kind": "moe", "router": "product_key", "rank": 16, "experts": 4096, "shared": 0, "k": 8, "expert_width": 1},
+        "moe_product_key_r16_m4096_s0_k8",
+        8,
+    ),
+    (
+        {"kind": "moe", "router": "lowrank", "rank": 8, "experts": 64, "shared": 4, "k": 2, "expert_width": 4},
+        "moe_lowrank_r8_m64_s4_k2_e4",
+        12,
+    ),
 ]
 
 
@@ -37,8 +49,19 @@ def test_width_one_is_not_written_and_fullrank_has_no_rank():
     assert "rank" not in parse_student("moe_fullrank_m16_s1_k2")
 
 
-@pytest.mark.parametrize("name", ["mlp_h", "mlp_64", "moe_lowrank_m16_k2", "moe_sparse_r8_m16_s1_k2", "MLP_h8",
-                                  "moe_lowrank_r8_m16_s1_k2_e", "mlp_h8 ", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mlp_h",
+        "mlp_64",
+        "moe_lowrank_m16_k2",
+        "moe_sparse_r8_m16_s1_k2",
+        "MLP_h8",
+        "moe_lowrank_r8_m16_s1_k2_e",
+        "mlp_h8 ",
+        "",
+    ],
+)
 def test_unparsable_names_are_config_errors(name):
     with pytest.raises(ConfigError, match="cannot parse"):
         parse_student(name)

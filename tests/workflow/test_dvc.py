@@ -32,8 +32,10 @@ ENV = {
     **os.environ,
     # `dvc repro` runs the commands of dvc.yaml, which call snakemake and python from PATH
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
-    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org",
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.org",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.org",
     "DVC_NO_ANALYTICS": "1",
 }
 
@@ -53,15 +55,25 @@ def py(*args: str | Path, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
 def project_files() -> list[str]:
     """The working tree as a commit would hold it: tracked and new files, not ignored ones, nor the default
     config's dvc.lock (this module records its own run)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\n")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     return [f for f in listed if f and f != "dvc.lock" and (REPO / f).is_file()]
 
 
 def file_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under the output folders, by path relative to `root`."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for d in OUTPUT_DIRS if (root / d).exists() for p in sorted((root / d).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for d in OUTPUT_DIRS
+        if (root / d).exists()
+        for p in sorted((root / d).rglob("*"))
+        if p.is_file()
+    }
 
 
 def planned_jobs(cwd: Path, *targets: str) -> dict[str, int]:
@@ -106,14 +118,22 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         shutil.copy2(REPO / name, origin / name)
     (tmp / "corpus").mkdir()
     corpus = write_tiny_corpus(tmp / "corpus", {"train": 300, "validation": 80})
-    config = tiny_config(save_tiny_model(tmp / "gpt-neox", "gpt_neox"), corpus,
-                         experiments={"shared_split": {"enabled": False}, "router_rank": {"enabled": False}},
-                         gaussian={"block_rows": 16384})  # every key dvc.yaml lists must be in config.yaml
+    config = tiny_config(
+        save_tiny_model(tmp / "gpt-neox", "gpt_neox"),
+        corpus,
+        experiments={"shared_split": {"enabled": False}, "router_rank": {"enabled": False}},
+        gaussian={"block_rows": 16384},
+    )  # every key dvc.yaml lists must be in config.yaml
     config["distill"]["learning_rates"] = [0.003]  # 3 students x 2 data per model
-    config["models"]["tiny2"] = {**config["models"]["tiny"], "path": str(save_tiny_model(tmp / "llama", "llama")),
-                                 "hf_id": "local/tiny-llama", "layers": [1]}
-    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1],
-                                                  "max_tokens": {"train": 1500}}}
+    config["models"]["tiny2"] = {
+        **config["models"]["tiny"],
+        "path": str(save_tiny_model(tmp / "llama", "llama")),
+        "hf_id": "local/tiny-llama",
+        "layers": [1],
+    }
+    config["padding_controls"] = {
+        "tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1], "max_tokens": {"train": 1500}}
+    }
     write_config(origin / "config.yaml", config)
 
     sh("git", "init", "-q", cwd=origin)
@@ -152,9 +172,21 @@ def restored(pushed: SimpleNamespace) -> Path:
 @slow
 def test_run_was_recorded(pushed):
     lock = yaml.safe_load((pushed.origin / "dvc.lock").read_text())["stages"]
-    assert {"tokenizer@tiny", "tokens@tiny", "model@tiny", "activations@tiny", "gaussian@tiny", "distill@tiny",
-            "tokenizer@tiny2", "distill@tiny2", "padded_activations@tiny-padded", "padded_gaussian@tiny-padded",
-            "padded_distill@tiny-padded", "aggregate", "figures"} <= set(lock)
+    assert {
+        "tokenizer@tiny",
+        "tokens@tiny",
+        "model@tiny",
+        "activations@tiny",
+        "gaussian@tiny",
+        "distill@tiny",
+        "tokenizer@tiny2",
+        "distill@tiny2",
+        "padded_activations@tiny-padded",
+        "padded_gaussian@tiny-padded",
+        "padded_distill@tiny-padded",
+        "aggregate",
+        "figures",
+    } <= set(lock)
     assert not any(stage.endswith("@tiny-padded") and not stage.startswith("padded_") for stage in lock)
     assert lock["tokens@tiny"]["params"]["config.yaml"]["corpus"]["max_length"] == 48
     assert py("dvc", "status", cwd=pushed.origin).stdout.strip() == "Data and pipelines are up to date."
@@ -246,15 +278,27 @@ def test_config_change_marks_the_stage_and_its_descendants_stale(restored):
     config["corpus"]["max_length"] = 40
     write_config(restored / "config.yaml", config)
 
-    downstream = {"tokenise_corpus", "capture_activations", "fit_gaussian", "sample_gaussian", "train_student",
-                  "aggregate_runs", "plot_figure", "plot_control", "all_figures"}
+    downstream = {
+        "tokenise_corpus",
+        "capture_activations",
+        "fit_gaussian",
+        "sample_gaussian",
+        "train_student",
+        "aggregate_runs",
+        "plot_figure",
+        "plot_control",
+        "all_figures",
+    }
     jobs = planned_jobs(restored, "figures/all")
     assert set(jobs) == downstream, jobs  # not prepare_tokenizer, prepare_model, export_teacher
     assert jobs["tokenise_corpus"] == 2
     stale = dvc_stale(restored)
-    assert stale == {f"{group}@{model}" for group in ("tokens", "activations", "gaussian", "distill")
-                     for model in ("tiny", "tiny2")} | {f"padded_{group}@tiny-padded" for group in (
-                         "activations", "gaussian", "distill")} | {"aggregate", "figures"}, stale
+    assert stale == {
+        f"{group}@{model}" for group in ("tokens", "activations", "gaussian", "distill") for model in ("tiny", "tiny2")
+    } | {f"padded_{group}@tiny-padded" for group in ("activations", "gaussian", "distill")} | {
+        "aggregate",
+        "figures",
+    }, stale
 
     # restoring over a changed config is refused: the pulled files would not match it
     refused = restore(restored, "tokens@tiny", check=False)
@@ -266,6 +310,11 @@ def test_config_change_marks_the_stage_and_its_descendants_stale(restored):
     assert "tokens@tiny" not in stale and "tokens@tiny2" in stale and "activations@tiny" in stale
     assert not {"model@tiny", "tokenizer@tiny", "model@tiny2", "tokenizer@tiny2"} & stale
     assert planned_jobs(restored, "results/tokens/tiny/train.zarr", "results/tokens/tiny2/train.zarr") == {
-        "tokenise_corpus": 1}
-    assert yaml.safe_load((restored / "dvc.lock").read_text())["stages"]["tokens@tiny"]["params"]["config.yaml"][
-        "corpus"]["max_length"] == 40
+        "tokenise_corpus": 1
+    }
+    assert (
+        yaml.safe_load((restored / "dvc.lock").read_text())["stages"]["tokens@tiny"]["params"]["config.yaml"]["corpus"][
+            "max_length"
+        ]
+        == 40
+    )

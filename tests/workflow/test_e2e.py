@@ -25,13 +25,28 @@ REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 ACTIVATIONS = [f"results/activations/tiny/layer1/{split}.zarr" for split in ("train", "validation")]
 FIGURES = ["fvu_vs_active", "learning_curves", "router_comparison", "shared_split"]
-STUDENTS = {"mlp_h4", "mlp_h8", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s0_k8",
-            "moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"}
+STUDENTS = {
+    "mlp_h4",
+    "mlp_h8",
+    "mlp_h16",
+    "moe_lowrank_r8_m64_s4_k4",
+    "moe_lowrank_r8_m64_s0_k8",
+    "moe_lowrank_r4_m64_s4_k4",
+    "moe_fullrank_m64_s4_k4",
+}
 
 
 def snakemake(run_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", str(run_dir / "config.yaml"),
-               "-d", str(run_dir / "work"), *args]
+    command = [
+        str(SNAKEMAKE),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        str(run_dir / "config.yaml"),
+        "-d",
+        str(run_dir / "work"),
+        *args,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env)
     result.output = result.stdout + result.stderr
@@ -40,7 +55,9 @@ def snakemake(run_dir: Path, *args: str, timeout: int = 1800) -> subprocess.Comp
 
 def logs_of(run_dir: Path) -> str:
     """The tail of every job log, for failure messages."""
-    return "\n".join(f"--- {log}\n{log.read_text()[-1500:]}" for log in sorted((run_dir / "work" / "logs").rglob("*.log")))
+    return "\n".join(
+        f"--- {log}\n{log.read_text()[-1500:]}" for log in sorted((run_dir / "work" / "logs").rglob("*.log"))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +78,13 @@ def run(tmp_path_factory):
     full = snakemake(run_dir, "figures/all", *cores)
     full_seconds = time.perf_counter() - tick
     assert full.returncode == 0, full.output[-4000:] + logs_of(run_dir)
-    return {"dir": run_dir, "work": run_dir / "work", "stores_seconds": stores_seconds, "full": full,
-            "full_seconds": full_seconds}
+    return {
+        "dir": run_dir,
+        "work": run_dir / "work",
+        "stores_seconds": stores_seconds,
+        "full": full,
+        "full_seconds": full_seconds,
+    }
 
 
 def test_activation_stores_alone_finish_in_under_two_minutes(run):
@@ -98,7 +120,9 @@ def test_results_table_has_the_expected_runs(run):
     for _, row in best.iterrows():
         point = runs[(runs.data == row.data) & (runs.student == row.student)]
         assert row.best_fvu == pytest.approx(point.best_fvu.min())
-    families = dict(zip(best[best.data == "activations"].student, best[best.data == "activations"].families))
+    families = dict(
+        zip(best[best.data == "activations"].student, best[best.data == "activations"].families, strict=False)
+    )
     assert set(families["moe_lowrank_r8_m64_s4_k4"].split(";")) == {"main", "shared_split"}
     assert families["moe_fullrank_m64_s4_k4"] == "router_rank"
 
@@ -128,4 +152,4 @@ def test_report_is_a_self_contained_html_file(run):
     assert report.stat().st_size > 50_000
     assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:1000].lower()
     assert "fvu_vs_active" in html
-    assert "<script src=\"http" not in html and "<link href=\"http" not in html
+    assert '<script src="http' not in html and '<link href="http' not in html

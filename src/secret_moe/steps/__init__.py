@@ -11,8 +11,16 @@ import importlib
 from typing import Any
 
 _MODULES = {
-    "data": ("prepare_tokenizer", "prepare_model", "tokenise_corpus", "export_teacher", "store_identity",
-             "extract_activations", "fit_gaussian", "sample_gaussian"),
+    "data": (
+        "prepare_tokenizer",
+        "prepare_model",
+        "tokenise_corpus",
+        "export_teacher",
+        "store_identity",
+        "extract_activations",
+        "fit_gaussian",
+        "sample_gaussian",
+    ),
     "distill": ("train_student",),
     "results": ("read_metrics", "aggregate_runs", "plot_figure", "plot_layer_sweep", "plot_control"),
 }

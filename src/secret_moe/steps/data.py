@@ -33,27 +33,46 @@ log = logging.getLogger(__name__)
 def prepare_tokenizer(spec: dict[str, Any], name: str, out_dir: str, layers: list[int]) -> None:
     materialise_tokenizer(spec, name, out_dir, layers)
 
+
 def prepare_model(spec: dict[str, Any], name: str, out_dir: str, layers: list[int], seed: int) -> None:
     materialise_model(spec, name, out_dir, layers, seed)
+
 
 def tokenise_corpus(tokenizer_dir: str, outputs: dict[str, str], corpus: dict[str, Any], seed: int) -> None:
     tokenizer = load_local_tokenizer(tokenizer_dir)
     lines = load_lines(corpus, seed)
     for split, out in outputs.items():
         sequences, stats = tokenise_lines(
-            lines[split], tokenizer, min_tokens=corpus["min_tokens"], max_length=corpus["max_length"],
+            lines[split],
+            tokenizer,
+            min_tokens=corpus["min_tokens"],
+            max_length=corpus["max_length"],
             max_lines=corpus["validation_lines"] if split == "validation" else None,
-            max_tokens=corpus["max_tokens"].get(split), seed=seed, split=split,
+            max_tokens=corpus["max_tokens"].get(split),
+            seed=seed,
+            split=split,
         )
-        attrs = {"split": split, "corpus_fingerprint": corpus_fingerprint(lines[split]),
-                 "tokenizer": type(tokenizer).__name__, **stats, **provenance(corpus)}
+        attrs = {
+            "split": split,
+            "corpus_fingerprint": corpus_fingerprint(lines[split]),
+            "tokenizer": type(tokenizer).__name__,
+            **stats,
+            **provenance(corpus),
+        }
         write_token_store(out, sequences, attrs)
+
 
 def export_teacher(model_dir: str, out_dir: str, layer: int, model_spec: dict[str, Any]) -> None:
     model = load_local_model(model_dir, "float32", "cpu")
     teacher = teacher_from_hf(layer_mlp(model, layer), model.config)
-    save_teacher(teacher, out_dir, provenance({"model": model_spec, "layer": layer},
-                                              {"model": fingerprint_path(Path(model_dir) / "model.safetensors")}))
+    save_teacher(
+        teacher,
+        out_dir,
+        provenance(
+            {"model": model_spec, "layer": layer}, {"model": fingerprint_path(Path(model_dir) / "model.safetensors")}
+        ),
+    )
+
 
 def store_identity(model_spec: dict[str, Any], layer: int, token_attrs: dict[str, Any]) -> dict[str, Any]:
     """Store attributes that must match between a partial store, the config and later readers."""
@@ -67,9 +86,18 @@ def store_identity(model_spec: dict[str, Any], layer: int, token_attrs: dict[str
         "tokens": token_attrs["tokens"],
     }
 
+
 def extract_activations(
-    model_dir: str, tokenizer_dir: str, tokens: str, out: str, *, layer: int, model_spec: dict[str, Any], extract: dict[str, Any],
-    seed: int, device: str,
+    model_dir: str,
+    tokenizer_dir: str,
+    tokens: str,
+    out: str,
+    *,
+    layer: int,
+    model_spec: dict[str, Any],
+    extract: dict[str, Any],
+    seed: int,
+    device: str,
 ) -> None:
     sequences, token_attrs = read_token_store(tokens)
     sequences = first_tokens(sequences, extract.get("max_tokens", {}).get(token_attrs["split"]))
@@ -77,20 +105,38 @@ def extract_activations(
     check_layers(config, [layer], Path(model_dir).name)
     device = resolve_device(device)
     model = load_local_model(model_dir, model_spec.get("dtype", "float32"), device)
-    attrs = {**store_identity(model_spec, layer, token_attrs), "split": token_attrs["split"],
-             "d_model": hidden_size(config), "dtype": "float32", "compute_dtype": model_spec.get("dtype", "float32"),
-             "package_version": __version__, "extract_config": extract, "seed": seed}
+    attrs = {
+        **store_identity(model_spec, layer, token_attrs),
+        "split": token_attrs["split"],
+        "d_model": hidden_size(config),
+        "dtype": "float32",
+        "compute_dtype": model_spec.get("dtype", "float32"),
+        "package_version": __version__,
+        "extract_config": extract,
+        "seed": seed,
+    }
     pad_id, pad_left = _padding(tokenizer_dir)
     tick = time.perf_counter()
     stats = capture_activations(
-        model, sequences, out, layer=layer, pad_id=pad_id, batch_tokens=extract["batch_tokens"],
-        window_sequences=extract["window_sequences"], chunk_mb=extract["chunk_mb"], seed=seed, device=device,
-        attrs=attrs, keep_padding=extract.get("keep_padding", False),
-        padding_batch_lines=extract.get("padding_batch_lines", 8), pad_left=pad_left,
+        model,
+        sequences,
+        out,
+        layer=layer,
+        pad_id=pad_id,
+        batch_tokens=extract["batch_tokens"],
+        window_sequences=extract["window_sequences"],
+        chunk_mb=extract["chunk_mb"],
+        seed=seed,
+        device=device,
+        attrs=attrs,
+        keep_padding=extract.get("keep_padding", False),
+        padding_batch_lines=extract.get("padding_batch_lines", 8),
+        pad_left=pad_left,
     )
     stats["seconds"] = time.perf_counter() - tick
     log.info("extraction stats: %s", stats)
     write_json(Path(out) / "extract_stats.json", stats)
+
 
 def _padding(tokenizer_dir: str) -> tuple[int, bool]:
     """The tokenizer's pad id (0 if it has none) and whether it pads on the left (used only when padded
@@ -99,11 +145,13 @@ def _padding(tokenizer_dir: str) -> tuple[int, bool]:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return pad_id, tokenizer.padding_side == "left"
 
+
 def fit_gaussian(store: str, out: str, block_rows: int) -> None:
     group = open_store(store)
     mean, cov, rows = fit_moments(group["x"], block_rows)
     np.savez(out, mean=mean, cov=cov, rows=rows)
     log.info("fitted N(mean, cov) on %d rows: mean input variance %.4f", rows, np.trace(cov) / len(mean))
+
 
 def sample_gaussian(moments: str, teacher_dir: str, like: str, out: str, *, seed: int, split: str, device: str) -> None:
     fitted = np.load(moments)
@@ -111,7 +159,13 @@ def sample_gaussian(moments: str, teacher_dir: str, like: str, out: str, *, seed
     device = resolve_device(device)
     attrs = {**dict(real.attrs), "data": "gaussian", "split": split, "moments": fingerprint_path(moments)}
     write_gaussian_store(
-        out, mean=fitted["mean"], cov=fitted["cov"], teacher=load_teacher(teacher_dir, device),
-        rows=real["x"].shape[0], chunk_rows=real["x"].chunks[0], seed=seed + (split == "validation"), device=device,
+        out,
+        mean=fitted["mean"],
+        cov=fitted["cov"],
+        teacher=load_teacher(teacher_dir, device),
+        rows=real["x"].shape[0],
+        chunk_rows=real["x"].chunks[0],
+        seed=seed + (split == "validation"),
+        device=device,
         attrs=attrs,
     )

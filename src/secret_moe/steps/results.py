@@ -17,9 +17,15 @@ log = logging.getLogger(__name__)
 def read_metrics(paths: list[str]) -> list[dict[str, Any]]:
     return [read_json(p) for p in paths]
 
+
 def aggregate_runs(
-    metric_paths: list[str], families: list[tuple[str, int, dict[str, list[str]]]], *, runs: str, best: str,
-    curves: str, advantage: str,
+    metric_paths: list[str],
+    families: list[tuple[str, int, dict[str, list[str]]]],
+    *,
+    runs: str,
+    best: str,
+    curves: str,
+    advantage: str,
 ) -> None:
     metrics = read_metrics(metric_paths)
     membership: dict[tuple[str, int, str], list[str]] = {}
@@ -32,13 +38,27 @@ def aggregate_runs(
     table.to_csv(runs, index=False)
     best_table.to_csv(best, index=False)
     moe_advantage(best_table).to_csv(advantage, index=False)
-    pd.DataFrame([{**{k: m[k] for k in ("model", "layer", "data", "student", "lr", "seed")}, **h}
-                  for m in metrics for h in m["history"]]).to_csv(curves, index=False)
+    pd.DataFrame(
+        [
+            {**{k: m[k] for k in ("model", "layer", "data", "student", "lr", "seed")}, **h}
+            for m in metrics
+            for h in m["history"]
+        ]
+    ).to_csv(curves, index=False)
     log.info("aggregated %d runs into %d points", len(table), len(best_table))
 
+
 def plot_figure(
-    figure: str, best_csv: str, curves_csv: str, paper_csv: str, *, model: str, layer: int, hf_id: str | None,
-    pdf: str, png: str,
+    figure: str,
+    best_csv: str,
+    curves_csv: str,
+    paper_csv: str,
+    *,
+    model: str,
+    layer: int,
+    hf_id: str | None,
+    pdf: str,
+    png: str,
 ) -> None:
     best = pd.read_csv(best_csv, keep_default_na=False, na_values=[""])
     best = best[(best.model == model) & (best.layer == layer)]
@@ -47,7 +67,8 @@ def plot_figure(
         curves = pd.read_csv(curves_csv)
         chosen = best[best.families.str.contains("main")][["data", "student", "best_lr"]]
         curves = curves[(curves.model == model) & (curves.layer == layer)].merge(
-            chosen, left_on=["data", "student", "lr"], right_on=["data", "student", "best_lr"])
+            chosen, left_on=["data", "student", "lr"], right_on=["data", "student", "best_lr"]
+        )
         figures.learning_curves(curves, title, pdf, png)
     elif figure == "paper_comparison":
         paper = pd.read_csv(paper_csv)
@@ -55,6 +76,7 @@ def plot_figure(
         figures.paper_comparison(best, paper, f"{title} vs paper ({hf_id})", pdf, png)
     else:
         getattr(figures, figure)(best, title, pdf, png)
+
 
 def plot_layer_sweep(advantage_csv: str, *, model: str, pdf: str, png: str) -> None:
     advantage = pd.read_csv(advantage_csv)

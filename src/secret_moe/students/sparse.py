@@ -57,9 +57,13 @@ def gather_dot(x_BD: torch.Tensor, w_ND: torch.Tensor, idx_BK: torch.Tensor) -> 
         return out.view(batch, k)
     # fallback: gather in blocks of tokens so the (b, K, D) block stays small
     step = max(1, (1 << 20) // max(1, k * w_ND.shape[1]))
-    return torch.cat([
-        torch.einsum("bd,bkd->bk", x_BD[i : i + step], w_ND[idx_BK[i : i + step]]) for i in range(0, batch, step)
-    ]) if batch else x_BD.new_zeros(0, k)
+    return (
+        torch.cat(
+            [torch.einsum("bd,bkd->bk", x_BD[i : i + step], w_ND[idx_BK[i : i + step]]) for i in range(0, batch, step)]
+        )
+        if batch
+        else x_BD.new_zeros(0, k)
+    )
 
 
 def bag_sum(idx_BK: torch.Tensor, w_ND: torch.Tensor, c_BK: torch.Tensor) -> torch.Tensor:
@@ -78,8 +82,13 @@ def scatter_outer(idx_BK: torch.Tensor, c_BK: torch.Tensor, x_BD: torch.Tensor, 
     with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
         warnings.simplefilter("ignore", UserWarning)
         matrix = torch.sparse_csr_tensor(
-            crow, torch.div(order, k, rounding_mode="floor"), c_BK.reshape(-1)[order], size=(rows, batch),
-            dtype=x_BD.dtype, device=x_BD.device, check_invariants=False,
+            crow,
+            torch.div(order, k, rounding_mode="floor"),
+            c_BK.reshape(-1)[order],
+            size=(rows, batch),
+            dtype=x_BD.dtype,
+            device=x_BD.device,
+            check_invariants=False,
         )
     # `matrix @ x` zero-fills its result and then copies into it; addmm with beta = 0 writes every row once.
     out = x_BD.new_empty(rows, x_BD.shape[1])

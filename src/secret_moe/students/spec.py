@@ -1,8 +1,8 @@
 """Student names: one string per architecture, used as the Snakemake wildcard and in the results table.
 
-    mlp_h64                       dense MLP of width 64
-    moe_lowrank_r128_m1024_s32_k32  MoE, low-rank router of rank 128, 1024 experts, s = 32, k = 32
-    moe_fullrank_m1024_s32_k32_e2   full-rank router, experts of width 2
+mlp_h64                       dense MLP of width 64
+moe_lowrank_r128_m1024_s32_k32  MoE, low-rank router of rank 128, 1024 experts, s = 32, k = 32
+moe_fullrank_m1024_s32_k32_e2   full-rank router, experts of width 2
 """
 
 from __future__ import annotations
