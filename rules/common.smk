@@ -1,4 +1,5 @@
 # Config validation, wildcard constraints and path helpers shared by every stage.
+import json
 import sys
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
@@ -6,10 +7,19 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.utils import validate
 
 from secret_moe.plan import (
+    BUNDLE_DIR,
+    RUN_DIR,
+    RUN_FILES,
+    TIMING_FILE,
+    RUN_KEYS,
     SOURCE_KEYS,
+    budget_check,
+    bundle_index,
     check_config,
     controls,
     distill_runs,
+    plan_bundles,
+    run_dir,
     layers_of,
     model_layers,
     resolve_variants,
@@ -33,6 +43,8 @@ wildcard_constraints:
     student=r"mlp_h\d+|moe_[a-z_]+?(_r\d+)?_m\d+_s\d+_k\d+(_e\d+)?",
     lr=r"[0-9.e-]+",
     seed=r"\d+",
+    epochs=r"\d+",
+    bundle=r"e\d+_seed\d+_[0-9a-f]+",
 
 
 def model_spec(wildcards):
@@ -76,15 +88,44 @@ def data_store(data, split):
     return f"results/{stage}/{{model}}/layer{{layer}}/{split}.zarr"
 
 
+# The keys of `distill` that decide a run's result (editing the grid, e.g. widths or seeds, must not redo
+# finished runs; epochs, learning rate and seed are part of each run's path).
+DISTILL_KEYS = ("batch_size", "group_chunks", "in_memory")
+
+
+def distill_params(wildcards=None):
+    return {key: config["distill"][key] for key in DISTILL_KEYS}
+
+
+def run_finished(run):
+    """The bundle that trained the run, if its files exist and record the current distillation settings."""
+    folder = Path(run_dir(run))
+    if not all((folder / name).is_file() for name in (*RUN_FILES, TIMING_FILE)):
+        return None
+    recorded = json.loads((folder / RUN_FILES[0]).read_text())["provenance"]["config"]
+    if recorded != {"distill": distill_params(), "seed": config["seed"]}:
+        return None
+    return json.loads((folder / TIMING_FILE).read_text()).get("bundle")
+
+
+RUNS = distill_runs(config)
+BUNDLES = plan_bundles(RUNS, run_finished, config["distill"]["bundle_size"])
+BUNDLE_OF = bundle_index(BUNDLES)
+
+
+def run_of(wildcards):
+    """The run a collect_run job copies, with the types the plan uses."""
+    types = {"layer": int, "epochs": int, "lr": float, "seed": int}
+    return {key: types.get(key, str)(wildcards[key]) for key in RUN_KEYS}
+
+
+def bundle_of_run(wildcards):
+    run = run_of(wildcards)
+    return BUNDLE_DIR.format(**run, bundle=BUNDLE_OF[tuple(run[key] for key in RUN_KEYS)])
+
+
 def distill_metrics():
-    return expand(
-        "results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/metrics.json",
-        zip,
-        **{
-            key: [run[key] for run in distill_runs(config)]
-            for key in ("model", "layer", "data", "student", "lr", "seed")
-        },
-    )
+    return [f"{run_dir(run)}/{RUN_FILES[0]}" for run in RUNS]
 
 
 # Figures: which ones each (model, layer) gets, and their captions.
@@ -138,4 +179,4 @@ def all_figure_files():
         [f"figures/{sweep['model']}/layer_sweep.{ext}" for ext in ("pdf", "png")] if sweep.get("enabled") else []
     )
     control = [f"figures/{model}/control.{ext}" for model in controls(config) for ext in ("pdf", "png")]
-    return per_layer + per_model + control
+    return per_layer + per_model + control + [f"figures/verdict.{ext}" for ext in ("pdf", "png")]

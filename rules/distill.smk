@@ -1,26 +1,53 @@
-# One job per (model, layer, data, student, learning rate, seed): distil the teacher into a student.
+# Distillation. Runs that read the same store with the same seed and epochs see the same batches, so a
+# bundle of them trains in one process (one start, one store read, one gather per batch); each run then
+# gets its own folder, the unit Snakemake tracks: a finished run is never retrained, a new one trains alone.
 
 
-rule train_student:
+localrules:
+    collect_run,  # a file copy: not worth a cluster job
+
+
+rule train_students:
     input:
         train=lambda w: data_store(w.data, "train"),
         validation=lambda w: data_store(w.data, "validation"),
     output:
-        metrics="results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/metrics.json",
-        weights="results/distill/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}/student.safetensors",
+        temp(directory(BUNDLE_DIR)),
     log:
-        "logs/train_student/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}.log",
+        "logs/train_students/{model}/layer{layer}/{data}/{bundle}.log",
     benchmark:
-        "logs/benchmarks/train_student/{model}/layer{layer}/{data}/{student}/lr{lr}_seed{seed}.tsv"
+        "logs/benchmarks/train_students/{model}/layer{layer}/{data}/{bundle}.tsv"
     conda:
         ENV
     threads: config["distill"]["threads"]
     resources:
         mem_mb=4000,
     params:
-        # only the keys a run reads: editing the grid (widths, learning rates) must not redo finished runs
-        distill={key: config["distill"][key] for key in ("epochs", "batch_size", "group_chunks", "in_memory")},
+        runs=lambda w: BUNDLES[(w.model, int(w.layer), w.data, w.bundle)],
+        distill=distill_params,
         seed=config["seed"],
         device=config["device"],
     script:
-        "../scripts/train_student.py"
+        "../scripts/train_students.py"
+
+
+rule collect_run:
+    input:
+        bundle=bundle_of_run,
+        # the stores again, so that a rebuilt store makes its runs stale although the bundle folder is gone
+        train=lambda w: data_store(w.data, "train"),
+        validation=lambda w: data_store(w.data, "validation"),
+    output:
+        metrics=f"{RUN_DIR}/metrics.json",
+        weights=f"{RUN_DIR}/student.safetensors",
+    log:
+        f"logs/collect_run/{RUN_DIR.removeprefix('results/distill/')}.log",
+    conda:
+        ENV
+    params:
+        run=run_of,
+        # what decides a run's result: a change here retrains it
+        distill=distill_params,
+        seed=config["seed"],
+    script:
+        "../scripts/collect_run.py"

@@ -6,6 +6,7 @@ localrules:
     plot_figure,
     plot_layer_sweep,
     plot_control,
+    plot_verdict,
     all_figures,  # seconds of CPU: not worth a cluster job
 
 
@@ -30,6 +31,7 @@ rule plot_figure:
         ENV
     params:
         hf_id=lambda w: config["models"][w.model].get("hf_id"),
+        epochs=config["distill"]["epochs"],
         caption=lambda w: FIGURE_CAPTIONS[w.figure],
     script:
         "../scripts/plot_figure.py"
@@ -73,6 +75,21 @@ rule plot_control:
         pair=lambda w: controls(config)[w.model],
     script:
         "../scripts/plot_control.py"
+
+
+rule plot_verdict:
+    input:
+        verdict="results/aggregate/verdict.csv",
+        by_seed="results/aggregate/advantage_by_seed.csv",
+    output:
+        pdf="figures/verdict.pdf",
+        png=report("figures/verdict.png", category="Verdict", caption="../report/verdict_figure.rst"),
+    log:
+        "logs/plot_verdict.log",
+    conda:
+        ENV
+    script:
+        "../scripts/plot_verdict.py"
 
 
 rule all_figures:

@@ -1,4 +1,4 @@
-"""Rule aggregate_runs: one tidy table of all runs, the best over learning rates, and the MoE advantage."""
+"""Rule aggregate_runs: the results tables, from every run's metrics (README "Results tables")."""
 
 from secret_moe.logs import log_to
 from secret_moe.steps import aggregate_runs
@@ -8,8 +8,8 @@ log_to(sm.log[0])
 aggregate_runs(
     list(sm.input),
     sm.params.families,
-    runs=sm.output.runs,
-    best=sm.output.best,
-    curves=sm.output.curves,
-    advantage=sm.output.advantage,
+    epochs=sm.params.epochs,
+    budget_check=sm.params.budget_check,
+    confidence=sm.params.confidence,
+    out=dict(sm.output.items()),
 )

@@ -13,6 +13,7 @@ plot_figure(
     model=sm.wildcards.model,
     layer=int(sm.wildcards.layer),
     hf_id=sm.params.hf_id,
+    epochs=sm.params.epochs,
     pdf=sm.output.pdf,
     png=sm.output.png,
 )

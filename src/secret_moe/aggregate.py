@@ -7,54 +7,56 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from secret_moe.errors import SecretMoeError
+from secret_moe.plan import RUN_KEYS, run_name
 
 POINT = ["model", "layer", "data", "student"]
 _SPEC_COLUMNS = ["kind", "router", "rank", "experts", "shared", "k", "expert_width"]
+_RUN_COLUMNS = ["active_neurons", "best_fvu", "best_epoch", "final_fvu", "output_variance", "parameters"]
+_TIMING_COLUMNS = ["wall_seconds", "samples_per_second", "bundle_size"]  # from timing.json, if it was read
 
 
 def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str], list[str]]) -> pd.DataFrame:
-    """Tidy table of runs; `families` maps (model, layer, student) to the experiment families listing it."""
+    """Tidy table of runs; `families` maps (model, layer, student) to the experiment families listing it.
+    A metrics dict may carry its run's timing.json under "timing" (wall-clock numbers, not results)."""
     rows = []
     for m in metrics:
         bad = [h["epoch"] for h in m["history"] if not math.isfinite(h["val_fvu"])]
         if bad or not math.isfinite(m["best_fvu"]):
             raise SecretMoeError(
-                f"run {m['model']}/{m['layer']}/{m['data']}/{m['student']}/lr{m['lr']}/seed{m['seed']} "
-                f"has a non-finite FVU (epochs {bad}); delete its metrics.json and rerun it"
+                f"run {run_name(m)} has a non-finite FVU (epochs {bad}); delete its metrics.json and rerun it"
             )
-        row = {
-            key: m[key]
-            for key in [
-                "model",
-                "layer",
-                "data",
-                "student",
-                "lr",
-                "seed",
-                "active_neurons",
-                "best_fvu",
-                "best_epoch",
-                "final_fvu",
-                "output_variance",
-                "parameters",
-                "wall_seconds",
-                "samples_per_second",
-            ]
-        }
+        row = {key: m[key] for key in [*RUN_KEYS, *_RUN_COLUMNS]}
+        row.update({key: m.get("timing", {}).get(key) for key in _TIMING_COLUMNS})
         row.update({key: m["spec"].get(key) for key in _SPEC_COLUMNS})
         row["families"] = ";".join(families.get((m["model"], m["layer"], m["student"]), []))
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(POINT + ["lr", "seed"], ignore_index=True)
+    return pd.DataFrame(rows).sort_values(POINT + ["epochs", "lr", "seed"], ignore_index=True)
 
 
-def best_over_lr(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per point: min over learning rates of the (seed-averaged) min over epochs, as in the paper."""
-    by_lr = runs.groupby(POINT + ["lr"], as_index=False).agg(
-        best_fvu=("best_fvu", "mean"), final_fvu=("final_fvu", "mean"), seeds=("seed", "nunique")
+def best_per_seed(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """Per point and seed, at one training budget: the min over learning rates of the min over epochs (the
+    paper's rule), with the learning rate that reached it and that run's final FVU."""
+    at = runs[runs.epochs == epochs]
+    best = at.loc[at.groupby(POINT + ["seed"])["best_fvu"].idxmin()].rename(columns={"lr": "best_lr"})
+    return best.sort_values(POINT + ["seed"], ignore_index=True)
+
+
+def best_over_lr(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """Per point, at one training budget: each seed's best over learning rates, then the mean over seeds,
+    with their spread (standard deviation, min, max) and the learning rate most seeds chose."""
+    per_seed = best_per_seed(runs, epochs)
+    best = per_seed.groupby(POINT, as_index=False).agg(
+        best_fvu=("best_fvu", "mean"),
+        fvu_std=("best_fvu", "std"),
+        fvu_min=("best_fvu", "min"),
+        fvu_max=("best_fvu", "max"),
+        final_fvu=("final_fvu", "mean"),
+        seeds=("seed", "nunique"),
+        best_lr=("best_lr", lambda lrs: lrs.mode().min()),
     )
-    best = by_lr.loc[by_lr.groupby(POINT)["best_fvu"].idxmin()].rename(columns={"lr": "best_lr"})
     spec = runs.drop_duplicates(POINT)[POINT + _SPEC_COLUMNS + ["active_neurons", "families"]]
     return best.merge(spec, on=POINT).sort_values(POINT, ignore_index=True)
 
@@ -78,18 +80,63 @@ def mlp_width_to_match(best: pd.DataFrame, fvu: float, model: str, layer: int, d
     return float(np.exp(np.interp(math.log(fvu), fvus[::-1], widths[::-1])))
 
 
-def moe_advantage(best: pd.DataFrame) -> pd.DataFrame:
-    """For each MoE point with s = k (main comparison and layer sweep): the MLP width matching its FVU,
-    and the ratio of that width to the MoE's active neurons."""
-    moe = best[(best.kind == "moe") & best.families.str.contains("main|layer_sweep")]
+ADVANTAGE_COLUMNS = POINT + ["seed", "active_neurons", "best_fvu", "matching_mlp_width", "advantage"]
+
+
+def advantage_per_seed(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """For each MoE point with s = k (main comparison and layer sweep) and each seed: the width a dense MLP
+    of the same seed needs to reach the MoE's FVU, and its ratio to the MoE's active neurons."""
+    moe = per_seed[(per_seed.kind == "moe") & per_seed.families.str.contains("main|layer_sweep")]
     rows = []
     for _, row in moe.iterrows():
-        width = mlp_width_to_match(best, row.best_fvu, row.model, row.layer, row.data)
+        width = mlp_width_to_match(per_seed[per_seed.seed == row.seed], row.best_fvu, row.model, row.layer, row.data)
         rows.append(
             {
-                **{k: row[k] for k in POINT + ["active_neurons", "best_fvu"]},
+                **{k: row[k] for k in POINT + ["seed", "active_neurons", "best_fvu"]},
                 "matching_mlp_width": width,
                 "advantage": width / row.active_neurons,
             }
         )
-    return pd.DataFrame(rows, columns=POINT + ["active_neurons", "best_fvu", "matching_mlp_width", "advantage"])
+    return pd.DataFrame(rows, columns=ADVANTAGE_COLUMNS)
+
+
+def interval(values: pd.Series, confidence: float) -> tuple[float, float, float]:
+    """Mean and the two-sided t-interval of the mean at `confidence` (nan bounds for fewer than two values
+    or any nan value: an advantage outside the measured MLP widths has no number)."""
+    values = values.to_numpy(float)
+    if len(values) == 0 or np.isnan(values).any():
+        return float("nan"), float("nan"), float("nan")
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def moe_advantage(per_seed_advantage: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Per MoE point: the advantage's mean over seeds and its t-interval, and the mean matching width."""
+    rows = []
+    for key, group in per_seed_advantage.groupby(POINT, sort=True):
+        mean, low, high = interval(group.advantage, confidence)
+        rows.append(
+            {
+                **dict(zip(POINT, key, strict=True)),
+                "active_neurons": group.active_neurons.iloc[0],
+                "best_fvu": group.best_fvu.mean(),
+                "matching_mlp_width": group.matching_mlp_width.mean(),
+                "advantage": mean,
+                "advantage_low": low,
+                "advantage_high": high,
+                "seeds": len(group),
+            }
+        )
+    columns = POINT + [
+        "active_neurons",
+        "best_fvu",
+        "matching_mlp_width",
+        "advantage",
+        "advantage_low",
+        "advantage_high",
+        "seeds",
+    ]
+    return pd.DataFrame(rows, columns=columns)

@@ -217,3 +217,65 @@ def control(advantage: pd.DataFrame, order: list[str], title: str, pdf: str, png
         ax.set_title(DATA_TITLES[name])
     fig.suptitle(title)
     _save(fig, pdf, png)
+
+
+VERDICT_COLORS = {"supports": "tab:green", "contradicts": "tab:red", "undecided": "tab:gray"}
+
+
+def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+    """The verdict at a glance: per (model, layer) panel, the MoE advantage of each MoE size on real data
+    and on the Gaussian control (seeds as dots, mean with its interval as a bar), 1 (no advantage) as a
+    line, and the verdict word above each size; hollow markers flag students that failed the budget check."""
+    panels = list(table.groupby(["model", "layer"], sort=True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    offsets = {"real": -0.12, "gaussian": 0.12}
+    colors = {"real": "tab:blue", "gaussian": "tab:orange"}
+    labels = {"real": "real activations", "gaussian": "Gaussian control"}
+    for ax, ((model, layer), rows) in zip(axes[0], panels, strict=True):
+        rows = rows.sort_values("active_neurons").reset_index(drop=True)
+        for x, row in rows.iterrows():
+            for name, data in (("real", "activations"), ("gaussian", "gaussian")):
+                seeds = by_seed[(by_seed.model == model) & (by_seed.layer == layer)]
+                seeds = seeds[(seeds.student == row.student) & (seeds.data == data)]
+                ax.scatter([x + offsets[name]] * len(seeds), seeds.advantage, s=12, color=colors[name], alpha=0.5)
+                low, high = row[f"{name}_low"], row[f"{name}_high"]
+                ax.errorbar(
+                    x + offsets[name],
+                    row[f"advantage_{name}"],
+                    yerr=None
+                    if pd.isna(low)
+                    else [[row[f"advantage_{name}"] - low], [high - row[f"advantage_{name}"]]],
+                    fmt="o",
+                    color=colors[name],
+                    mfc=colors[name] if row.converged else "white",
+                    capsize=4,
+                    label=labels[name] if x == 0 else None,
+                )
+            top = max(v for v in (row.real_high, row.gaussian_high, row.advantage_real, 1.0) if pd.notna(v))
+            ax.annotate(
+                row.verdict,
+                (x, top),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                color=VERDICT_COLORS[row.verdict],
+                weight="bold",
+            )
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.set_xticks(
+            range(len(rows)),
+            [f"{int(a)} active\n{_short(s)}" for a, s in zip(rows.active_neurons, rows.student, strict=True)],
+        )
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        ax.set_ylabel("MoE advantage (matching MLP width / active neurons)")
+        ax.set_title(f"{model} layer {layer}")
+        ax.margins(y=0.2)
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title + " (hollow: failed the budget check)")
+    _save(fig, pdf, png)
+
+
+def _short(student: str) -> str:
+    """m and s + k of an MoE student name, for tick labels."""
+    parts = dict((p[0], p[1:]) for p in student.split("_") if p[:1] in "msk" and p[1:].isdigit())
+    return f"m={parts.get('m')}, {parts.get('s')}+{parts.get('k')}"

@@ -8,6 +8,7 @@ ablations of README "Experiments".
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from typing import Any
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
 from secret_moe.models.layers import check_layers
+from secret_moe.provenance import fingerprint_json
 from secret_moe.students import build_student, parse_student, student_name
 
 FAMILIES = ("main", "shared_split", "router_rank", "expert_width", "num_experts", "layer_sweep")
@@ -164,17 +166,109 @@ def all_students(config: dict[str, Any], model: str, layer: int) -> list[str]:
     return sorted({name for names in students_by_family(config, model, layer).values() for name in names})
 
 
+# Where a distillation run and a bundle of runs trained together live: the rules, restore.py and the
+# results tables all format these.
+RUN_KEYS = ("model", "layer", "data", "student", "epochs", "lr", "seed")
+RUN_DIR = "results/distill/{model}/layer{layer}/{data}/{student}/e{epochs}_lr{lr}_seed{seed}"
+RUN_FILES = ("metrics.json", "student.safetensors")
+TIMING_FILE = "timing.json"  # beside them: wall-clock numbers and the bundle, kept out of the reproducible metrics
+BUNDLE_DIR = "results/distill/{model}/layer{layer}/{data}/bundles/{bundle}"
+# The results tables of rule aggregate_runs, each results/aggregate/<name>.csv
+RESULT_TABLES = (
+    "runs",
+    "best",
+    "best_by_seed",
+    "curves",
+    "moe_advantage",
+    "advantage_by_seed",
+    "budget_check",
+    "verdict",
+)
+
+
+def run_dir(run: dict[str, Any]) -> str:
+    return RUN_DIR.format(**run)
+
+
+def run_name(run: dict[str, Any]) -> str:
+    """Short label of a run for logs and error messages."""
+    return "/".join(str(run[key]) for key in RUN_KEYS)
+
+
+def budget_check(config: dict[str, Any]) -> dict[str, Any] | None:
+    spec = config.get("experiments", {}).get("budget_check", {})
+    return spec if spec.get("enabled") else None
+
+
 def distill_runs(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every distillation job of the config, as wildcard values."""
+    """Every distillation run of the config, as wildcard values: each student at `distill.epochs` for every
+    learning rate and seed, plus the main comparison at `budget_check.factor` times the epochs (its seeds)."""
     distill = config["distill"]
-    return [
-        {"model": model, "layer": layer, "data": data, "student": student, "lr": lr, "seed": seed}
-        for model, layer in model_layers(config)
-        for data in distill["data"]
-        for student in all_students(config, model, layer)
-        for lr in distill["learning_rates"]
-        for seed in distill["seeds"]
-    ]
+    check = budget_check(config)
+    runs = []
+    for model, layer in model_layers(config):
+        main = students_by_family(config, model, layer).get("main", [])
+        for data in distill["data"]:
+            for student in all_students(config, model, layer):
+                budgets = [(distill["epochs"], distill["seeds"])]
+                if check and student in main:
+                    budgets.append((distill["epochs"] * check["factor"], check["seeds"]))
+                runs += [
+                    {
+                        "model": model,
+                        "layer": layer,
+                        "data": data,
+                        "student": student,
+                        "epochs": epochs,
+                        "lr": lr,
+                        "seed": seed,
+                    }
+                    for epochs, seeds in budgets
+                    for lr in distill["learning_rates"]
+                    for seed in seeds
+                ]
+    return runs
+
+
+def plan_bundles(
+    runs: list[dict[str, Any]], finished: Callable[[dict[str, Any]], str | None], size: int
+) -> dict[tuple[str, int, str, str], list[dict[str, Any]]]:
+    """Group the runs into bundles, each trained in one process on the same batches.
+
+    Runs share a bundle when they read the same store with the same seed and epochs (hence the same batches);
+    the config's runs of such a group are cut into chunks of `size` in a fixed order, and a bundle holds the
+    unfinished runs of one chunk, so adding a student to the config leaves the other chunks' bundles as they
+    are.  `finished(run)` returns the name of the bundle that trained a finished run (None for an unfinished
+    one); finished runs keep that bundle, so Snakemake sees the same input as when it made them, and it is
+    built again only if Snakemake decides to redo them (their inputs changed).  Returns (model, layer, data,
+    bundle name) -> runs; a name encodes epochs, seed and a hash of the members, so it is the same whenever
+    the same runs are left to train.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run[k] for k in ("model", "layer", "data", "epochs", "seed")), []).append(run)
+    bundles: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {}
+    for members in groups.values():
+        members = sorted(members, key=lambda r: (r["student"], r["lr"]))
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            todo = []
+            for run in chunk:
+                if (name := finished(run)) is None:
+                    todo.append(run)
+                else:
+                    bundles.setdefault((run["model"], run["layer"], run["data"], name), []).append(run)
+            if todo:
+                first = todo[0]
+                digest = fingerprint_json([[m["student"], m["lr"]] for m in todo])[:8]
+                name = f"e{first['epochs']}_seed{first['seed']}_{digest}"
+                bundles[(first["model"], first["layer"], first["data"], name)] = todo
+    return bundles
+
+
+def bundle_index(bundles: dict[tuple[str, int, str, str], list[dict[str, Any]]]) -> dict[tuple, str]:
+    """Run (as a tuple of RUN_KEYS values) -> the name of the bundle that trains it."""
+    return {tuple(run[k] for k in RUN_KEYS): key[3] for key, members in bundles.items() for run in members}
 
 
 def _local_model_config(spec: dict[str, Any], name: str) -> Any | None:

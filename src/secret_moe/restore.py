@@ -38,12 +38,12 @@ GROUP_RULES = {  # in the workflow's order
     "model": ["prepare_model"],
     "activations": ["capture_activations", "export_teacher"],
     "gaussian": ["fit_gaussian", "sample_gaussian"],
-    "distill": ["train_student"],
+    "distill": ["train_students", "collect_run"],
     "padded_activations": ["capture_activations", "export_teacher"],  # padding controls: reuse a model's
     "padded_gaussian": ["fit_gaussian", "sample_gaussian"],  # tokenizer, weights and tokens
-    "padded_distill": ["train_student"],
+    "padded_distill": ["train_students", "collect_run"],
     "aggregate": ["aggregate_runs"],
-    "figures": ["plot_figure", "plot_layer_sweep", "plot_control", "all_figures"],
+    "figures": ["plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict", "all_figures"],
 }
 SPLITS = ("train", "validation")
 
@@ -62,16 +62,14 @@ def load_config(path: str | Path = "config.yaml") -> dict[str, Any]:
 
 def group_targets(config: dict[str, Any], group: str, model: str | None = None) -> list[str]:
     """The files and folders one dvc.yaml stage asks Snakemake for."""
+    from secret_moe.plan import RESULT_TABLES
+
     if group in ("aggregate", "figures"):
-        return (
-            [f"results/aggregate/{n}.csv" for n in ("runs", "best", "curves", "moe_advantage")]
-            if group == "aggregate"
-            else ["figures/all"]
-        )
+        return [f"results/aggregate/{n}.csv" for n in RESULT_TABLES] if group == "aggregate" else ["figures/all"]
     group = group.removeprefix("padded_")
     if model not in config["models"]:
         raise SystemExit(f"{group}: unknown model {model!r} (config.yaml has {', '.join(config['models'])})")
-    from secret_moe.plan import distill_runs, layers_of
+    from secret_moe.plan import RUN_FILES, distill_runs, layers_of, run_dir
 
     layers = layers_of(config, model)
     if group == "tokenizer":
@@ -95,12 +93,8 @@ def group_targets(config: dict[str, Any], group: str, model: str | None = None) 
             + [f"results/gaussian/{model}/layer{layer}/{split}.zarr" for split in SPLITS]
         ]
     if group == "distill":
-        runs = [
-            f"results/distill/{model}/layer{r['layer']}/{r['data']}/{r['student']}/lr{r['lr']}_seed{r['seed']}"
-            for r in distill_runs(config)
-            if r["model"] == model
-        ]
-        return [f"{run}/{name}" for run in runs for name in ("metrics.json", "student.safetensors")]
+        runs = [run_dir(r) for r in distill_runs(config) if r["model"] == model]
+        return [f"{run}/{name}" for run in runs for name in RUN_FILES]
     raise SystemExit(f"unknown stage group {group!r} (one of {', '.join(GROUP_RULES)})")
 
 

@@ -6,10 +6,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from secret_moe.students import active_neurons, parse_student
 
 WORDS = [
     "the",
@@ -172,3 +175,33 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
 def write_config(path: str | Path, config: dict[str, Any]) -> Path:
     Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
     return Path(path)
+
+
+def metric(
+    model: str, layer: int, data: str, student: str, lr: float, seed: int, fvus: list[float], epochs: int = 10
+) -> dict[str, Any]:
+    """A metrics.json as train_students writes it (best over epochs, final epoch, history)."""
+    spec = parse_student(student)
+    return {
+        "model": model,
+        "layer": layer,
+        "data": data,
+        "student": student,
+        "epochs": epochs,
+        "lr": lr,
+        "seed": seed,
+        "spec": spec,
+        "active_neurons": active_neurons(spec),
+        "best_fvu": min(fvus),
+        "best_epoch": int(np.argmin(fvus)) + 1,
+        "final_fvu": fvus[-1],
+        "output_variance": 0.5,
+        "parameters": 100,
+        "timing": {"wall_seconds": 1.0, "samples_per_second": 1000.0, "bundle_size": 1},
+        "history": [{"epoch": i + 1, "train_mse": f, "val_mse": f / 2, "val_fvu": f} for i, f in enumerate(fvus)],
+    }
+
+
+def families_for(metrics: list[dict[str, Any]], family: str = "main") -> dict[tuple[str, int, str], list[str]]:
+    """Every run's student in one experiment family (the `families` argument of runs_table)."""
+    return {(m["model"], m["layer"], m["student"]): [family] for m in metrics}

@@ -9,36 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from secret_moe.aggregate import best_over_lr, mlp_width_to_match, moe_advantage, runs_table, student_label
+from secret_moe.aggregate import (
+    advantage_per_seed,
+    best_over_lr,
+    mlp_width_to_match,
+    moe_advantage,
+    runs_table,
+    student_label,
+)
 from secret_moe.errors import SecretMoeError
-from secret_moe.students import active_neurons, parse_student
-
-
-def metric(model, layer, data, student, lr, seed, fvus):
-    """A metrics.json as train_student writes it (best over epochs, final epoch, history)."""
-    spec = parse_student(student)
-    return {
-        "model": model,
-        "layer": layer,
-        "data": data,
-        "student": student,
-        "lr": lr,
-        "seed": seed,
-        "spec": spec,
-        "active_neurons": active_neurons(spec),
-        "best_fvu": min(fvus),
-        "best_epoch": int(np.argmin(fvus)) + 1,
-        "final_fvu": fvus[-1],
-        "output_variance": 0.5,
-        "parameters": 100,
-        "wall_seconds": 1.0,
-        "samples_per_second": 1000.0,
-        "history": [{"epoch": i + 1, "train_mse": f, "val_mse": f / 2, "val_fvu": f} for i, f in enumerate(fvus)],
-    }
-
-
-def families_for(metrics, family="main"):
-    return {(m["model"], m["layer"], m["student"]): [family] for m in metrics}
+from secret_moe.testing import families_for, metric
 
 
 def test_hand_made_point_picks_min_over_lr_of_min_over_epochs():
@@ -47,7 +27,7 @@ def test_hand_made_point_picks_min_over_lr_of_min_over_epochs():
         metric("tiny", 1, "activations", "mlp_h8", 3e-3, 0, [0.8, 0.55, 0.52]),  # best 0.52, final 0.52 (best final)
         metric("tiny", 1, "activations", "mlp_h8", 1e-2, 0, [0.7, 0.45, 0.9]),  # best 0.45: the winner
     ]
-    best = best_over_lr(runs_table(metrics, families_for(metrics)))
+    best = best_over_lr(runs_table(metrics, families_for(metrics)), epochs=10)
     assert len(best) == 1
     row = best.iloc[0]
     assert row.best_fvu == pytest.approx(0.45)
@@ -70,26 +50,29 @@ def test_random_grid_matches_explicit_loops():
     rng.shuffle(metrics)
     runs = runs_table(metrics, families_for(metrics))
     assert len(runs) == len(points) * len(lrs) * len(seeds)
-    best = best_over_lr(runs)
+    best = best_over_lr(runs, epochs=10)
     assert len(best) == len(points)
+    assert best_over_lr(runs, epochs=20).empty  # no run at that budget
     for point in points:
-        by_lr = {
-            lr: np.mean(
-                [
-                    min(h["val_fvu"] for h in m["history"])
-                    for m in metrics
-                    if (m["model"], m["layer"], m["data"], m["student"]) == point and m["lr"] == lr
-                ]
-            )
-            for lr in lrs
-        }
-        expected_lr = min(by_lr, key=by_lr.get)
+        per_seed = {}  # seed -> (best FVU over learning rates, the learning rate reaching it)
+        for seed in seeds:
+            by_lr = {
+                m["lr"]: min(h["val_fvu"] for h in m["history"])
+                for m in metrics
+                if (m["model"], m["layer"], m["data"], m["student"]) == point and m["seed"] == seed
+            }
+            lr = min(by_lr, key=by_lr.get)
+            per_seed[seed] = (by_lr[lr], lr)
+        fvus = [fvu for fvu, _ in per_seed.values()]
+        chosen = sorted(lr for _, lr in per_seed.values())
         row = best[
             (best.model == point[0]) & (best.layer == point[1]) & (best.data == point[2]) & (best.student == point[3])
         ]
         assert len(row) == 1
-        assert row.best_fvu.item() == pytest.approx(by_lr[expected_lr])
-        assert row.best_lr.item() == expected_lr
+        assert row.best_fvu.item() == pytest.approx(np.mean(fvus))
+        assert row.fvu_std.item() == pytest.approx(np.std(fvus, ddof=1))
+        assert (row.fvu_min.item(), row.fvu_max.item()) == (pytest.approx(min(fvus)), pytest.approx(max(fvus)))
+        assert row.best_lr.item() == chosen[0]  # two seeds: the smaller of their rates on a tie
         assert row.seeds.item() == 2
 
 
@@ -115,7 +98,7 @@ def test_a_nan_run_is_an_error_naming_the_run(where):
     with pytest.raises(SecretMoeError) as error:
         runs_table([good, bad], families_for([good, bad]))
     message = str(error.value)
-    assert "tiny/1/gaussian/mlp_h16/lr0.003/seed1" in message
+    assert "tiny/1/gaussian/mlp_h16/10/0.003/1" in message
     assert "metrics.json" in message
     if where == "history":
         assert "[2]" in message  # the bad epoch
@@ -181,12 +164,20 @@ def test_moe_advantage_is_matching_width_over_active_neurons():
         "student": "moe_lowrank_r8_m64_s4_k4",
     }
     ablation = {**moe, "families": "shared_split", "student": "moe_lowrank_r8_m64_s0_k8"}
-    best = mlp_curve(widths, [2 * w**-0.5 for w in widths], extra=[moe, ablation])
-    advantage = moe_advantage(best)
-    assert len(advantage) == 1  # only main-comparison MoE points
-    row = advantage.iloc[0]
+    best = mlp_curve(widths, [2 * w**-0.5 for w in widths], extra=[moe, ablation]).assign(seed=0)
+    per_seed = advantage_per_seed(best)
+    assert len(per_seed) == 1  # only main-comparison MoE points
+    row = per_seed.iloc[0]
     assert row.matching_mlp_width == pytest.approx(24)
     assert row.advantage == pytest.approx(3)
+    # a second seed whose MoE matches the width-12 MLP of its own curve: mean 2.25 over the two seeds
+    seed1 = best.assign(seed=1)
+    seed1.loc[seed1.kind == "moe", "best_fvu"] = 2 * 12**-0.5
+    per_seed = advantage_per_seed(pd.concat([best, seed1], ignore_index=True))
+    assert sorted(per_seed.advantage) == [pytest.approx(1.5), pytest.approx(3)]
+    summary = moe_advantage(per_seed, confidence=0.95).iloc[0]
+    assert summary.advantage == pytest.approx(2.25) and summary.seeds == 2
+    assert summary.advantage_low < 1.5 and summary.advantage_high > 3  # t(0.975, 1 df) = 12.7: a wide interval
 
 
 def test_student_label():

@@ -129,3 +129,25 @@ def test_the_paper_config_plans_its_whole_dag_offline(tmp_path):
     runs = [f for f in planned if f.startswith("results/distill/") and f.endswith("metrics.json")]
     assert len(runs) > 2000
     assert any("moe_product_key_r128_m1000000_s128_k128" in f for f in runs)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config/extended.yaml"])
+def test_the_default_and_extended_configs_plan_their_dag_offline(tmp_path, name):
+    """The default (the verdict's comparison, 3 seeds, the budget check) and the extended config (the
+    ablations at CPU size) both plan a complete DAG, each with its own families."""
+    config = yaml.safe_load((REPO / name).read_text())
+    result = snakemake_dry_run(config, tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    planned = planned_outputs(result.output)
+    runs = {f for f in planned if f.startswith("results/distill/") and f.endswith("metrics.json")}
+    assert {"figures/verdict.png", "figures/gemma3-270m-padded/control.png"} <= planned
+    if name == "config.yaml":
+        # 2 teachers' D_act x 2 data x 4 students x 2 learning rates x 3 seeds, and the budget check's seed 0
+        assert len(runs) == 2 * 2 * 4 * 2 * 3 + 2 * 2 * 4 * 2
+        assert any("/moe_lowrank_r128_m4096_s32_k32/e12_lr0.01_seed0/" in f for f in runs)
+        assert "figures/gemma3-270m/layer9/shared_split.png" not in planned
+    else:
+        for figure in ("shared_split", "router_comparison"):
+            assert f"figures/gemma3-270m/layer9/{figure}.png" in planned
+        assert "figures/gemma3-270m/layer_sweep.png" in planned
+        assert not any("_e12_" in f or "/e12_" in f for f in runs)  # no budget check

@@ -7,13 +7,16 @@ import pytest
 from secret_moe.errors import ConfigError, CorpusError
 from secret_moe.plan import (
     all_students,
+    bundle_index,
     check_config,
     controls,
     distill_runs,
     layers_of,
     model_layers,
+    plan_bundles,
     resolve_variants,
     resource_model,
+    run_dir,
     students_by_family,
 )
 
@@ -192,3 +195,44 @@ def test_check_config_names_a_missing_corpus_file(config, tmp_path):
     config["corpus"]["files"]["validation"] = str(tmp_path / "nowhere.txt")
     with pytest.raises(CorpusError, match="nowhere.txt"):
         check_config(config)
+
+
+def test_runs_of_one_store_seed_and_budget_share_a_bundle(config):
+    config["experiments"]["budget_check"] = {"enabled": True, "factor": 2, "seeds": [0], "tolerance": 0.03}
+    runs = distill_runs(config)
+    assert len(runs) == 28 + 2 * 3 * 2  # the 3 main students again at 4 epochs, 2 data x 2 learning rates
+    bundles = plan_bundles(runs, lambda run: None, size=64)
+    # one bundle per (data, epochs): every run of it reads the same batches
+    assert sorted((key[2], len(members)) for key, members in bundles.items()) == [
+        ("activations", 6),
+        ("activations", 14),
+        ("gaussian", 6),
+        ("gaussian", 14),
+    ]
+    for (model, layer, data, name), members in bundles.items():
+        assert {(r["model"], r["layer"], r["data"], r["epochs"], r["seed"]) for r in members} == {
+            (model, layer, data, members[0]["epochs"], 0)
+        }
+        assert name.startswith(f"e{members[0]['epochs']}_seed0_")
+    index = bundle_index(bundles)
+    assert len(index) == len(runs)
+    # the same runs left to train give the same names
+    assert plan_bundles(runs, lambda run: None, size=64).keys() == bundles.keys()
+
+
+def test_bundles_hold_only_unfinished_runs_and_respect_the_size(config):
+    runs = [r for r in distill_runs(config) if r["data"] == "activations"]  # 14 runs of one store
+    chunks = plan_bundles(runs, lambda run: None, size=4)
+    assert sorted(len(m) for m in chunks.values()) == [2, 4, 4, 4]
+    # finished runs keep the bundle that trained them; the others are bundled afresh, per chunk
+    finished = {(r["student"], r["lr"]): "e2_seed0_old" for r in runs if r["student"] != "mlp_h8"}
+    bundles = plan_bundles(runs, lambda run: finished.get((run["student"], run["lr"])), size=64)
+    assert len(bundles[("tiny", 1, "activations", "e2_seed0_old")]) == 12
+    (new,) = [members for key, members in bundles.items() if key[3] != "e2_seed0_old"]
+    assert sorted((r["student"], r["lr"]) for r in new) == [("mlp_h8", 0.001), ("mlp_h8", 0.003)]
+
+
+def test_run_paths_follow_one_grammar(config):
+    run = distill_runs(config)[0]
+    expected = f"results/distill/tiny/layer1/{run['data']}/{run['student']}/e2_lr{run['lr']}_seed0"
+    assert run_dir(run) == expected

@@ -24,7 +24,9 @@ def test_valid_tiny_config_plans_the_expected_jobs(workflow_config, tmp_path, dr
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     expected = {
-        "train_student": 28,
+        # 28 runs (7 students x 2 learning rates x 2 data), one bundle per store: they share seed and epochs
+        "train_students": 2,
+        "collect_run": 28,
         "capture_activations": 2,
         "sample_gaussian": 2,
         "fit_gaussian": 1,

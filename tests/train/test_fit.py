@@ -14,7 +14,7 @@ from secret_moe.models.teacher import TeacherConfig, TeacherMLP
 from secret_moe.store import open_store
 from secret_moe.students import build_student, parse_student
 from secret_moe.students.mlp import MLPConfig, MLPStudent
-from secret_moe.train import TrainConfig, evaluate, fit
+from secret_moe.train import TrainConfig, evaluate, evaluate_many, fit, fit_together
 
 D = 8
 
@@ -91,7 +91,7 @@ def test_training_steps_reduce_the_loss(stores, name):
     assert len(fvus) == 8
     assert fvus[-1] < 0.5 * before
     assert result["history"][-1]["train_mse"] < result["history"][0]["train_mse"]
-    assert result["samples_per_second"] > 0 and result["train_seconds"] > 0
+    assert result["samples_per_second"] > 0 and result["seconds"] > 0
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, initial[k])]
     assert changed == list(initial)  # every parameter moved
 
@@ -127,6 +127,39 @@ def test_nonfinite_validation_loss_names_the_run(tmp_path, make_store, gelu_teac
 def test_bad_train_config_is_refused(epochs, lr):
     with pytest.raises(ValueError, match="run r"):
         TrainConfig(epochs, lr, "r")
+
+
+def test_students_trained_together_match_students_trained_alone(stores):
+    """A bundle gives each student exactly the updates it gets alone: same histories, same weights."""
+    train, val = stores
+    variance = output_variance(val)
+    names, lrs = ["mlp_h16", "moe_lowrank_r4_m16_s4_k4", "mlp_h4"], [1e-2, 3e-3, 1e-2]
+
+    def build(name):
+        torch.manual_seed(7)
+        return build_student(parse_student(name), D)
+
+    alone = []
+    for name, lr in zip(names, lrs, strict=True):
+        student = build(name)
+        alone.append((fit(student, train, val, TrainConfig(3, lr, name), variance), student))
+    students = [build(name) for name in names]
+    configs = [TrainConfig(3, lr, name) for name, lr in zip(names, lrs, strict=True)]
+    together = fit_together(students, train, val, configs, variance)
+    for (single, single_student), joint, joint_student in zip(alone, together, students, strict=True):
+        assert joint["history"] == single["history"]
+        for key, value in single_student.state_dict().items():
+            assert torch.equal(value, joint_student.state_dict()[key]), key
+    assert evaluate_many(students, val) == [evaluate(s, val) for s in students]
+    # the students really differ from one another (a bundle is not one student copied)
+    assert len({round(r["history"][-1]["val_fvu"], 6) for r in together}) == 3
+
+
+def test_students_trained_together_need_one_budget(stores):
+    train, val = stores
+    students = [MLPStudent(MLPConfig(D, 4)), MLPStudent(MLPConfig(D, 8))]
+    with pytest.raises(ValueError, match=r"same epochs, got \[1, 2\]"):
+        fit_together(students, train, val, [TrainConfig(1, 1e-3, "a"), TrainConfig(2, 1e-3, "b")], 1.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

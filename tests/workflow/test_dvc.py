@@ -283,10 +283,12 @@ def test_config_change_marks_the_stage_and_its_descendants_stale(restored):
         "capture_activations",
         "fit_gaussian",
         "sample_gaussian",
-        "train_student",
+        "train_students",
+        "collect_run",
         "aggregate_runs",
         "plot_figure",
         "plot_control",
+        "plot_verdict",
         "all_figures",
     }
     jobs = planned_jobs(restored, "figures/all")

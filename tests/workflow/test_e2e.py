@@ -7,6 +7,7 @@ Runs once per module (about two minutes on a 2-core CPU): first the activation-s
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import zarr
 
 from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
@@ -65,7 +67,10 @@ def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("e2e")
     model = save_tiny_model(run_dir / "tiny-model", "gpt_neox", seed=0)
     corpus = write_tiny_corpus(run_dir, {"train": 400, "validation": 100}, seed=0)
-    write_config(run_dir / "config.yaml", tiny_config(model, corpus))
+    config = tiny_config(model, corpus)
+    # the main comparison (3 students) again at twice the epochs, for the verdict's budget check
+    config["experiments"]["budget_check"] = {"enabled": True, "factor": 2, "seeds": [0], "tolerance": 0.03}
+    write_config(run_dir / "config.yaml", config)
     (run_dir / "work").mkdir()
 
     cores = ["--cores", "2"]
@@ -99,6 +104,7 @@ def test_activation_stores_alone_finish_in_under_two_minutes(run):
 def test_every_figure_exists(run):
     listed = (run["work"] / "figures" / "all").read_text().split()
     expected = [f"figures/tiny/layer1/{name}.{ext}" for name in FIGURES for ext in ("pdf", "png")]
+    expected += [f"figures/verdict.{ext}" for ext in ("pdf", "png")]
     assert sorted(listed) == sorted(expected)
     for path in expected:
         data = (run["work"] / path).read_bytes()
@@ -108,7 +114,10 @@ def test_every_figure_exists(run):
 
 def test_results_table_has_the_expected_runs(run):
     runs = pd.read_csv(run["work"] / "results" / "aggregate" / "runs.csv")
-    assert len(runs) == 28  # 2 data x 7 students x 2 learning rates x 1 seed
+    # 2 data x 7 students x 2 learning rates x 1 seed, and the 3 main students again at 4 epochs
+    assert len(runs) == 28 + 12
+    assert runs.groupby("epochs").size().to_dict() == {2: 28, 4: 12}
+    runs = runs[runs.epochs == 2]
     assert set(runs.student) == STUDENTS
     assert set(runs.data) == {"activations", "gaussian"}
     assert sorted(set(runs.lr)) == [0.001, 0.003]
@@ -129,11 +138,12 @@ def test_results_table_has_the_expected_runs(run):
 
 def test_distilled_students_learn_something(run):
     curves = pd.read_csv(run["work"] / "results" / "aggregate" / "curves.csv")
-    assert len(curves) == 28 * 2  # two epochs per run
+    assert len(curves) == 28 * 2 + 12 * 4  # two epochs per run, four for the budget check's
+    curves = curves[curves.epochs == 2]
     by_epoch = curves.pivot_table(index=["data", "student", "lr"], columns="epoch", values="val_fvu")
     assert (by_epoch[2] < by_epoch[1]).all()  # every run's validation FVU falls from epoch 1 to 2
     runs = pd.read_csv(run["work"] / "results" / "aggregate" / "runs.csv")
-    best = runs.groupby(["data", "student"]).best_fvu.min()
+    best = runs[runs.epochs == 2].groupby(["data", "student"]).best_fvu.min()
     # the widest dense student beats the narrowest on real activations
     assert best[("activations", "mlp_h16")] < best[("activations", "mlp_h4")]
 
@@ -153,3 +163,53 @@ def test_report_is_a_self_contained_html_file(run):
     assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:1000].lower()
     assert "fvu_vs_active" in html
     assert '<script src="http' not in html and '<link href="http' not in html
+
+
+def test_verdict_and_budget_check_tables(run):
+    aggregate = run["work"] / "results" / "aggregate"
+    check = pd.read_csv(aggregate / "budget_check.csv")
+    assert len(check) == 6  # the 3 main students on 2 data, seed 0
+    assert set(check.epochs) == {2} and set(check.epochs_long) == {4}
+    assert np.isfinite(check.fvu_long).all() and (check.fvu_change >= 0).all()
+    verdict = pd.read_csv(aggregate / "verdict.csv")
+    assert list(verdict.student) == ["moe_lowrank_r8_m64_s4_k4"]
+    row = verdict.iloc[0]
+    assert row.seeds == 1 and row.verdict == "undecided"  # one seed: no interval, whatever the means
+    assert np.isnan(row.real_low)
+    assert row.convergence.split(":")[0] in ("yes", "no")
+
+
+def test_each_run_folder_holds_only_its_files_and_bundles_are_gone(run):
+    folders = sorted((run["work"] / "results" / "distill" / "tiny" / "layer1" / "activations").iterdir())
+    assert "bundles" not in [f.name for f in folders] or not any((folders[0].parent / "bundles").iterdir())
+    metrics = list((run["work"] / "results" / "distill").rglob("metrics.json"))
+    assert len(metrics) == 40
+    for path in metrics:
+        assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json", "student.safetensors", "timing.json"]
+
+
+def test_adding_a_student_trains_only_that_student(run):
+    """Runs last: it adds an MLP width to the config, then checks that nothing finished is redone."""
+    config = run["dir"] / "config.yaml"
+    settings = yaml.safe_load(config.read_text())
+    settings["distill"]["mlp_widths"].append(6)
+    config.rename(run["dir"] / "original.yaml")
+    write_config(config, settings)
+    finished = {p: p.stat().st_mtime_ns for p in (run["work"] / "results" / "distill").rglob("metrics.json")}
+    plan = snakemake(run["dir"], "-n", "figures/all")
+    assert plan.returncode == 0, plan.output[-3000:]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", plan.output, re.MULTILINE)}
+    # mlp_h6 joins the main comparison: 2 data x 2 learning rates at 2 epochs, and the budget check's
+    # 2 data x 2 learning rates at 4 epochs; one bundle per store and budget, holding only the new runs
+    assert counts["collect_run"] == 8 and counts["train_students"] == 4
+    assert set(counts) - {"collect_run", "train_students", "total"} <= {
+        "aggregate_runs",
+        "plot_figure",
+        "plot_verdict",
+        "all_figures",
+    }
+    new = snakemake(run["dir"], "figures/all", "--cores", "2")
+    assert new.returncode == 0, new.output[-3000:] + logs_of(run["dir"])
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in finished.items())
+    runs = pd.read_csv(run["work"] / "results" / "aggregate" / "runs.csv")
+    assert len(runs[runs.student == "mlp_h6"]) == 8 and len(runs) == 48

@@ -9,7 +9,6 @@ slurmdbd) then says what Slurm itself ran.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -30,8 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
 SLURM_SCRIPTS = REPO / "tests" / "slurm"
 SNAKEMAKE_SECONDS = 1200  # ends a hung status loop; one run took 3-11 min on a busy 2-core machine
-LOCAL_RULES = {"aggregate_runs", "plot_figure", "plot_layer_sweep", "all_figures"}
-DISTILL_GROUP = "distill_train_student"  # how the plugin names a group job: <group>_<its rules>
+LOCAL_RULES = {"collect_run", "aggregate_runs", "plot_figure", "plot_layer_sweep", "plot_verdict", "all_figures"}
 STUDENTS = ("mlp_h4", "moe_lowrank_r8_m64_s4_k4")
 BAD_LR = 1e15  # Adam steps this large overflow float32 at once: the trainer raises NonFiniteLossError
 
@@ -153,13 +151,13 @@ def sacct(output: str, env: dict[str, str]) -> list[dict[str, str]]:
 
 
 def scheduled_runs(output: str) -> set[str]:
-    """Run folders of the train_student jobs Snakemake scheduled in this invocation."""
+    """Run folders of the collect_run jobs (one per distillation run) Snakemake scheduled in this invocation."""
     return set(re.findall(r"output: (results/distill/\S+)/metrics\.json", output))
 
 
 def runs(learning_rates: list[float]) -> set[str]:
     return {
-        f"results/distill/tiny/layer1/{data}/{student}/lr{lr}_seed0"
+        f"results/distill/tiny/layer1/{data}/{student}/e2_lr{lr}_seed0"
         for data in ("activations", "gaussian")
         for student in STUDENTS
         for lr in learning_rates
@@ -178,17 +176,14 @@ def test_every_job_runs_as_a_slurm_job_and_distillation_runs_share_submissions(
     jobs = sacct(result.stderr, cluster["env"])
     assert {job["State"] for job in jobs} == {"COMPLETED"}, jobs
     submitted = Counter(job["name"] for job in jobs)
-    # one submission per job of the other rules, one per group of distillation runs, none for local rules
-    per_group = PROFILE["group-components"]["distill"]
-    expected = {rule: count for rule, count in counts.items() if rule not in LOCAL_RULES | {"train_student"}}
-    expected[DISTILL_GROUP] = math.ceil(counts["train_student"] / per_group)
+    # one submission per job of the other rules, one per bundle of distillation runs, none for local rules
+    expected = {rule: count for rule, count in counts.items() if rule not in LOCAL_RULES}
     assert submitted == expected
-    assert sum(submitted.values()) < sum(count for rule, count in counts.items() if rule not in LOCAL_RULES)
+    assert counts["train_students"] < counts["collect_run"]  # runs share a submission
     # the profile's GPU requests reached Slurm
-    assert {job["name"] for job in jobs if "gres/gpu=1" in job["AllocTRES"]} == {"capture_activations", DISTILL_GROUP}
-    assert all(
-        "gres/gpu" not in job["AllocTRES"] for job in jobs if job["name"] not in {"capture_activations", DISTILL_GROUP}
-    )
+    gpu_rules = {"capture_activations", "train_students"}
+    assert {job["name"] for job in jobs if "gres/gpu=1" in job["AllocTRES"]} == gpu_rules
+    assert all("gres/gpu" not in job["AllocTRES"] for job in jobs if job["name"] not in gpu_rules)
 
 
 def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
@@ -204,11 +199,14 @@ def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
     assert failed.returncode != 0
     assert scheduled_runs(failed.stderr) == runs([0.01, BAD_LR])
     assert "FAILED" in {job["State"] for job in sacct(failed.stderr, cluster["env"])}
-    # Snakemake names the log of every run of a failed group job; the run that failed says why in its own
-    bad_logs = {f"logs/train_student/{run.removeprefix('results/distill/')}.log" for run in runs([BAD_LR])}
-    assert all(log in failed.stderr for log in bad_logs)
-    assert any("NonFiniteLossError" in (workdir / log).read_text() for log in bad_logs)
-    # a failure ends its group job, so good runs grouped with it may not have run: they are missing too
+    # Snakemake names the log of the failed bundle, which names the diverging run and why
+    bundle_logs = set(re.findall(r"logs/train_students/\S+\.log", failed.stderr))
+    assert bundle_logs
+    assert any(
+        "NonFiniteLossError" in (workdir / log).read_text() and f"/{BAD_LR}/" in (workdir / log).read_text()
+        for log in bundle_logs
+    )
+    # a failure ends its bundle, so good runs trained with it did not finish: they are missing too
     missing = {run for run in runs([0.01]) if not (workdir / run / "metrics.json").exists()}
 
     # fix the config: drop the diverging learning rate
@@ -217,6 +215,6 @@ def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
     rerun = run_snakemake(workdir, profile, cluster["env"])
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     assert scheduled_runs(rerun.stderr) == missing
-    assert set(job_counts(rerun.stderr)) <= LOCAL_RULES | ({"train_student"} if missing else set())
+    assert set(job_counts(rerun.stderr)) <= LOCAL_RULES | ({"train_students"} if missing else set())
     assert {job["State"] for job in sacct(rerun.stderr, cluster["env"])} <= {"COMPLETED"}
     assert all((workdir / run / "metrics.json").exists() for run in runs([0.001, 0.003, 0.01]))

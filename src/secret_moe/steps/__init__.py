@@ -21,8 +21,8 @@ _MODULES = {
         "fit_gaussian",
         "sample_gaussian",
     ),
-    "distill": ("train_student",),
-    "results": ("read_metrics", "aggregate_runs", "plot_figure", "plot_layer_sweep", "plot_control"),
+    "distill": ("train_students", "collect_run"),
+    "results": ("read_metrics", "aggregate_runs", "plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

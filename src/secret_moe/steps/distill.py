@@ -1,9 +1,15 @@
-"""Workflow step of the distillation stage: train one student (imports no transformers, to start fast)."""
+"""Workflow steps of the distillation stage (imports no transformers, to start fast).
+
+`train_students` trains one bundle of runs (same store, seed and epochs: the same batches) in one process
+and writes each run's files into the bundle's folder; `collect_run` moves one run's files to its own folder,
+which is what the rest of the workflow reads.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,32 +18,40 @@ from safetensors.torch import save_file
 
 from secret_moe.data import ActivationBatches, output_variance
 from secret_moe.device import resolve_device
+from secret_moe.errors import SecretMoeError
+from secret_moe.plan import RUN_FILES, TIMING_FILE, run_name
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
-from secret_moe.train import TrainConfig, fit
+from secret_moe.train import TrainConfig, fit_together
 
 log = logging.getLogger(__name__)
 
 
-def train_student(
+def member_dir(bundle_dir: str | Path, run: dict[str, Any]) -> Path:
+    return Path(bundle_dir) / f"{run['student']}_lr{run['lr']}"
+
+
+def train_students(
     train_store: str,
     val_store: str,
-    out_metrics: str,
-    out_weights: str,
+    bundle_dir: str,
     *,
-    run: dict[str, Any],
+    runs: list[dict[str, Any]],
     distill: dict[str, Any],
     seed: int,
     device: str,
     threads: int,
 ) -> None:
+    """Train every run of one bundle together; each run's files go to `bundle_dir/<student>_lr<lr>/`."""
+    keys = {(r["model"], r["layer"], r["data"], r["epochs"], r["seed"]) for r in runs}
+    if len(keys) != 1:
+        raise SecretMoeError(f"a bundle trains runs of one store, seed and epochs; got {sorted(keys)}")
     torch.set_num_threads(threads)
     device = resolve_device(device)
-    run_seed = seed + run["seed"]
-    set_seed(run_seed)
-    train_group = open_store(train_store, {"layer": run["layer"]})
-    val_group = open_store(val_store, {"layer": run["layer"], "model_id": train_group.attrs["model_id"]})
+    run_seed = seed + runs[0]["seed"]
+    train_group = open_store(train_store, {"layer": runs[0]["layer"]})
+    val_group = open_store(val_store, {"layer": runs[0]["layer"], "model_id": train_group.attrs["model_id"]})
     batches = {
         "shuffle": True,
         "seed": run_seed,
@@ -47,31 +61,54 @@ def train_student(
     }
     train = ActivationBatches(train_group, distill["batch_size"], **batches)
     val = ActivationBatches(val_group, distill["batch_size"], **{**batches, "shuffle": False})
-    spec = parse_student(run["student"])
-    student = build_student(spec, train.d_model).to(device)
-    name = "/".join(str(run[k]) for k in ("model", "layer", "data", "student", "lr", "seed"))
     variance = output_variance(val)
-    tick = time.perf_counter()
-    result = fit(student, train, val, TrainConfig(distill["epochs"], float(run["lr"]), name), variance)
-    fvus = [h["val_fvu"] for h in result["history"]]
-    metrics = {
-        **run,
-        "spec": spec,
-        "active_neurons": active_neurons(spec),
-        "parameters": sum(p.numel() for p in student.parameters()),
-        "output_variance": variance,
-        "best_fvu": min(fvus),
-        "best_epoch": int(np.argmin(fvus)) + 1,
-        "final_fvu": fvus[-1],
-        "wall_seconds": time.perf_counter() - tick,
-        "train_rows": train.rows,
-        "val_rows": val.rows,
-        "device": device,
-        **result,
-        "provenance": provenance(
-            {"distill": distill, "seed": seed},
-            {"train": fingerprint_json(dict(train_group.attrs)), "validation": fingerprint_json(dict(val_group.attrs))},
-        ),
+    students = []
+    for run in runs:
+        set_seed(run_seed)  # each student starts as it would alone
+        students.append(build_student(parse_student(run["student"]), train.d_model).to(device))
+    configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run)) for run in runs]
+    log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
+    results = fit_together(students, train, val, configs, variance)
+    inputs = {
+        "train": fingerprint_json(dict(train_group.attrs)),
+        "validation": fingerprint_json(dict(val_group.attrs)),
     }
-    save_file({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}, out_weights)
-    write_json(out_metrics, metrics)
+    for run, student, result in zip(runs, students, results, strict=True):
+        out = member_dir(bundle_dir, run)
+        out.mkdir(parents=True, exist_ok=True)
+        spec = parse_student(run["student"])
+        fvus = [h["val_fvu"] for h in result["history"]]
+        metrics = {
+            **run,
+            "spec": spec,
+            "active_neurons": active_neurons(spec),
+            "parameters": sum(p.numel() for p in student.parameters()),
+            "output_variance": variance,
+            "best_fvu": min(fvus),
+            "best_epoch": int(np.argmin(fvus)) + 1,
+            "final_fvu": fvus[-1],
+            "history": result["history"],
+            "train_rows": train.rows,
+            "val_rows": val.rows,
+            "device": device,
+            "provenance": provenance({"distill": distill, "seed": seed}, inputs),
+        }
+        timing = {
+            "wall_seconds": result["seconds"],
+            "samples_per_second": result["samples_per_second"],
+            "bundle": Path(bundle_dir).name,
+            "bundle_size": len(runs),
+        }
+        save_file({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}, out / RUN_FILES[1])
+        write_json(out / TIMING_FILE, timing)
+        write_json(out / RUN_FILES[0], metrics)
+
+
+def collect_run(bundle_dir: str, run: dict[str, Any], out_metrics: str, out_weights: str) -> None:
+    """Copy one run's files out of its bundle's folder (which Snakemake deletes once every run is out)."""
+    source = member_dir(bundle_dir, run)
+    if not (source / RUN_FILES[0]).is_file():
+        raise SecretMoeError(f"bundle {bundle_dir} holds no results for run {run_name(run)}")
+    shutil.copyfile(source / RUN_FILES[1], out_weights)
+    shutil.copyfile(source / TIMING_FILE, Path(out_metrics).with_name(TIMING_FILE))
+    shutil.copyfile(source / RUN_FILES[0], out_metrics)  # last: its presence marks a complete run

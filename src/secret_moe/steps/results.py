@@ -3,49 +3,70 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from secret_moe import figures
-from secret_moe.aggregate import best_over_lr, moe_advantage, runs_table
+from secret_moe.aggregate import advantage_per_seed, best_over_lr, best_per_seed, moe_advantage, runs_table
+from secret_moe.plan import RUN_KEYS
 from secret_moe.provenance import read_json
+from secret_moe.steps.distill import TIMING_FILE
+from secret_moe.verdict import budget_check_table, verdict_table
 
 log = logging.getLogger(__name__)
 
 
 def read_metrics(paths: list[str]) -> list[dict[str, Any]]:
-    return [read_json(p) for p in paths]
+    """Each run's metrics.json, with its timing.json (if present) under "timing"."""
+    metrics = []
+    for path in paths:
+        timing = Path(path).with_name(TIMING_FILE)
+        metrics.append({**read_json(path), "timing": read_json(timing) if timing.is_file() else {}})
+    return metrics
 
 
 def aggregate_runs(
     metric_paths: list[str],
     families: list[tuple[str, int, dict[str, list[str]]]],
     *,
-    runs: str,
-    best: str,
-    curves: str,
-    advantage: str,
+    epochs: int,
+    budget_check: dict[str, Any] | None,
+    confidence: float,
+    out: dict[str, str],
 ) -> None:
+    """Write the results tables (`out` maps each table's name to its path): runs, best, best_by_seed,
+    curves, moe_advantage, advantage_by_seed, budget_check and verdict (README "Results tables")."""
     metrics = read_metrics(metric_paths)
     membership: dict[tuple[str, int, str], list[str]] = {}
     for model, layer, by_family in families:
         for family, students in by_family.items():
             for student in students:
                 membership.setdefault((model, layer, student), []).append(family)
-    table = runs_table(metrics, membership)
-    best_table = best_over_lr(table)
-    table.to_csv(runs, index=False)
-    best_table.to_csv(best, index=False)
-    moe_advantage(best_table).to_csv(advantage, index=False)
-    pd.DataFrame(
-        [
-            {**{k: m[k] for k in ("model", "layer", "data", "student", "lr", "seed")}, **h}
-            for m in metrics
-            for h in m["history"]
-        ]
-    ).to_csv(curves, index=False)
-    log.info("aggregated %d runs into %d points", len(table), len(best_table))
+    runs = runs_table(metrics, membership)
+    per_seed = best_per_seed(runs, epochs)
+    by_seed_advantage = advantage_per_seed(per_seed)
+    check = None
+    if budget_check:
+        check = budget_check_table(
+            runs, epochs, budget_check["factor"], budget_check["seeds"], budget_check["tolerance"]
+        )
+    tables = {
+        "runs": runs,
+        "best": best_over_lr(runs, epochs),
+        "best_by_seed": per_seed,
+        "curves": pd.DataFrame([{**{k: m[k] for k in RUN_KEYS}, **h} for m in metrics for h in m["history"]]),
+        "moe_advantage": moe_advantage(by_seed_advantage, confidence),
+        "advantage_by_seed": by_seed_advantage,
+        "budget_check": check if check is not None else pd.DataFrame(),
+        "verdict": verdict_table(
+            by_seed_advantage, check, confidence, budget_check["tolerance"] if budget_check else None
+        ),
+    }
+    for name, table in tables.items():
+        table.to_csv(out[name], index=False)
+    log.info("aggregated %d runs into %d points", len(runs), len(tables["best"]))
 
 
 def plot_figure(
@@ -57,6 +78,7 @@ def plot_figure(
     model: str,
     layer: int,
     hf_id: str | None,
+    epochs: int,
     pdf: str,
     png: str,
 ) -> None:
@@ -65,6 +87,7 @@ def plot_figure(
     title = f"{model} layer {layer}"
     if figure == "learning_curves":  # main-comparison students, each at its best learning rate
         curves = pd.read_csv(curves_csv)
+        curves = curves[curves.epochs == epochs]  # the configured budget (not the budget check's)
         chosen = best[best.families.str.contains("main")][["data", "student", "best_lr"]]
         curves = curves[(curves.model == model) & (curves.layer == layer)].merge(
             chosen, left_on=["data", "student", "lr"], right_on=["data", "student", "best_lr"]
@@ -91,3 +114,7 @@ def plot_control(advantage_csv: str, *, model: str, base: str, label: str, base_
     both["variant"] = both.model.map({base: base_label, model: label})
     layers = ", ".join(map(str, sorted(set(both.layer))))
     figures.control(both, [base_label, label], f"{base} layer {layers}: {base_label} vs {label}", pdf, png)
+
+
+def plot_verdict(verdict_csv: str, by_seed_csv: str, *, pdf: str, png: str) -> None:
+    figures.verdict(pd.read_csv(verdict_csv), pd.read_csv(by_seed_csv), "MoE advantage and verdict", pdf, png)

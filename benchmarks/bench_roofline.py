@@ -1,0 +1,164 @@
+"""Roofline of one training step: FLOPs and bytes per step against this machine's measured bounds.
+
+For each student (d = 640, batch 1024, as the default trains them), one step = zero_grad + forward + MSE +
+backward + Adam step, timed over --steps steps after a warm-up, with --threads torch threads. In the same
+run the script measures the machine's two bounds with the same threads: dense float32 matmul GFLOP/s (a
+1024 x 640 x 4096 product, the shape of the router's scoring) and memory bandwidth in GB/s (a copy of a
+256 MiB tensor: bytes read + written).
+
+FLOPs and bytes come from a model of what a step must do at least, stated in `step_model` (multiply-adds
+count 2; bytes count every tensor a kernel must read or write once, float32, and Adam's read and write of
+parameter, gradient and both moments). The bound that applies is the one the arithmetic intensity
+(FLOPs / bytes) points to; a step below 30% of it gets the top operators of a torch.profiler trace, which
+say what holds it back.
+
+    python benchmarks/bench_roofline.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import machine, save, table
+
+D, BATCH = 640, 1024
+STUDENTS = {
+    "MLP h64": "mlp_h64",
+    "MoE m=4096, s=k=32": "moe_lowrank_r128_m4096_s32_k32",
+    "MoE m=1e5, s=k=128": "moe_lowrank_r128_m100000_s128_k128",
+}
+
+
+def step_model(spec: dict, d: int = D, batch: int = BATCH) -> tuple[float, float]:
+    """(FLOPs, bytes) one training step must at least spend, from the student's shapes."""
+    params, flops = 0, 0.0
+    act_floats = 4 * batch * d  # x read, y read, output written, output gradient written and read
+    shared = spec["hidden"] if spec["kind"] == "mlp" else spec["shared"]
+    if shared:
+        # up and down GEMMs forward; backward: both weight gradients and the hidden gradient (no input grad)
+        flops += 10 * batch * d * shared
+        params += 2 * d * shared + shared + d
+        act_floats += 4 * batch * shared
+    if spec["kind"] == "moe":
+        m, k, r = spec["experts"], spec["k"], spec["rank"]
+        flops += 2 * batch * d * r * 2  # query forward, and its weight gradient (dense)
+        flops += 2 * batch * r * m  # dense scores of every expert (the paper's router)
+        flops += 2 * batch * k * r * 2  # backward through the k kept scores: query and gate gradients
+        flops += 2 * batch * k * d * 5  # expert dots and sums forward; their weight and gate gradients
+        params += d * r + m * r + m + 2 * m * d + m + d
+        act_floats += 2 * batch * m  # the score block written and read by top-k
+    bytes_ = 4 * act_floats + 4 * 4 * 2 * params  # Adam: read and write parameter, gradient, two moments
+    flops += 10 * params  # Adam's elementwise update
+    return flops, bytes_
+
+
+def machine_bounds(threads: int) -> tuple[float, float]:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 640), torch.randn(640, 4096)
+    for _ in range(3):
+        a @ b
+    tick, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        a @ b
+    gflops = 2 * 1024 * 640 * 4096 * reps / (time.perf_counter() - tick) / 1e9
+    src = torch.randn(64 * 2**20)  # 256 MiB
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    tick, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        dst.copy_(src)
+    gbs = 2 * src.numel() * 4 * reps / (time.perf_counter() - tick) / 1e9
+    return gflops, gbs
+
+
+def time_step(name: str, steps: int, profile: bool) -> tuple[float, str]:
+    import torch
+
+    from secret_moe.students import build_student, parse_student
+    from secret_moe.students.optim import make_optimizer
+
+    torch.manual_seed(0)
+    student = build_student(parse_student(name), D)
+    optimizer = make_optimizer(student, 1e-3)
+    x, y = torch.randn(BATCH, D), torch.randn(BATCH, D)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(student(x), y).backward()
+        optimizer.step()
+
+    step()
+    tick = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - tick) / steps
+    if not profile:
+        return seconds, ""
+    from torch.profiler import profile as trace
+
+    with trace() as prof:
+        for _ in range(2):
+            step()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    top = ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in ops[:4])
+    return seconds, top
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (config distill.threads)")
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+
+    from secret_moe.students import parse_student
+
+    gflops_peak, gbs_peak = machine_bounds(args.threads)
+    balance = gflops_peak / gbs_peak  # FLOP per byte where the two bounds meet
+    rows, notes = [], []
+    for label, name in STUDENTS.items():
+        flops, bytes_ = step_model(parse_student(name))
+        intensity = flops / bytes_
+        seconds, top = time_step(name, args.steps if "1e5" not in label else max(2, args.steps // 5), False)
+        gflops, gbs = flops / seconds / 1e9, bytes_ / seconds / 1e9
+        bound = "compute" if intensity > balance else "memory"
+        share = gflops / gflops_peak if bound == "compute" else gbs / gbs_peak
+        if share < 0.3:
+            _, top = time_step(name, 1, True)
+            notes.append(f"- {label}: {share:.0%} of the {bound} bound; self CPU time by operator: {top}")
+        rows.append(
+            [
+                label,
+                f"{flops / 1e9:.2f}",
+                f"{bytes_ / 1e6:.0f}",
+                f"{intensity:.1f}",
+                f"{seconds * 1e3:.1f}",
+                f"{gflops:.1f}",
+                f"{gbs:.2f}",
+                bound,
+                f"{share:.0%}",
+            ]
+        )
+    text = "\n".join(
+        [
+            f"Roofline of one training step (fwd + bwd + Adam), d = {D}, batch {BATCH}, {args.threads} torch thread(s)",
+            f"machine: {machine()}",
+            f"measured bounds, same run: matmul {gflops_peak:.1f} GFLOP/s (1024 x 640 x 4096), "
+            f"copy bandwidth {gbs_peak:.1f} GB/s (256 MiB, read + write); balance {balance:.1f} FLOP/byte",
+            "",
+            table(
+                ["student", "GFLOP/step", "MB/step", "FLOP/byte", "ms/step", "GFLOP/s", "GB/s", "bound", "of bound"],
+                rows,
+            ),
+            "",
+            *notes,
+        ]
+    )
+    save(f"bench_roofline_t{args.threads}", text)
+
+
+if __name__ == "__main__":
+    main()
