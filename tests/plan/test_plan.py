@@ -91,6 +91,27 @@ def test_main_grid_skips_sizes_with_more_active_experts_than_experts(config):
     ]
 
 
+def test_check_config_refuses_a_main_grid_whose_moe_sizes_all_have_k_above_m(config):
+    config["distill"]["moe"] = {"routers": ["lowrank"], "experts": [16, 32], "k": [64]}
+    with pytest.raises(ConfigError) as error:
+        check_config(config)
+    assert str(error.value).startswith("distill.moe: every MoE size has k > m (k=64 > m=16, k=64 > m=32)")
+
+
+def test_check_config_warns_about_the_moe_sizes_it_skips(config, caplog):
+    config["distill"]["moe"] = {"routers": ["lowrank"], "experts": [16, 64], "k": [4, 32]}
+    with caplog.at_level("WARNING", logger="secret_moe.plan"):
+        check_config(config)
+    assert [record.getMessage() for record in caplog.records] == [
+        "distill.moe: skipping the MoE sizes with k > m (k=32 > m=16)"
+    ]
+    caplog.clear()
+    config["distill"]["moe"]["k"] = [4]
+    with caplog.at_level("WARNING", logger="secret_moe.plan"):
+        check_config(config)
+    assert caplog.records == []
+
+
 def test_optional_families(config):
     config["experiments"]["expert_width"] = {
         "enabled": True,

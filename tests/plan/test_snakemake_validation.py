@@ -61,6 +61,13 @@ def test_k_above_m_fails_naming_the_student(workflow_config, tmp_path, dry_run):
     assert "k=8, m=4" in result.output
 
 
+def test_moe_sizes_all_with_k_above_m_fail_naming_them(workflow_config, tmp_path, dry_run):
+    workflow_config["distill"]["moe"].update({"experts": [2], "k": [4, 8]})
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert "distill.moe: every MoE size has k > m (k=4 > m=2, k=8 > m=2)" in result.output
+
+
 def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path, dry_run):
     missing = tmp_path / "no_such_corpus.txt"
     workflow_config["corpus"]["files"]["train"] = str(missing)
@@ -68,3 +75,4 @@ def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path, dr
     assert_failed_before_any_job(result, tmp_path)
     assert str(missing) in result.output
     assert "CorpusError" in result.output
+
