@@ -76,3 +76,11 @@ def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path, dr
     assert str(missing) in result.output
     assert "CorpusError" in result.output
 
+
+def test_corpus_file_that_is_not_utf8_fails_naming_the_file(workflow_config, tmp_path, dry_run):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("the caf\u00e9 by the river\n".encode("latin-1"))
+    workflow_config["corpus"]["files"]["train"] = str(latin1)
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert f"corpus.files.train: file '{latin1}' is not UTF-8 text (byte 0xe9 at offset 7" in result.output
