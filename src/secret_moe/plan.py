@@ -16,6 +16,7 @@ from typing import Any
 
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
+from secret_moe.models.gguf import check_gguf_file
 from secret_moe.models.layers import check_layers
 from secret_moe.students import build_student, parse_student, student_name
 
@@ -211,9 +212,11 @@ def check_config(config: dict[str, Any]) -> None:
     if sweep.get("enabled") and sweep.get("model") not in config["models"]:
         raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")
     for name, spec in config["models"].items():
-        needed = {"hub": "hf_id", "gguf_package": "gguf_package", "local": "path"}[spec["source"]]
+        needed = {"hub": "hf_id", "gguf_package": "gguf_package", "gguf_file": "path", "local": "path"}[spec["source"]]
         if needed not in spec:
             raise ConfigError(f"models.{name}: source {spec['source']!r} needs the key {needed!r}")
+        if spec["source"] == "gguf_file":
+            check_gguf_file(spec["path"], f"models.{name}.path")
         if (model_config := _local_model_config(spec, name)) is not None:
             check_layers(model_config, layers_of(config, name), name)
         for student in sorted({s for layer in layers_of(config, name) for s in all_students(config, name, layer)}):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secret_moe.errors import ConfigError, CorpusError
+from secret_moe.errors import ConfigError, CorpusError, ModelSourceError
 from secret_moe.plan import (
     all_students,
     check_config,
@@ -212,4 +212,18 @@ def test_check_config_names_a_missing_source_key(config):
 def test_check_config_names_a_missing_corpus_file(config, tmp_path):
     config["corpus"]["files"]["validation"] = str(tmp_path / "nowhere.txt")
     with pytest.raises(CorpusError, match="nowhere.txt"):
+        check_config(config)
+
+
+def test_check_config_accepts_a_gguf_file_and_refuses_anything_else_by_name(workflow_config, schema_defaults, tmp_path):
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00")  # magic and version: all the parse-time check reads
+    workflow_config["models"]["tiny"].update({"source": "gguf_file", "path": str(gguf)})
+    config = schema_defaults(workflow_config)
+    check_config(config)
+    gguf.write_text("not a model")
+    with pytest.raises(ModelSourceError, match=f"models.tiny.path: file '{gguf}' is not a GGUF file"):
+        check_config(config)
+    del config["models"]["tiny"]["path"]
+    with pytest.raises(ConfigError, match="models.tiny: source 'gguf_file' needs the key 'path'"):
         check_config(config)

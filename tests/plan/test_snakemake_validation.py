@@ -84,3 +84,12 @@ def test_corpus_file_that_is_not_utf8_fails_naming_the_file(workflow_config, tmp
     result = dry_run(workflow_config, tmp_path)
     assert_failed_before_any_job(result, tmp_path)
     assert f"corpus.files.train: file '{latin1}' is not UTF-8 text (byte 0xe9 at offset 7" in result.output
+
+
+def test_gguf_file_that_is_not_gguf_fails_naming_the_file(workflow_config, tmp_path, dry_run):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("not a model\n")
+    workflow_config["models"]["tiny"].update({"source": "gguf_file", "path": str(fake)})
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert f"models.tiny.path: file '{fake}' is not a GGUF file (it starts with b'not ', not b'GGUF')" in result.output
