@@ -108,7 +108,10 @@ def paper_rows():
     return paper[(paper.model == "EleutherAI/pythia-70m") & (paper.layer == 3) & paper.in_notebook_figure]
 
 
-@pytest.mark.parametrize("name", ["fvu_vs_active", "router_comparison", "expert_width", "num_experts"])
+BEST_TABLE_FIGURES = ["fvu_vs_active", "router_comparison", "shared_split", "expert_width", "num_experts"]
+
+
+@pytest.mark.parametrize("name", [n for n in BEST_TABLE_FIGURES if n != "shared_split"])
 def test_best_table_figures(tables, tmp_path, name):
     best, _, _ = tables
     pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
@@ -178,3 +181,56 @@ def test_plot_figure_step_from_csv(tables, tmp_path, name):
         png=str(png),
     )
     assert_rendered(pdf, png)
+
+
+def test_learning_curves_legend_lists_students_by_size_and_axes_are_labelled_in_words(tmp_path):
+    # hand-made, in an order unlike by size: MLP before MoE at 8 active neurons; s0_k8 and s4_k4 are both 8
+    students = ["moe_lowrank_r8_m64_s4_k4", "mlp_h16", "moe_lowrank_r8_m64_s2_k2", "mlp_h8", "moe_lowrank_r8_m64_s0_k8"]
+    curves = pd.DataFrame(
+        [
+            {"data": data, "student": student, "epoch": epoch, "val_fvu": 1 / (epoch + i)}
+            for data in ("activations", "gaussian")
+            for i, student in enumerate(students)
+            for epoch in (1, 2, 3)
+        ]
+    )
+    fig = figures.learning_curves(curves, "tiny layer 1", str(tmp_path / "c.pdf"), str(tmp_path / "c.png"))
+    legend = fig.axes[-1].get_legend()
+    assert legend.get_title().get_text() == "Student"
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "moe_lowrank_r8_m64_s2_k2",  # 4 active neurons
+        "mlp_h8",  # 8: the MLP first
+        "moe_lowrank_r8_m64_s0_k8",
+        "moe_lowrank_r8_m64_s4_k4",
+        "mlp_h16",
+    ]
+    assert fig.axes[0].get_legend() is None  # one legend for both panels
+    for ax in fig.axes:
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("Epoch", "Validation FVU (log scale)")
+        assert ax.get_yscale() == "log"
+
+
+def rendered_figures(tables, tmp_path):
+    """Every figure function's figure, from the synthetic tables."""
+    best, curves, advantage = tables
+    out = {"pdf": str(tmp_path / "f.pdf"), "png": str(tmp_path / "f.png")}
+    yield from (getattr(figures, name)(best, name, **out) for name in BEST_TABLE_FIGURES)
+    yield figures.learning_curves(curves, "curves", **out)
+    yield figures.paper_comparison(best, paper_rows(), "paper", **out)
+    yield figures.layer_sweep(build_tables(layers=(1, 2))[2], "sweep", **out)
+    both = pd.concat(
+        [advantage.assign(variant="pretrained"), advantage.assign(variant="random weights")], ignore_index=True
+    )
+    yield figures.control(both, ["pretrained", "random weights"], "control", **out)
+
+
+def test_every_axis_label_is_in_words(tables, tmp_path):
+    """Labels are words, not column names: capitalised, no underscore, and log axes say so."""
+    labelled = 0
+    for fig in rendered_figures(tables, tmp_path):
+        for ax in fig.axes:
+            for label, scale in ((ax.get_xlabel(), ax.get_xscale()), (ax.get_ylabel(), ax.get_yscale())):
+                assert label and label[0].isupper() and "_" not in label, (fig.texts, label)
+                assert ("log scale" in label) == (scale == "log"), label
+                labelled += 1
+    assert labelled == 2 * 13  # both labels of every panel of the 9 figures (4 have two panels)
