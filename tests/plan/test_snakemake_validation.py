@@ -93,3 +93,18 @@ def test_gguf_file_that_is_not_gguf_fails_naming_the_file(workflow_config, tmp_p
     result = dry_run(workflow_config, tmp_path)
     assert_failed_before_any_job(result, tmp_path)
     assert f"models.tiny.path: file '{fake}' is not a GGUF file (it starts with b'not ', not b'GGUF')" in result.output
+
+
+@pytest.mark.parametrize(
+    ("student", "planned"), [("moe_lowrank_r8_m64_s4_k4", True), ("moe_bogus_r8_m64_s4_k4", False)]
+)
+def test_a_student_target_outside_the_name_grammar_matches_no_rule(
+    workflow_config, tmp_path, dry_run, student, planned
+):
+    """The `student` wildcard constraint is the grammar of students/spec.py (an unknown router is no student)."""
+    target = f"results/distill/tiny/layer1/activations/{student}/lr0.001_seed0/metrics.json"
+    result = dry_run(workflow_config, tmp_path, target=target)
+    assert (result.returncode == 0) == planned, result.output[-3000:]
+    assert ("train_student" in result.output) == planned
+    if not planned:
+        assert "MissingRuleException" in result.output
