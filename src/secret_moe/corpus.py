@@ -9,6 +9,7 @@ into paragraphs.  It is real English prose about programming, a narrower domain 
 from __future__ import annotations
 
 import ast
+import codecs
 import logging
 import random
 import sysconfig
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
 _FILE_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_TEXT_SUFFIXES = {".txt", ".jsonl", ".json"}  # read as UTF-8 text; parquet is binary
+_BLOCK_BYTES = 1 << 20
 # Standard-library folders whose docstrings are tests, demos or GUI code rather than prose.
 _SKIPPED_STDLIB_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "tkinter", "turtledemo"}
 
@@ -65,22 +68,46 @@ def _hub_lines(spec: dict[str, Any], split: str) -> list[str]:
 
 
 def _require_file(path: str, key: str) -> Path:
-    """The corpus file at `path`, or an error naming the config key and the file."""
+    """The corpus file at `path`, or an error naming the config key, the file and what is wrong with it."""
     file = Path(path)
     if not file.is_file():
         raise CorpusError(f"{key}: file {path!r} does not exist")
     if file.stat().st_size == 0:
         raise CorpusError(f"{key}: file {path!r} is empty")
+    if file.suffix not in _FILE_BUILDERS:
+        raise CorpusError(f"{key}: file {path!r} has an unsupported suffix, use one of {sorted(_FILE_BUILDERS)}")
+    if file.suffix in _TEXT_SUFFIXES:
+        _require_utf8(file, key)
     return file
+
+
+def _require_utf8(file: Path, key: str) -> None:
+    """Decode the whole file in blocks (about a second per GB), so a bad byte is reported by its offset here
+    rather than as the `datasets` loader's "An error occurred while generating the dataset"."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    start = 0  # offset in the file of the first byte the decoder has not yet consumed
+    with file.open("rb") as stream:
+        while True:
+            block = stream.read(_BLOCK_BYTES)
+            pending = decoder.getstate()[0]  # bytes of a character split across blocks
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as error:
+                offset = start - len(pending) + error.start
+                raise CorpusError(
+                    f"{key}: file {str(file)!r} is not UTF-8 text "
+                    f"(byte 0x{error.object[error.start]:02x} at offset {offset}: {error.reason})"
+                ) from error
+            if not block:
+                return
+            start += len(block)
 
 
 def _file_lines(path: str, text_column: str, split: str) -> list[str]:
     import datasets
 
     file = _require_file(path, f"corpus.files.{split}")
-    builder = _FILE_BUILDERS.get(file.suffix)
-    if builder is None:
-        raise CorpusError(f"corpus file {path!r}: unsupported suffix, use one of {sorted(_FILE_BUILDERS)}")
+    builder = _FILE_BUILDERS[file.suffix]
     data = datasets.load_dataset(builder, data_files=str(file), split="train")
     column = "text" if builder == "text" else text_column
     if column not in data.column_names:
@@ -92,7 +119,8 @@ def _file_lines(path: str, text_column: str, split: str) -> list[str]:
 
 
 def check_corpus(spec: dict[str, Any]) -> None:
-    """Cheap checks that run before any job: local files exist and are not empty."""
+    """Cheap checks that run before any job: local files exist, are not empty, have a known suffix and
+    (text formats) are UTF-8."""
     if spec["source"] != "files":
         return
     for split in SPLITS:

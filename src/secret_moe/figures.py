@@ -1,4 +1,6 @@
-"""Figures (seaborn), each saved as PDF and PNG from the results tables."""
+"""Figures (seaborn), each saved as PDF and PNG from the results tables; every function returns its figure.
+
+Axis labels are words (not column names), with "(log scale)" on logarithmic axes."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from secret_moe.aggregate import student_label
+from secret_moe.students import active_neurons, parse_student
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 DATA_ORDER = ["activations", "gaussian"]
@@ -28,11 +32,21 @@ def _save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
 def _log2_axis(ax: plt.Axes) -> None:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("active neurons")
-    ax.set_ylabel("validation FVU")
+    ax.set_xlabel("Active neurons (log scale)")
+    ax.set_ylabel("Validation FVU (log scale)")
 
 
-def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def by_size(students: list[str]) -> list[str]:
+    """Student names by active neurons, the dense MLP before MoEs of the same size, then by name."""
+
+    def key(name: str) -> tuple[int, bool, str]:
+        spec = parse_student(name)
+        return active_neurons(spec), spec["kind"] != "mlp", name
+
+    return sorted(set(students), key=key)
+
+
+def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """FVU vs active neurons: MLP vs MoE (one line per router and expert count), real | Gaussian."""
     main = best[best.families.str.contains("main")].copy()
     main["student"] = main.apply(student_label, axis=1)
@@ -53,9 +67,10 @@ def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
         ax.set_title(DATA_TITLES[name])
     fig.suptitle(title)
     _save(fig, pdf, png)
+    return fig
 
 
-def router_comparison(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def router_comparison(best: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """Low-rank (by rank) vs full-rank routing at equal active neurons, real and Gaussian."""
     sub = best[best.families.str.contains("router_rank")].copy()
     names = {"fullrank": "full rank", "lowrank": "low rank {}", "product_key": "product key {}"}
@@ -66,10 +81,11 @@ def router_comparison(best: pd.DataFrame, title: str, pdf: str, png: str) -> Non
     sns.barplot(
         sub, x="router", y="best_fvu", hue="data", hue_order=[d for d in DATA_ORDER if d in set(sub.data)], ax=ax
     )
-    ax.set_ylabel("validation FVU")
-    ax.set_xlabel("router (MoE students with s = k; bars average over sizes)")
+    ax.set_ylabel("Validation FVU")
+    ax.set_xlabel("Router (MoE students with s = k; bars average over sizes)")
     ax.set_title(title)
     _save(fig, pdf, png)
+    return fig
 
 
 def _fvu_line(sub: pd.DataFrame, x: str, xlabel: str, title: str, **lineplot) -> plt.Axes:
@@ -86,49 +102,52 @@ def _fvu_line(sub: pd.DataFrame, x: str, xlabel: str, title: str, **lineplot) ->
         **(lineplot or {"marker": "o"}),
     )
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation FVU")
+    ax.set_ylabel("Validation FVU")
     ax.set_title(title)
     return ax
 
 
-def shared_split(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def shared_split(best: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """FVU vs the share s / (s + k) of active neurons in the always-on MLP."""
     sub = best[best.families.str.contains("shared_split")].copy()
     sub["shared_share"] = sub.shared.fillna(sub.active_neurons) / sub.active_neurons
-    ax = _fvu_line(sub, "shared_share", "shared neurons s / (s + k)  (1 = dense MLP)", title)
+    ax = _fvu_line(sub, "shared_share", "Shared neurons s / (s + k)  (1 = dense MLP)", title)
     _save(ax.figure, pdf, png)
+    return ax.figure
 
 
-def expert_width(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def expert_width(best: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """FVU at fixed active neurons vs each expert's hidden width (k · width held constant)."""
     sub = best[best.families.str.contains("expert_width")]
     widths = sorted(sub.expert_width.unique())
-    ax = _fvu_line(
-        sub, "expert_width", f"neurons per expert (active neurons fixed at {int(sub.active_neurons.iloc[0])})", title
-    )
+    fixed = int(sub.active_neurons.iloc[0])
+    ax = _fvu_line(sub, "expert_width", f"Neurons per expert (log scale; active neurons fixed at {fixed})", title)
     ax.set_xscale("log", base=2)
     ax.set_xticks(widths, [str(int(w)) for w in widths])
     _save(ax.figure, pdf, png)
+    return ax.figure
 
 
-def num_experts(best: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def num_experts(best: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """FVU at fixed active neurons vs the number of experts m, one line per router."""
     sub = best[best.families.str.contains("num_experts")]
     ax = _fvu_line(
         sub,
         "experts",
-        f"experts m (active neurons fixed at {int(sub.active_neurons.iloc[0])})",
+        f"Experts m (log scale; active neurons fixed at {int(sub.active_neurons.iloc[0])})",
         title,
         style="router",
         markers=True,
     )
     ax.set_xscale("log")
     _save(ax.figure, pdf, png)
+    return ax.figure
 
 
-def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> None:
-    """Validation FVU per epoch for every student, real | Gaussian."""
+def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
+    """Validation FVU per epoch for every student, real | Gaussian; the legend lists students by size."""
     data = [d for d in DATA_ORDER if d in set(curves.data)]
+    students = by_size(list(curves.student))
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], data, strict=False):
         sns.lineplot(
@@ -136,19 +155,24 @@ def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> Non
             x="epoch",
             y="val_fvu",
             hue="student",
+            hue_order=students,
             ax=ax,
             legend=name == data[-1],
             errorbar=None,
         )
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel("Validation FVU (log scale)")
         ax.set_title(DATA_TITLES[name])
     if axes[0][-1].get_legend():
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7, title="Student")
     fig.suptitle(title)
     _save(fig, pdf, png)
+    return fig
 
 
-def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """Our best FVU points next to the published ones (dashed) for the same teacher."""
     ours = ours[ours.families.str.contains("main")].assign(source="this run")
     ours["family"] = ours.kind.where(ours.kind == "mlp", "moe_" + ours.router.fillna(""))
@@ -175,28 +199,31 @@ def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: s
         ax.set_title(DATA_TITLES[name])
     fig.suptitle(title)
     _save(fig, pdf, png)
+    return fig
 
 
-def layer_sweep(advantage: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def layer_sweep(advantage: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """MoE advantage (matching MLP width / MoE active neurons) vs layer, real vs Gaussian."""
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(
-        advantage,
+        advantage.rename(columns={"active_neurons": "MoE active neurons"}),  # the column name titles the legend
         x="layer",
         y="advantage",
         hue="data",
-        style="active_neurons",
+        style="MoE active neurons",
         markers=True,
         ax=ax,
         hue_order=[d for d in DATA_ORDER if d in set(advantage.data)],
     )
     ax.axhline(1, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("Layer")
     ax.set_ylabel("MLP width to match MoE / MoE active neurons")
     ax.set_title(title)
     _save(fig, pdf, png)
+    return fig
 
 
-def control(advantage: pd.DataFrame, order: list[str], title: str, pdf: str, png: str) -> None:
+def control(advantage: pd.DataFrame, order: list[str], title: str, pdf: str, png: str) -> plt.Figure:
     """MoE advantage vs active neurons for a model and its control (column `variant`), real | Gaussian."""
     data = [d for d in DATA_ORDER if d in set(advantage.data)]
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
@@ -212,17 +239,18 @@ def control(advantage: pd.DataFrame, order: list[str], title: str, pdf: str, png
         )
         ax.axhline(1, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("MoE active neurons")
+        ax.set_xlabel("MoE active neurons (log scale)")
         ax.set_ylabel("MLP width to match MoE / MoE active neurons")
         ax.set_title(DATA_TITLES[name])
     fig.suptitle(title)
     _save(fig, pdf, png)
+    return fig
 
 
 VERDICT_COLORS = {"supports": "tab:green", "contradicts": "tab:red", "undecided": "tab:gray"}
 
 
-def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, png: str) -> None:
+def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """The verdict at a glance: per (model, layer) panel, the MoE advantage of each MoE size on real data
     and on the Gaussian control (seeds as dots, mean with its interval as a bar), 1 (no advantage) as a
     line, and the verdict word above each size; hollow markers flag students that failed the budget check."""
@@ -273,6 +301,7 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
     axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle(title + " (hollow: failed the budget check)")
     _save(fig, pdf, png)
+    return fig
 
 
 def _short(student: str) -> str:

@@ -8,6 +8,7 @@ ablations of README "Experiments".
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from itertools import product
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import Any
 
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
+from secret_moe.models.gguf import check_gguf_file
 from secret_moe.models.layers import check_layers
 from secret_moe.provenance import fingerprint_json
 from secret_moe.students import build_student, parse_student, student_name
+
+log = logging.getLogger(__name__)
 
 FAMILIES = ("main", "shared_split", "router_rank", "expert_width", "num_experts", "layer_sweep")
 
@@ -113,6 +117,24 @@ def controls(config: dict[str, Any]) -> dict[str, dict[str, str]]:
     return found
 
 
+def moe_sizes(moe: dict[str, Any]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The (m, k) sizes of the main comparison `distill.moe`, kept and dropped: as in the paper's grid, sizes
+    with more active experts than experts (k > m) are skipped."""
+    sizes = list(product(moe.get("experts", []), moe.get("k", [])))
+    return [(m, k) for m, k in sizes if k <= m], [(m, k) for m, k in sizes if k > m]
+
+
+def check_moe_sizes(moe: dict[str, Any]) -> None:
+    """Refuse a `distill.moe` whose sizes are all dropped for k > m; warn when some are."""
+    kept, dropped = moe_sizes(moe)
+    if not dropped:
+        return
+    listed = ", ".join(f"k={k} > m={m}" for m, k in dropped)
+    if not kept:
+        raise ConfigError(f"distill.moe: every MoE size has k > m ({listed}), so the main comparison has no MoE")
+    log.warning("distill.moe: skipping the MoE sizes with k > m (%s)", listed)
+
+
 def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[str, list[str]]:
     """Students per experiment family at one (model, layer); sweep-only layers run the sweep's students."""
     rank = config["models"][model].get("router_rank", 128)
@@ -131,12 +153,7 @@ def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[s
     moe = distill["moe"]
     families: dict[str, list[str]] = {
         "main": [student_name({"kind": "mlp", "hidden": h}) for h in distill["mlp_widths"]]
-        # as in the paper's grid, sizes with more active experts than experts (k > m) are skipped
-        + [
-            _moe(r, rank, m, k, k)
-            for r, m, k in product(moe.get("routers", []), moe.get("experts", []), moe.get("k", []))
-            if k <= m
-        ]
+        + [_moe(r, rank, m, k, k) for r, (m, k) in product(moe.get("routers", []), moe_sizes(moe)[0])]
     }
     if (spec := experiments.get("shared_split", {})).get("enabled"):
         families["shared_split"] = [
@@ -284,13 +301,16 @@ def _local_model_config(spec: dict[str, Any], name: str) -> Any | None:
 def check_config(config: dict[str, Any]) -> None:
     """Checks beyond the JSON schema, all cheap: run before any job is scheduled."""
     check_corpus(config["corpus"])
+    check_moe_sizes(config["distill"]["moe"])
     sweep = config.get("experiments", {}).get("layer_sweep", {})
     if sweep.get("enabled") and sweep.get("model") not in config["models"]:
         raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")
     for name, spec in config["models"].items():
-        needed = {"hub": "hf_id", "gguf_package": "gguf_package", "local": "path"}[spec["source"]]
+        needed = {"hub": "hf_id", "gguf_package": "gguf_package", "gguf_file": "path", "local": "path"}[spec["source"]]
         if needed not in spec:
             raise ConfigError(f"models.{name}: source {spec['source']!r} needs the key {needed!r}")
+        if spec["source"] == "gguf_file":
+            check_gguf_file(spec["path"], f"models.{name}.path")
         if (model_config := _local_model_config(spec, name)) is not None:
             check_layers(model_config, layers_of(config, name), name)
         for student in sorted({s for layer in layers_of(config, name) for s in all_students(config, name, layer)}):

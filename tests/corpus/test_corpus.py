@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from secret_moe import corpus
 from secret_moe.corpus import check_corpus, load_lines
 from secret_moe.errors import CorpusError
 
@@ -81,9 +82,58 @@ def test_blank_only_file_is_refused(good, tmp_path):
 def test_unsupported_suffix_is_named(good, tmp_path):
     odd = tmp_path / "train.csv"
     odd.write_text("text\nhello\n")
-    with pytest.raises(CorpusError, match="unsupported suffix") as error:
-        load_lines(files_spec(odd, good[1]), seed=0)
-    assert str(odd) in str(error.value)
+    for check in (check_corpus, lambda spec: load_lines(spec, seed=0)):
+        with pytest.raises(CorpusError, match="unsupported suffix") as error:
+            check(files_spec(odd, good[1]))
+        assert str(odd) in str(error.value) and "corpus.files.train" in str(error.value)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_a_file_that_is_not_utf8_is_named_with_the_bad_byte(good, tmp_path, suffix):
+    bad = tmp_path / f"latin1{suffix}"
+    text = "the river\ncaf\u00e9 music\n"  # é in Latin-1 is the lone byte 0xe9
+    bad.write_bytes(
+        text.encode("latin-1")
+        if suffix == ".txt"
+        else (json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("latin-1")
+    )
+    offset = bad.read_bytes().index(b"\xe9")
+    expected = (
+        f"corpus.files.validation: file '{bad}' is not UTF-8 text "
+        f"(byte 0xe9 at offset {offset}: invalid continuation byte)"
+    )
+    with pytest.raises(CorpusError) as error:
+        check_corpus(files_spec(good[0], bad))
+    assert str(error.value) == expected
+    with pytest.raises(CorpusError) as error:  # the job's own read says the same, not datasets' generic error
+        load_lines(files_spec(good[0], bad), seed=0)
+    assert str(error.value) == expected
+
+
+def test_utf8_check_reads_the_whole_file_across_blocks(good, tmp_path):
+    block = corpus._BLOCK_BYTES
+    ok = tmp_path / "split_char.txt"
+    # a three-byte character (€) straddling the first block boundary is valid UTF-8
+    ok.write_bytes(b"a" * (block - 1) + "\u20ac\n".encode() + b"b\n")
+    check_corpus(files_spec(ok, good[1]))
+    late = tmp_path / "late.txt"
+    late.write_bytes(b"a\n" * block + b"\xff\n")  # the bad byte in the third block
+    with pytest.raises(CorpusError, match=f"byte 0xff at offset {2 * block}: invalid start byte"):
+        check_corpus(files_spec(late, good[1]))
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(b"a" * block + "\u20ac".encode()[:2])  # the file ends inside a character
+    with pytest.raises(CorpusError, match=f"byte 0xe2 at offset {block}: unexpected end of data"):
+        check_corpus(files_spec(cut, good[1]))
+
+
+def test_parquet_is_not_checked_as_text(tmp_path):
+    import pandas as pd
+
+    for split in ("train", "validation"):
+        pd.DataFrame({"text": [f"{split} line"]}).to_parquet(tmp_path / f"{split}.parquet")
+    spec = files_spec(tmp_path / "train.parquet", tmp_path / "validation.parquet")
+    check_corpus(spec)  # binary, not UTF-8, and accepted
+    assert load_lines(spec, seed=0) == {"train": ["train line"], "validation": ["validation line"]}
 
 
 def test_check_corpus_does_not_touch_other_sources():

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from secret_moe import figures
-from secret_moe.aggregate import best_over_lr, moe_advantage, runs_table
+from secret_moe.aggregate import advantage_per_seed, best_over_lr, best_per_seed, moe_advantage, runs_table
+from secret_moe.plan import RUN_KEYS
 from secret_moe.steps import plot_control, plot_figure
 from secret_moe.students import active_neurons, parse_student
+from secret_moe.verdict import verdict_table
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "reference" / "paper_fvu_summary.csv"
@@ -63,6 +65,7 @@ def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,
                         "layer": layer,
                         "data": data,
                         "student": student,
+                        "epochs": 4,
                         "lr": lr,
                         "seed": 0,
                         "spec": spec,
@@ -72,22 +75,15 @@ def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,
                         "final_fvu": fvus[-1],
                         "output_variance": 1.0,
                         "parameters": 1,
-                        "wall_seconds": 1.0,
-                        "samples_per_second": 1.0,
                         "history": [
                             {"epoch": e + 1, "val_fvu": f, "train_mse": f, "val_mse": f} for e, f in enumerate(fvus)
                         ],
                     }
                 )
-    best = best_over_lr(runs_table(metrics, membership))
-    curves = pd.DataFrame(
-        [
-            {**{k: m[k] for k in ("model", "layer", "data", "student", "lr", "seed")}, **h}
-            for m in metrics
-            for h in m["history"]
-        ]
-    )
-    return best, curves, moe_advantage(best)
+    runs = runs_table(metrics, membership)
+    best = best_over_lr(runs, epochs=4)
+    curves = pd.DataFrame([{**{k: m[k] for k in RUN_KEYS}, **h} for m in metrics for h in m["history"]])
+    return best, curves, moe_advantage(advantage_per_seed(best_per_seed(runs, epochs=4)), confidence=0.95)
 
 
 def assert_rendered(pdf: Path, png: Path) -> None:
@@ -108,7 +104,10 @@ def paper_rows():
     return paper[(paper.model == "EleutherAI/pythia-70m") & (paper.layer == 3) & paper.in_notebook_figure]
 
 
-@pytest.mark.parametrize("name", ["fvu_vs_active", "router_comparison", "expert_width", "num_experts"])
+BEST_TABLE_FIGURES = ["fvu_vs_active", "router_comparison", "shared_split", "expert_width", "num_experts"]
+
+
+@pytest.mark.parametrize("name", [n for n in BEST_TABLE_FIGURES if n != "shared_split"])
 def test_best_table_figures(tables, tmp_path, name):
     best, _, _ = tables
     pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
@@ -174,7 +173,108 @@ def test_plot_figure_step_from_csv(tables, tmp_path, name):
         model="tiny",
         layer=1,
         hf_id="EleutherAI/pythia-70m",
+        epochs=4,
         pdf=str(pdf),
         png=str(png),
     )
     assert_rendered(pdf, png)
+
+
+def test_learning_curves_legend_lists_students_by_size_and_axes_are_labelled_in_words(tmp_path):
+    # hand-made, in an order unlike by size: MLP before MoE at 8 active neurons; s0_k8 and s4_k4 are both 8
+    students = ["moe_lowrank_r8_m64_s4_k4", "mlp_h16", "moe_lowrank_r8_m64_s2_k2", "mlp_h8", "moe_lowrank_r8_m64_s0_k8"]
+    curves = pd.DataFrame(
+        [
+            {"data": data, "student": student, "epoch": epoch, "val_fvu": 1 / (epoch + i)}
+            for data in ("activations", "gaussian")
+            for i, student in enumerate(students)
+            for epoch in (1, 2, 3)
+        ]
+    )
+    fig = figures.learning_curves(curves, "tiny layer 1", str(tmp_path / "c.pdf"), str(tmp_path / "c.png"))
+    legend = fig.axes[-1].get_legend()
+    assert legend.get_title().get_text() == "Student"
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "moe_lowrank_r8_m64_s2_k2",  # 4 active neurons
+        "mlp_h8",  # 8: the MLP first
+        "moe_lowrank_r8_m64_s0_k8",
+        "moe_lowrank_r8_m64_s4_k4",
+        "mlp_h16",
+    ]
+    assert fig.axes[0].get_legend() is None  # one legend for both panels
+    for ax in fig.axes:
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("Epoch", "Validation FVU (log scale)")
+        assert ax.get_yscale() == "log"
+
+
+def rendered_figures(tables, tmp_path):
+    """Every figure function's figure, from the synthetic tables."""
+    best, curves, advantage = tables
+    out = {"pdf": str(tmp_path / "f.pdf"), "png": str(tmp_path / "f.png")}
+    yield from (getattr(figures, name)(best, name, **out) for name in BEST_TABLE_FIGURES)
+    yield figures.learning_curves(curves, "curves", **out)
+    yield figures.paper_comparison(best, paper_rows(), "paper", **out)
+    yield figures.layer_sweep(build_tables(layers=(1, 2))[2], "sweep", **out)
+    both = pd.concat(
+        [advantage.assign(variant="pretrained"), advantage.assign(variant="random weights")], ignore_index=True
+    )
+    yield figures.control(both, ["pretrained", "random weights"], "control", **out)
+
+
+def test_every_axis_label_is_in_words(tables, tmp_path):
+    """Labels are words, not column names: capitalised, no underscore, and log axes say so."""
+    labelled = 0
+    for fig in rendered_figures(tables, tmp_path):
+        for ax in fig.axes:
+            for label, scale in ((ax.get_xlabel(), ax.get_xscale()), (ax.get_ylabel(), ax.get_yscale())):
+                assert label and label[0].isupper() and "_" not in label, (fig.texts, label)
+                assert ("log scale" in label) == (scale == "log"), label
+                labelled += 1
+    assert labelled == 2 * 13  # both labels of every panel of the 9 figures (4 have two panels)
+
+
+def test_verdict_figure_shows_every_size_and_word(tmp_path):
+    by_seed = pd.DataFrame(
+        [
+            {
+                "model": "tiny",
+                "layer": 1,
+                "data": data,
+                "student": student,
+                "seed": seed,
+                "active_neurons": active,
+                "best_fvu": 0.5,
+                "matching_mlp_width": active * value,
+                "advantage": value + 0.1 * seed,
+            }
+            for student, active in (("moe_lowrank_r8_m64_s4_k4", 8), ("moe_lowrank_r8_m64_s8_k8", 16))
+            for data, value in (("activations", 2.0), ("gaussian", 1.0))
+            for seed in range(3)
+        ]
+    )
+    check = pd.DataFrame(
+        [
+            {
+                "model": "tiny",
+                "layer": 1,
+                "data": d,
+                "student": s,
+                "seed": 0,
+                "kind": "moe",
+                "fvu_change": 0.01,
+                "converged": s.endswith("k4"),
+                "advantage_long": 2.0,
+            }
+            for d in ("activations", "gaussian")
+            for s in set(by_seed.student)
+        ]
+    )
+    table = verdict_table(by_seed, check, confidence=0.95, tolerance=0.03)
+    assert list(table.verdict) == ["supports", "undecided"]  # the second size failed the budget check
+    pdf, png = tmp_path / "verdict.pdf", tmp_path / "verdict.png"
+    fig = figures.verdict(table, by_seed, "tiny", str(pdf), str(png))
+    assert_rendered(pdf, png)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts] == ["supports", "undecided"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8 active\nm=64, 4+4", "16 active\nm=64, 8+8"]
+    assert "advantage" in ax.get_ylabel().lower()

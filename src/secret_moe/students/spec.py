@@ -15,12 +15,22 @@ from torch import nn
 from secret_moe.errors import ConfigError
 from secret_moe.students.mlp import MLPConfig, MLPStudent
 from secret_moe.students.moe import MoEConfig, MoEStudent
+from secret_moe.students.routers import ROUTERS
 
 _MOE_PATTERN = re.compile(
-    r"moe_(?P<router>fullrank|lowrank|product_key)(?:_r(?P<rank>\d+))?_m(?P<experts>\d+)"
+    rf"moe_(?P<router>{'|'.join(ROUTERS)})(?:_r(?P<rank>\d+))?_m(?P<experts>\d+)"
     r"_s(?P<shared>\d+)_k(?P<k>\d+)(?:_e(?P<expert_width>\d+))?"
 )
 _MLP_PATTERN = re.compile(r"mlp_h(?P<hidden>\d+)")
+
+
+def _unnamed(pattern: re.Pattern[str]) -> str:
+    """The pattern's source with its named groups made non-capturing, to embed in another regex."""
+    return re.sub(r"\(\?P<\w+>", "(?:", pattern.pattern)
+
+
+# Every student name, as one regex: the `student` wildcard constraint of the workflow (rules/common.smk).
+STUDENT_PATTERN: str = f"{_unnamed(_MLP_PATTERN)}|{_unnamed(_MOE_PATTERN)}"
 
 
 def student_name(spec: dict[str, Any]) -> str:
