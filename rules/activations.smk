@@ -13,6 +13,7 @@ rule capture_activations:
         "logs/capture_activations/{model}/layer{layer}/{split}.log",
     benchmark:
         "logs/benchmarks/capture_activations/{model}/layer{layer}/{split}.tsv"
+    priority: STORE_PRIORITY
     conda:
         ENV
     threads: 2

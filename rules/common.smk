@@ -33,6 +33,9 @@ resolve_variants(config)
 check_config(config)
 
 SPLITS = ["train", "validation"]
+# Scheduling on few cores: every store is built before bundles train (so that no core waits for a late store
+# at the end), and among bundles the longer budgets start first (priority = the bundle's epochs).
+STORE_PRIORITY = 1000
 ENV = "../envs/secret-moe.yaml"
 
 

@@ -17,6 +17,7 @@ rule train_students:
         "logs/train_students/{model}/layer{layer}/{data}/{bundle}.log",
     benchmark:
         "logs/benchmarks/train_students/{model}/layer{layer}/{data}/{bundle}.tsv"
+    priority: lambda w: BUNDLES[(w.model, int(w.layer), w.data, w.bundle)][0]["epochs"]
     conda:
         ENV
     threads: config["distill"]["threads"]

@@ -8,6 +8,7 @@ rule fit_gaussian:
         "results/gaussian/{model}/layer{layer}/moments.npz",
     log:
         "logs/fit_gaussian/{model}/layer{layer}.log",
+    priority: STORE_PRIORITY
     conda:
         ENV
     params:
@@ -25,6 +26,7 @@ rule sample_gaussian:
         directory("results/gaussian/{model}/layer{layer}/{split}.zarr"),
     log:
         "logs/sample_gaussian/{model}/layer{layer}/{split}.log",
+    priority: STORE_PRIORITY
     conda:
         ENV
     params:

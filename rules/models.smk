@@ -44,6 +44,7 @@ rule export_teacher:
         directory("results/teacher/{model}/layer{layer}"),
     log:
         "logs/export_teacher/{model}/layer{layer}.log",
+    priority: STORE_PRIORITY
     conda:
         ENV
     params:
