@@ -6,8 +6,9 @@ learning rates, the first seed) for --epochs epochs, on 2 cores both ways:
 - `per run`: what one run cost before bundling: a fresh Python process per run that imports snakemake
   (as Snakemake's script wrapper does), opens and reads the stores, computes the output variance, trains
   and evaluates its one student and saves it; two such processes at a time (`snakemake --cores 2`).
-- `bundled`: `rules/distill.smk` as it is now: the same runs split into two bundles (two processes at a
-  time, as Snakemake runs two bundles), each training its students together on the same batches.
+- `bundled`: `rules/distill.smk` as it is now: the same runs split into two bundles of the same make-up
+  (two processes at a time, as Snakemake runs the real and Gaussian bundles), each training its students
+  together on the same batches.
 
 Both call `secret_moe.steps.train_students`, with one thread per process. It prints student-epochs per
 core-second for both and checks that every run's validation FVU history is identical between the two (it
@@ -153,17 +154,14 @@ def main() -> None:
             ]
 
         single = [command([run], tmp / f"single{i}") for i, run in enumerate(runs)]
-        half = (len(runs) + 1) // 2
-        bundles = [command(runs[:half], tmp / "bundle0"), command(runs[half:], tmp / "bundle1")]
+        # two bundles of the same make-up, as the default's real and Gaussian bundles are
+        bundles = [command(runs[0::2], tmp / "bundle0"), command(runs[1::2], tmp / "bundle1")]
         wall = {"per run": run_all(single, 2), "bundled": run_all(bundles, 2)}
 
         def history(out: Path, run: dict) -> list:
             return read_json(out / f"{run['student']}_lr{run['lr']}" / "metrics.json")["history"]
 
-        same = [
-            history(tmp / f"single{i}", run) == history(tmp / f"bundle{int(i >= half)}", run)
-            for i, run in enumerate(runs)
-        ]
+        same = [history(tmp / f"single{i}", run) == history(tmp / f"bundle{i % 2}", run) for i, run in enumerate(runs)]
     student_epochs = len(runs) * args.epochs
     rows = [
         [path, len(runs), args.epochs, f"{seconds:.1f}", f"{student_epochs / (2 * seconds):.3f}"]

@@ -266,6 +266,17 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
                 seeds = by_seed[(by_seed.model == model) & (by_seed.layer == layer)]
                 seeds = seeds[(seeds.student == row.student) & (seeds.data == data)]
                 ax.scatter([x + offsets[name]] * len(seeds), seeds.advantage, s=12, color=colors[name], alpha=0.5)
+                if pd.isna(row[f"advantage_{name}"]):  # an FVU outside the measured MLP curve: no width matches
+                    ax.annotate(
+                        "outside the\nMLP widths",
+                        (x + offsets[name], 1.0),
+                        ha="center",
+                        va="bottom",
+                        color=colors[name],
+                        fontsize=8,
+                        xytext=(0, 4),
+                        textcoords="offset points",
+                    )
                 low, high = row[f"{name}_low"], row[f"{name}_high"]
                 ax.errorbar(
                     x + offsets[name],
@@ -295,11 +306,11 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
             [f"{int(a)} active\n{_short(s)}" for a, s in zip(rows.active_neurons, rows.student, strict=True)],
         )
         ax.set_xlim(-0.6, len(rows) - 0.4)
-        ax.set_ylabel("MoE advantage (matching MLP width / active neurons)")
+        ax.set_ylabel("MoE advantage\n(MLP width matching its FVU / its active neurons)")
         ax.set_title(f"{model} layer {layer}")
         ax.margins(y=0.2)
     axes[0][0].legend(loc="lower left", fontsize=8)
-    fig.suptitle(title + " (hollow: failed the budget check)")
+    fig.suptitle(f"{title}; hollow markers: a student failed the budget check")
     _save(fig, pdf, png)
     return fig
 

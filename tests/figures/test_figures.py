@@ -14,6 +14,7 @@ from secret_moe.aggregate import advantage_per_seed, best_over_lr, best_per_seed
 from secret_moe.plan import RUN_KEYS
 from secret_moe.steps import plot_control, plot_figure
 from secret_moe.students import active_neurons, parse_student
+from secret_moe.testing import metric
 from secret_moe.verdict import verdict_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,27 +60,7 @@ def build_tables(data_kinds=("activations", "gaussian"), layers=(1,), lrs=(1e-3,
             for data, lr in ((d, lr) for d in data_kinds for lr in lrs):
                 scale = 1.0 if data == "activations" else 1.3
                 fvus = (base * scale * (1 + 1 / np.arange(1, 5)) * rng.uniform(0.95, 1.05, 4)).tolist()
-                metrics.append(
-                    {
-                        "model": model,
-                        "layer": layer,
-                        "data": data,
-                        "student": student,
-                        "epochs": 4,
-                        "lr": lr,
-                        "seed": 0,
-                        "spec": spec,
-                        "active_neurons": active_neurons(spec),
-                        "best_fvu": min(fvus),
-                        "best_epoch": int(np.argmin(fvus)) + 1,
-                        "final_fvu": fvus[-1],
-                        "output_variance": 1.0,
-                        "parameters": 1,
-                        "history": [
-                            {"epoch": e + 1, "val_fvu": f, "train_mse": f, "val_mse": f} for e, f in enumerate(fvus)
-                        ],
-                    }
-                )
+                metrics.append(metric(model, layer, data, student, lr, 0, fvus, epochs=4))
     runs = runs_table(metrics, membership)
     best = best_over_lr(runs, epochs=4)
     curves = pd.DataFrame([{**{k: m[k] for k in RUN_KEYS}, **h} for m in metrics for h in m["history"]])
