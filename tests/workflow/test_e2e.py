@@ -162,6 +162,7 @@ def test_report_is_a_self_contained_html_file(run):
     assert report.stat().st_size > 50_000
     assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:1000].lower()
     assert "fvu_vs_active" in html
+    assert "Verdict" in html and "verdict.csv" in html and "budget_check.csv" in html  # the verdict's section
     assert '<script src="http' not in html and '<link href="http' not in html
 
 

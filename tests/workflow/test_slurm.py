@@ -101,7 +101,7 @@ def paper_run(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     return {"workdir": workdir, "profile": profile, "config": config, "result": result}
 
 
-def run_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, profile: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     # SIGINT, not SIGTERM: Snakemake then cancels its Slurm jobs and exits
     command = [
         "timeout",
@@ -119,6 +119,7 @@ def run_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subproce
         workdir,
         "--workflow-profile",
         profile,
+        *args,
         "figures/all",
     ]
     return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=SNAKEMAKE_SECONDS + 60)
@@ -151,7 +152,8 @@ def sacct(output: str, env: dict[str, str]) -> list[dict[str, str]]:
 
 
 def scheduled_runs(output: str) -> set[str]:
-    """Run folders of the collect_run jobs (one per distillation run) Snakemake scheduled in this invocation."""
+    """Run folders of the collect_run jobs (one per distillation run) in Snakemake's output (a dry run lists
+    them all; a real run only those that started, so not the runs of a bundle that failed)."""
     return set(re.findall(r"output: (results/distill/\S+)/metrics\.json", output))
 
 
@@ -195,9 +197,11 @@ def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
     # extend the grid with a good and a diverging learning rate: only the new runs are scheduled
     config["distill"]["learning_rates"] = [0.001, 0.003, 0.01, BAD_LR]
     write_config(workdir / "config.yaml", config)
+    plan = run_snakemake(workdir, profile, cluster["env"], "-n")
+    assert plan.returncode == 0, plan.stderr[-5000:]
+    assert scheduled_runs(plan.stdout + plan.stderr) == runs([0.01, BAD_LR])
     failed = run_snakemake(workdir, profile, cluster["env"])
     assert failed.returncode != 0
-    assert scheduled_runs(failed.stderr) == runs([0.01, BAD_LR])
     assert "FAILED" in {job["State"] for job in sacct(failed.stderr, cluster["env"])}
     # Snakemake names the log of the failed bundle, which names the diverging run and why
     bundle_logs = set(re.findall(r"logs/train_students/\S+\.log", failed.stderr))
@@ -212,6 +216,8 @@ def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
     # fix the config: drop the diverging learning rate
     config["distill"]["learning_rates"] = [0.001, 0.003, 0.01]
     write_config(workdir / "config.yaml", config)
+    plan = run_snakemake(workdir, profile, cluster["env"], "-n")
+    assert scheduled_runs(plan.stdout + plan.stderr) == missing
     rerun = run_snakemake(workdir, profile, cluster["env"])
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     assert scheduled_runs(rerun.stderr) == missing
