@@ -76,9 +76,8 @@ def verdict_table(
     """One row per (model, layer, MoE student of the main comparison): the advantage on real and Gaussian
     data with their intervals, the budget check's outcome for every student involved (that MoE and the
     main comparison's MLPs, on both data), and the verdict word."""
-    main = per_seed_advantage
     rows = []
-    for (model, layer, student), group in main.groupby(["model", "layer", "student"], sort=True):
+    for (model, layer, student), group in per_seed_advantage.groupby(["model", "layer", "student"], sort=True):
         real = interval(group[group.data == REAL].advantage, confidence)
         gauss = interval(group[group.data == GAUSSIAN].advantage, confidence)
         row = {
