@@ -38,7 +38,7 @@ def make_store(path: Path, rows: int, d_model: int, chunk_mb: float) -> None:
 
 
 def reader_rate(group, batch_size: int, in_memory: bool, group_chunks: int, epochs: int) -> tuple[float, float]:
-    from secret_moe.data import ActivationBatches
+    from secret_moe.batches import ActivationBatches
 
     tick = time.perf_counter()
     batches = ActivationBatches(

@@ -1,7 +1,7 @@
 """Extraction throughput: the truncated forward (stop after layer ℓ's MLP) vs full forwards, Zarr write share.
 
 On the same length-sorted batches (`extract.plan_windows` / `plan_batches`, as the pipeline builds them):
-- `capture.mlp_io` (our truncated forward: a hook raises once layer ℓ's MLP has run);
+- `capture.capture_batch` (our truncated forward: a hook raises once layer ℓ's MLP has run);
 - the full model forward `model(...)` (all layers and the LM head, what an output_hidden_states
   extraction runs), and the decoder stack alone `model.base_model(...)` (all layers, no LM head).
 Then `extract.capture_activations` writes the same tokens to a Zarr store in a temporary folder: the share
@@ -40,8 +40,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from secret_moe.capture import mlp_io
-    from secret_moe.extract import capture_activations, plan_batches, plan_windows
+    from secret_moe.capture import capture_activations, capture_batch, plan_batches, plan_windows
     from secret_moe.models.layers import hidden_size, num_layers
     from secret_moe.models.loading import load_local_model, load_local_tokenizer
     from secret_moe.tokenise import read_token_store
@@ -81,7 +80,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     runs = {
-        f"truncated (capture.mlp_io, layer {args.layer})": lambda ids, mask: mlp_io(model, args.layer, ids, mask),
+        f"truncated (capture_batch, layer {args.layer})": lambda ids, mask: capture_batch(model, args.layer, ids, mask),
         "full forward, LM head included (model(...))": lambda ids, mask: model(
             input_ids=ids, attention_mask=mask, use_cache=False
         ),

@@ -28,7 +28,7 @@ from _common import machine, maxrss_mib, run_worker, save, table
 def worker(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from secret_moe.extract import capture_activations
+    from secret_moe.capture import capture_activations
     from secret_moe.models.loading import load_local_model, load_local_tokenizer
     from secret_moe.tokenise import read_token_store
 

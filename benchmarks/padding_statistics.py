@@ -45,7 +45,7 @@ def main() -> None:
         }
         data = {split: zarr.open_group(str(path), mode="r") for split, path in stores.items()}
         (x_t, y_t), (x_v, y_v) = [(data[s]["x"][:], data[s]["y"][:]) for s in ("train", "validation")]
-        stats = json.loads((stores["train"] / "extract_stats.json").read_text())
+        stats = json.loads((stores["train"] / "capture_stats.json").read_text())
         rows.append(
             [
                 model,

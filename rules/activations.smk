@@ -21,7 +21,7 @@ rule capture_activations:
         mem_mb=8000,
     params:
         spec=model_spec,
-        extract=extract_config,
+        capture=capture_config,
         seed=config["seed"],
         device=config["device"],
     script:

@@ -73,13 +73,13 @@ def resource(kind, split=None):
     return path
 
 
-def extract_config(wildcards):
-    """The extraction settings of one model: config `extract`, plus the padding keys of a keep_padding variant."""
+def capture_config(wildcards):
+    """The extraction settings of one model: config `capture`, plus the padding keys of a keep_padding variant."""
     spec = config["models"][wildcards.model]
     if not spec.get("keep_padding"):
-        return config["extract"]
+        return config["capture"]
     return {
-        **config["extract"],
+        **config["capture"],
         "keep_padding": True,
         "padding_batch_lines": spec["padding_batch_lines"],
         "max_tokens": spec["max_tokens"],

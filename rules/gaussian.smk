@@ -30,7 +30,8 @@ rule sample_gaussian:
     conda:
         ENV
     params:
-        seed=config["seed"],
+        # each split draws its own points: seed + gaussian.split_seeds[split]
+        seed=lambda w: config["seed"] + config["gaussian"]["split_seeds"][w.split],
         device=config["device"],
     script:
         "../scripts/sample_gaussian.py"

@@ -3,19 +3,19 @@
 import torch
 
 from secret_moe.logs import log_to
-from secret_moe.steps import extract_activations
+from secret_moe.steps import capture_activations
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
-extract_activations(
+capture_activations(
     sm.input.model,
     sm.input.tokenizer,
     sm.input.tokens,
     sm.output[0],
     layer=int(sm.wildcards.layer),
     model_spec=sm.params.spec,
-    extract=sm.params.extract,
+    settings=sm.params.capture,
     seed=sm.params.seed,
     device=sm.params.device,
 )

@@ -1,13 +1,34 @@
-"""Capture the input and output of one layer's MLP, stopping the forward pass right there."""
+"""Capture one layer's MLP inputs x and outputs y: one batch (`capture_batch`, a forward hook that stops the
+forward pass right after the MLP), or every non-padding token of a corpus streamed into a Zarr store
+(`capture_activations`).
+
+Order of work, fixed by the seed so an interrupted run resumes to identical bytes: sequences are
+shuffled and cut into windows; inside a window they are sorted by length and packed into batches of
+at most `batch_tokens` padded tokens (little padding); the window's rows are shuffled and appended.
+Memory holds one window plus one chunk, whatever the corpus size.
+
+`keep_padding` reproduces the authors' loader instead (their public code, activation_loader.py): batches
+of `padding_batch_lines` sequences in random order, padded on the tokenizer's side, and *every* position
+recorded, padding included.  Only for comparing with the published numbers: see README "Padding".
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from secret_moe.models.layers import layer_mlp
+from secret_moe.models.layers import hidden_size, layer_mlp
+from secret_moe.store import chunk_rows_for, commit_rows, finish_store, open_or_create, partial_path
+
+log = logging.getLogger(__name__)
 
 
 class _StopForward(Exception):
@@ -15,7 +36,7 @@ class _StopForward(Exception):
 
 
 @torch.no_grad()
-def mlp_io(
+def capture_batch(
     model: nn.Module, layer: int, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) = (input, output) of layer `layer`'s MLP for every position, each (B, T, d)."""
@@ -35,3 +56,161 @@ def mlp_io(
     if "x" not in captured:
         raise RuntimeError(f"the MLP of layer {layer} never ran during the forward pass")
     return captured["x"], captured["y"]
+
+
+def first_tokens(sequences: list[np.ndarray], max_tokens: int | None) -> list[np.ndarray]:
+    """The leading sequences up to the one that brings the total to `max_tokens` (all when None); token
+    stores hold their lines in a seeded random order, so this is a fair sample."""
+    if max_tokens is None:
+        return sequences
+    ends = np.cumsum([len(s) for s in sequences])
+    return sequences[: int(np.searchsorted(ends, max_tokens)) + 1]
+
+
+def plan_windows(lengths: np.ndarray, window_sequences: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    return [order[i : i + window_sequences] for i in range(0, len(order), window_sequences)]
+
+
+def plan_batches(window: np.ndarray, lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Greedy batches of similar-length sequences whose padded size stays under `batch_tokens`."""
+    ordered = window[np.argsort(-lengths[window], kind="stable")]
+    batches, current = [], []
+    for index in ordered:
+        # sorted by decreasing length, so the first sequence of a batch sets its padded width
+        width = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) + 1) * width > batch_tokens:
+            batches.append(np.array(current))
+            current = []
+        current.append(index)
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+def plan_padded_batches(window: np.ndarray, batch_lines: int) -> list[np.ndarray]:
+    """The authors' batches: consecutive groups of `batch_lines` sequences of the (shuffled) window."""
+    return [window[i : i + batch_lines] for i in range(0, len(window), batch_lines)]
+
+
+def padded_rows(batches: list[np.ndarray], lengths: np.ndarray) -> int:
+    """Rows a window writes when every position of its padded batches is kept."""
+    return int(sum(len(b) * lengths[b].max() for b in batches))
+
+
+def _window_rows(
+    model: torch.nn.Module,
+    layer: int,
+    sequences: list[np.ndarray],
+    batches: list[np.ndarray],
+    pad_id: int,
+    device: str,
+    rng: np.random.Generator,
+    stats: dict[str, float],
+    keep_padding: bool = False,
+    pad_left: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for batch in batches:
+        width = max(len(sequences[i]) for i in batch)
+        ids_BT = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, index in enumerate(batch):
+            span = slice(width - len(sequences[index]), width) if pad_left else slice(0, len(sequences[index]))
+            ids_BT[row, span] = torch.from_numpy(sequences[index])
+            mask_BT[row, span] = 1
+        x_BTD, y_BTD = capture_batch(model, layer, ids_BT.to(device), mask_BT.to(device))
+        keep = torch.ones_like(mask_BT, dtype=torch.bool) if keep_padding else mask_BT.bool()
+        keep = keep.to(device)
+        xs.append(x_BTD[keep].float().cpu().numpy())
+        ys.append(y_BTD[keep].float().cpu().numpy())
+        stats["padded_tokens"] += ids_BT.numel()
+    x_ND, y_ND = np.concatenate(xs), np.concatenate(ys)
+    perm = rng.permutation(len(x_ND))
+    return x_ND[perm], y_ND[perm]
+
+
+def _chunks_of_windows(rows_iter: Iterator[tuple[np.ndarray, np.ndarray]], chunk_rows: int, skip: int):
+    """Regroup a stream of row blocks into whole chunks, dropping the first `skip` rows."""
+    buf_x, buf_y, held = [], [], 0
+    for x, y in rows_iter:
+        if skip:
+            cut = min(skip, len(x))
+            x, y, skip = x[cut:], y[cut:], skip - cut
+        buf_x.append(x)
+        buf_y.append(y)
+        held += len(x)
+        if held >= chunk_rows:  # one concatenation per block, then every whole chunk it completes
+            all_x, all_y = np.concatenate(buf_x), np.concatenate(buf_y)
+            full = held - held % chunk_rows
+            for start in range(0, full, chunk_rows):
+                yield all_x[start : start + chunk_rows], all_y[start : start + chunk_rows]
+            buf_x, buf_y, held = [all_x[full:]], [all_y[full:]], held - full
+    if held:
+        yield np.concatenate(buf_x), np.concatenate(buf_y)
+
+
+def capture_activations(
+    model: torch.nn.Module,
+    sequences: list[np.ndarray],
+    out_path: str | Path,
+    *,
+    layer: int,
+    pad_id: int,
+    batch_tokens: int,
+    window_sequences: int,
+    chunk_mb: float,
+    seed: int,
+    device: str,
+    attrs: dict[str, Any],
+    keep_padding: bool = False,
+    padding_batch_lines: int | None = None,
+    pad_left: bool = False,
+) -> dict[str, float]:
+    """Write (or resume) the store at `out_path`; returns timing and padding statistics."""
+    if keep_padding and not padding_batch_lines:
+        raise ValueError("keep_padding needs padding_batch_lines (the padding control's batch_lines)")
+    lengths = np.array([len(s) for s in sequences])
+    d_model = hidden_size(model.config)
+    chunk_rows = chunk_rows_for(d_model, chunk_mb)
+    partial = partial_path(out_path)
+    windows = plan_windows(lengths, window_sequences, seed)
+
+    plans = [
+        plan_padded_batches(w, padding_batch_lines) if keep_padding else plan_batches(w, lengths, batch_tokens)
+        for w in windows
+    ]
+    window_rows = [
+        padded_rows(b, lengths) if keep_padding else int(lengths[w].sum()) for w, b in zip(windows, plans, strict=False)
+    ]
+    starts = np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
+    group, done = open_or_create(partial, int(starts[-1]), d_model, chunk_rows, attrs, checked=attrs)
+    first = int(np.searchsorted(starts, done, side="right") - 1)
+    if done:
+        log.info("resuming %s at row %d of %d (window %d)", partial, done, starts[-1], first)
+
+    stats = {"padded_tokens": 0.0, "model_seconds": 0.0, "write_seconds": 0.0}
+
+    def window_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for w in tqdm(range(first, len(windows)), desc=f"capture layer {layer}", unit="window"):
+            tick = time.perf_counter()
+            rng = np.random.default_rng([seed, w])
+            block = _window_rows(model, layer, sequences, plans[w], pad_id, device, rng, stats, keep_padding, pad_left)
+            stats["model_seconds"] += time.perf_counter() - tick
+            yield block
+
+    row = done
+    tokens_before = int(starts[first])
+    for x, y in _chunks_of_windows(window_blocks(), chunk_rows, skip=done - tokens_before):
+        tick = time.perf_counter()
+        group["x"][row : row + len(x)] = x
+        group["y"][row : row + len(y)] = y
+        row += len(x)
+        commit_rows(partial, row)
+        stats["write_seconds"] += time.perf_counter() - tick
+    finish_store(partial, out_path)
+    processed = int(sum(lengths[windows[w]].sum() for w in range(first, len(windows))))
+    stats["tokens"] = float(processed)
+    stats["padding_fraction"] = 1 - processed / stats["padded_tokens"] if stats["padded_tokens"] else 0.0
+    stats["rows"] = float(starts[-1] - starts[first])
+    return stats

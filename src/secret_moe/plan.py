@@ -82,7 +82,7 @@ def resolve_variants(config: dict[str, Any]) -> None:
             **{key: config["models"][base][key] for key in inherited if key in config["models"][base]},
             "same_as": base,
             "keep_padding": True,
-            "padding_batch_lines": control.get("batch_lines", 8),
+            "padding_batch_lines": control["batch_lines"],
             "layers": control["layers"],
             "max_tokens": control.get("max_tokens", {}),
         }
@@ -137,7 +137,7 @@ def check_moe_sizes(moe: dict[str, Any]) -> None:
 
 def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[str, list[str]]:
     """Students per experiment family at one (model, layer); sweep-only layers run the sweep's students."""
-    rank = config["models"][model].get("router_rank", 128)
+    rank = config["models"][model]["router_rank"]
     sweep = _sweep(config, model)
     sweep_students = (
         [student_name({"kind": "mlp", "hidden": h}) for h in sweep["mlp_widths"]]

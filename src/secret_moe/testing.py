@@ -147,7 +147,7 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
                 "router_rank": 8,
             }
         },
-        "extract": {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1},
+        "capture": {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1},
         "gaussian": {"block_rows": 4096},
         "distill": {
             "epochs": 2,

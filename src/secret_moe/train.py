@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from secret_moe.data import ActivationBatches
+from secret_moe.batches import ActivationBatches
 from secret_moe.errors import NonFiniteLossError
 from secret_moe.students.optim import make_optimizer
 

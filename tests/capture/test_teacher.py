@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from secret_moe.capture import mlp_io
+from secret_moe.capture import capture_batch
 from secret_moe.errors import ConfigError
 from secret_moe.models.layers import layer_mlp
 from secret_moe.models.teacher import TeacherConfig, TeacherMLP, load_teacher, save_teacher, teacher_from_hf
@@ -20,7 +20,7 @@ def captured(model, layer: int, seed: int = 0):
     ids = torch.randint(3, model.config.vocab_size, (2, 9), generator=generator)
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
-    x, y = mlp_io(model, layer, ids, mask)
+    x, y = capture_batch(model, layer, ids, mask)
     keep = mask.bool()
     return x[keep], y[keep]
 

@@ -149,7 +149,7 @@ def test_controls_pair_each_control_with_its_base_model(config):
     assert controls(config) == {}
     config["models"]["tiny-random"] = {**config["models"]["tiny"], "init": "random"}
     config["models"]["other-random"] = {**config["models"]["tiny"], "init": "random", "hf_id": "someone/else"}
-    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "layers": [1]}}
+    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "layers": [1], "batch_lines": 8}}
     resolve_variants(config)
     assert config["models"]["tiny-padded"]["keep_padding"] is True
     assert config["models"]["tiny-padded"]["path"] == config["models"]["tiny"]["path"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from secret_moe.data import ActivationBatches, output_variance
+from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.errors import NonFiniteLossError
 from secret_moe.models.teacher import TeacherConfig, TeacherMLP
 from secret_moe.store import open_store

@@ -1,7 +1,7 @@
 """One function per workflow rule: read inputs, call the science modules, write outputs with provenance.
 
 Rule scripts in `scripts/` are thin wrappers that pass Snakemake's named inputs, outputs and params here.
-The functions live in `data`, `distill` and `results`; importing one loads only its stage's libraries, so
+The functions live in `prepare`, `distill` and `results`; importing one loads only its stage's libraries, so
 a distillation job does not pay for importing transformers.
 """
 
@@ -11,13 +11,13 @@ import importlib
 from typing import Any
 
 _MODULES = {
-    "data": (
+    "prepare": (
         "prepare_tokenizer",
         "prepare_model",
         "tokenise_corpus",
         "export_teacher",
         "store_identity",
-        "extract_activations",
+        "capture_activations",
         "fit_gaussian",
         "sample_gaussian",
     ),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from secret_moe.data import ActivationBatches, output_variance
+from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.device import resolve_device
 from secret_moe.errors import SecretMoeError
 from secret_moe.plan import RUN_FILES, TIMING_FILE, run_name

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from secret_moe.data import ActivationBatches, output_variance
+from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.store import open_store
 
 ROWS, D, CHUNK = 1000, 4, 64

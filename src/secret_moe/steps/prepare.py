@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from secret_moe import __version__
+from secret_moe import __version__, capture
 from secret_moe.corpus import load_lines
 from secret_moe.device import resolve_device
-from secret_moe.extract import capture_activations, first_tokens
 from secret_moe.gaussian import fit_moments, write_gaussian_store
 from secret_moe.models.layers import check_layers, hidden_size, layer_mlp
 from secret_moe.models.loading import (
@@ -87,7 +86,7 @@ def store_identity(model_spec: dict[str, Any], layer: int, token_attrs: dict[str
     }
 
 
-def extract_activations(
+def capture_activations(
     model_dir: str,
     tokenizer_dir: str,
     tokens: str,
@@ -95,12 +94,12 @@ def extract_activations(
     *,
     layer: int,
     model_spec: dict[str, Any],
-    extract: dict[str, Any],
+    settings: dict[str, Any],
     seed: int,
     device: str,
 ) -> None:
     sequences, token_attrs = read_token_store(tokens)
-    sequences = first_tokens(sequences, extract.get("max_tokens", {}).get(token_attrs["split"]))
+    sequences = capture.first_tokens(sequences, settings.get("max_tokens", {}).get(token_attrs["split"]))
     config = load_local_config(model_dir)
     check_layers(config, [layer], Path(model_dir).name)
     device = resolve_device(device)
@@ -112,30 +111,30 @@ def extract_activations(
         "dtype": "float32",
         "compute_dtype": model_spec.get("dtype", "float32"),
         "package_version": __version__,
-        "extract_config": extract,
+        "capture_config": settings,
         "seed": seed,
     }
     pad_id, pad_left = _padding(tokenizer_dir)
     tick = time.perf_counter()
-    stats = capture_activations(
+    stats = capture.capture_activations(
         model,
         sequences,
         out,
         layer=layer,
         pad_id=pad_id,
-        batch_tokens=extract["batch_tokens"],
-        window_sequences=extract["window_sequences"],
-        chunk_mb=extract["chunk_mb"],
+        batch_tokens=settings["batch_tokens"],
+        window_sequences=settings["window_sequences"],
+        chunk_mb=settings["chunk_mb"],
         seed=seed,
         device=device,
         attrs=attrs,
-        keep_padding=extract.get("keep_padding", False),
-        padding_batch_lines=extract.get("padding_batch_lines", 8),
+        keep_padding=settings.get("keep_padding", False),
+        padding_batch_lines=settings.get("padding_batch_lines"),
         pad_left=pad_left,
     )
     stats["seconds"] = time.perf_counter() - tick
-    log.info("extraction stats: %s", stats)
-    write_json(Path(out) / "extract_stats.json", stats)
+    log.info("capture stats: %s", stats)
+    write_json(Path(out) / "capture_stats.json", stats)
 
 
 def _padding(tokenizer_dir: str) -> tuple[int, bool]:
@@ -165,7 +164,7 @@ def sample_gaussian(moments: str, teacher_dir: str, like: str, out: str, *, seed
         teacher=load_teacher(teacher_dir, device),
         rows=real["x"].shape[0],
         chunk_rows=real["x"].chunks[0],
-        seed=seed + (split == "validation"),
+        seed=seed,
         device=device,
         attrs=attrs,
     )

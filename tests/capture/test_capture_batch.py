@@ -1,4 +1,4 @@
-"""`mlp_io` captures exactly the MLP input and output of one layer, and stops the forward pass there.
+"""`capture_batch` captures exactly the MLP input and output of one layer, and stops the forward pass there.
 
 The reference is computed independently of the package: an unmodified full forward pass with
 `output_hidden_states`, hooks on the layer's *pre-MLP norm* (not on the MLP), and the residual stream
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from secret_moe.capture import mlp_io
+from secret_moe.capture import capture_batch
 from secret_moe.testing import TINY_CONFIGS
 
 ARCHS = sorted(TINY_CONFIGS)
@@ -75,7 +75,7 @@ def reference_io(model: nn.Module, arch: str, ids: torch.Tensor, mask: torch.Ten
 def test_mlp_io_equals_a_manual_forward(tiny_models, arch):
     model = tiny_models[arch]
     ids, mask = padded_batch(model.config.vocab_size, torch.Generator().manual_seed(1))
-    x, y = mlp_io(model, LAYER, ids, mask)
+    x, y = capture_batch(model, LAYER, ids, mask)
     d = model.config.hidden_size
     assert x.shape == y.shape == (*ids.shape, d)
 
@@ -119,7 +119,7 @@ def test_later_layers_are_not_computed(tiny_models, arch):
         model.lm_head.register_forward_pre_hook(counter("head")),
     ]
     try:
-        mlp_io(model, LAYER, ids, mask)
+        capture_batch(model, LAYER, ids, mask)
     finally:
         for handle in handles:
             handle.remove()
@@ -141,7 +141,7 @@ def test_mlp_io_leaves_no_hook_behind(tiny_models, arch):
     model = tiny_models[arch]
     ids, mask = padded_batch(model.config.vocab_size, torch.Generator().manual_seed(3))
     hooks_before = sum(len(m._forward_hooks) for m in model.modules())
-    mlp_io(model, LAYER, ids, mask)
+    capture_batch(model, LAYER, ids, mask)
     assert sum(len(m._forward_hooks) for m in model.modules()) == hooks_before
     with torch.no_grad():  # the model still runs to the end
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -152,8 +152,8 @@ def test_first_and_last_layer_can_be_captured(tiny_models):
     model = tiny_models["llama"]
     ids, mask = padded_batch(model.config.vocab_size, torch.Generator().manual_seed(4))
     last = model.config.num_hidden_layers - 1
-    x0, _ = mlp_io(model, 0, ids, mask)
-    x_last, _ = mlp_io(model, last, ids, mask)
+    x0, _ = capture_batch(model, 0, ids, mask)
+    x_last, _ = capture_batch(model, last, ids, mask)
     assert x0.shape == x_last.shape
     assert not torch.allclose(x0, x_last)
 
@@ -165,9 +165,9 @@ def test_mlp_io_on_cuda_equals_cpu(tiny_models, arch):
 
     model = tiny_models[arch]
     ids, mask = padded_batch(model.config.vocab_size, torch.Generator().manual_seed(5))
-    x_cpu, y_cpu = mlp_io(model, LAYER, ids, mask)
+    x_cpu, y_cpu = capture_batch(model, LAYER, ids, mask)
     gpu = copy.deepcopy(model).cuda()
-    x_gpu, y_gpu = mlp_io(gpu, LAYER, ids.cuda(), mask.cuda())
+    x_gpu, y_gpu = capture_batch(gpu, LAYER, ids.cuda(), mask.cuda())
     keep = mask.bool()
     torch.testing.assert_close(x_gpu.cpu()[keep], x_cpu[keep], rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(y_gpu.cpu()[keep], y_cpu[keep], rtol=1e-3, atol=1e-4)

@@ -14,12 +14,19 @@ import torch
 import zarr
 
 import secret_moe
-from secret_moe.capture import mlp_io
+from secret_moe import steps
+from secret_moe.capture import (
+    capture_activations,
+    capture_batch,
+    first_tokens,
+    padded_rows,
+    plan_padded_batches,
+    plan_windows,
+)
 from secret_moe.errors import StoreMismatchError
-from secret_moe.extract import capture_activations, first_tokens, padded_rows, plan_padded_batches, plan_windows
 from secret_moe.models.loading import load_local_model
 from secret_moe.provenance import fingerprint_text, read_json
-from secret_moe.steps import extract_activations, tokenise_corpus
+from secret_moe.steps import tokenise_corpus
 from secret_moe.store import PROGRESS_FILE, chunk_rows_for, commit_rows, create_store, partial_path
 from secret_moe.tokenise import read_token_store
 
@@ -49,21 +56,21 @@ def model(tiny_model_dir):
 
 
 MODEL_SPEC = {"source": "local", "hf_id": "local/tiny-gpt-neox", "layers": [LAYER], "dtype": "float32"}
-EXTRACT = {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1}
+CAPTURE = {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1}
 
 
 @pytest.fixture(scope="module")
 def extracted(tiny_model_dir, token_stores, tmp_path_factory):
     """The train store as the capture_activations rule writes it."""
     out = tmp_path_factory.mktemp("activations") / "train.zarr"
-    extract_activations(
+    steps.capture_activations(
         model_dir=str(tiny_model_dir),
         tokenizer_dir=str(tiny_model_dir),
         tokens=token_stores["train"],
         out=str(out),
         layer=LAYER,
         model_spec=MODEL_SPEC,
-        extract=EXTRACT,
+        settings=CAPTURE,
         seed=0,
         device="cpu",
     )
@@ -77,7 +84,7 @@ def test_store_has_one_row_per_non_padding_token(extracted, token_stores):
     assert len({len(s) for s in sequences}) > 1  # ragged: padding really happens in the batches
     assert group["x"].shape == group["y"].shape == (tokens, 32)
     assert group["x"].dtype == np.float32
-    stats = read_json(extracted / "extract_stats.json")
+    stats = read_json(extracted / "capture_stats.json")
     assert stats["tokens"] == tokens
     assert 0 <= stats["padding_fraction"] < 1
     assert not partial_path(extracted).exists()
@@ -125,7 +132,7 @@ def test_rows_equal_a_direct_per_sequence_capture(extracted, token_stores, model
     xs, ys = [], []
     for ids in sequences:  # one sequence at a time: no padding, no batching, no shuffling
         ids_BT = torch.from_numpy(ids.astype(np.int64))[None]
-        x, y = mlp_io(model, LAYER, ids_BT, torch.ones_like(ids_BT))
+        x, y = capture_batch(model, LAYER, ids_BT, torch.ones_like(ids_BT))
         xs.append(x[0].numpy())
         ys.append(y[0].numpy())
     direct = np.concatenate([np.concatenate(xs), np.concatenate(ys)], axis=1)
@@ -147,7 +154,7 @@ def test_keep_padding_records_every_position_of_the_authors_batches(token_stores
     padded positions add rows of their own."""
     sequences, _ = read_token_store(token_stores["train"])
     lengths = np.array([len(s) for s in sequences])
-    windows = plan_windows(lengths, EXTRACT["window_sequences"], seed=0)
+    windows = plan_windows(lengths, CAPTURE["window_sequences"], seed=0)
     expected_rows = sum(padded_rows(plan_padded_batches(w, 4), lengths) for w in windows)
     assert expected_rows > lengths.sum()
     out = tmp_path / "padded.zarr"
@@ -173,7 +180,7 @@ def test_keep_padding_records_every_position_of_the_authors_batches(token_stores
     direct = []
     for ids in sequences:
         ids_BT = torch.from_numpy(ids.astype(np.int64))[None]
-        x, y = mlp_io(model, LAYER, ids_BT, torch.ones_like(ids_BT))
+        x, y = capture_batch(model, LAYER, ids_BT, torch.ones_like(ids_BT))
         direct.append(np.concatenate([x[0].numpy(), y[0].numpy()], axis=1))
     direct = np.concatenate(direct)
     stored = np.concatenate([group["x"][:], group["y"][:]], axis=1)
@@ -189,14 +196,14 @@ WORKER = textwrap.dedent(
     """
     import os, signal, sys, json
     import torch
-    import secret_moe.extract as extract
+    import secret_moe.capture as capture
     from secret_moe.models.loading import load_local_model
     from secret_moe.tokenise import read_token_store
 
     model_dir, tokens, out, mode, kill_at, kwargs = sys.argv[1:7]
     kill_at, kwargs = int(kill_at), json.loads(kwargs)
     torch.set_num_threads(1)
-    real_commit, calls = extract.commit_rows, [0]
+    real_commit, calls = capture.commit_rows, [0]
 
     def commit(path, rows):
         calls[0] += 1
@@ -206,10 +213,10 @@ WORKER = textwrap.dedent(
         if mode == "after" and calls[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    extract.commit_rows = commit
+    capture.commit_rows = commit
     sequences, _ = read_token_store(tokens)
     model = load_local_model(model_dir, "float32", "cpu")
-    extract.capture_activations(model, sequences, out, **kwargs)
+    capture.capture_activations(model, sequences, out, **kwargs)
     """
 )
 
