@@ -8,7 +8,7 @@ rule capture_activations:
         tokenizer=resource("tokenizer"),
         tokens=resource("tokens"),
     output:
-        directory("results/activations/{model}/layer{layer}/{split}.zarr"),
+        directory(path("activations")),
     log:
         "logs/capture_activations/{model}/layer{layer}/{split}.log",
     benchmark:

@@ -6,18 +6,16 @@ rule aggregate_runs:
     input:
         distill_metrics(),
     output:
-        runs=report("results/aggregate/runs.csv", category="Results", caption="../report/runs.rst"),
-        best=report("results/aggregate/best.csv", category="Results", caption="../report/best.rst"),
-        best_by_seed="results/aggregate/best_by_seed.csv",
-        curves="results/aggregate/curves.csv",
-        moe_advantage=report(
-            "results/aggregate/moe_advantage.csv", category="Results", caption="../report/advantage.rst"
-        ),
-        advantage_by_seed="results/aggregate/advantage_by_seed.csv",
+        runs=report(path("table", name="runs"), category="Results", caption="../report/runs.rst"),
+        best=report(path("table", name="best"), category="Results", caption="../report/best.rst"),
+        best_by_seed=path("table", name="best_by_seed"),
+        curves=path("table", name="curves"),
+        moe_advantage=report(path("table", name="moe_advantage"), category="Results", caption="../report/advantage.rst"),
+        advantage_by_seed=path("table", name="advantage_by_seed"),
         budget_check=report(
-            "results/aggregate/budget_check.csv", category="Verdict", caption="../report/budget_check.rst"
+            path("table", name="budget_check"), category="Verdict", caption="../report/budget_check.rst"
         ),
-        verdict=report("results/aggregate/verdict.csv", category="Verdict", caption="../report/verdict.rst"),
+        verdict=report(path("table", name="verdict"), category="Verdict", caption="../report/verdict.rst"),
     log:
         "logs/aggregate_runs.log",
     conda:

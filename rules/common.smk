@@ -6,12 +6,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
+from secret_moe.layout import PATHS, RESULT_TABLES, RUN_FILES, RUN_KEYS, SPLITS, TIMING_FILE, path
 from secret_moe.plan import (
-    BUNDLE_DIR,
-    RUN_DIR,
-    RUN_FILES,
-    TIMING_FILE,
-    RUN_KEYS,
     SOURCE_KEYS,
     budget_check,
     bundle_index,
@@ -32,7 +28,6 @@ validate(config, schema="../config/schema.yaml", set_default=True)
 resolve_variants(config)
 check_config(config)
 
-SPLITS = ["train", "validation"]
 # Scheduling on few cores: every store is built before bundles train (so that no core waits for a late store
 # at the end), and among bundles the longer budgets start first (priority = the bundle's epochs).
 STORE_PRIORITY = 1000
@@ -62,15 +57,13 @@ def resource(kind, split=None):
     """Input function: the materialised tokenizer / model / token store a model uses (a `same_as` variant
     uses its base model's)."""
 
-    def path(wildcards):
-        owner = resource_model(config, wildcards.model)
-        return {
-            "tokenizer": f"resources/tokenizers/{owner}",
-            "model": f"resources/models/{owner}",
-            "tokens": f"results/tokens/{owner}/{wildcards.get('split', split)}.zarr",
-        }[kind]
+    def where(wildcards):
+        values = {"model": resource_model(config, wildcards.model)}
+        if "{split}" in PATHS[kind]:
+            values["split"] = wildcards.get("split", split)
+        return path(kind, **values)
 
-    return path
+    return where
 
 
 def capture_config(wildcards):
@@ -88,8 +81,7 @@ def capture_config(wildcards):
 
 def data_store(data, split):
     """Path of the store a distillation run reads: real activations or their Gaussian control."""
-    stage = "activations" if data == "activations" else "gaussian"
-    return f"results/{stage}/{{model}}/layer{{layer}}/{split}.zarr"
+    return path("activations" if data == "activations" else "gaussian", split=split)
 
 
 # The keys of `distill` that decide a run's result (editing the grid, e.g. widths or seeds, must not redo
@@ -125,7 +117,9 @@ def run_of(wildcards):
 
 def bundle_of_run(wildcards):
     run = run_of(wildcards)
-    return BUNDLE_DIR.format(**run, bundle=BUNDLE_OF[tuple(run[key] for key in RUN_KEYS)])
+    return path(
+        "bundle", **{key: run[key] for key in ("model", "layer", "data")}, bundle=BUNDLE_OF[tuple(run.values())]
+    )
 
 
 def distill_metrics():
@@ -143,7 +137,7 @@ FIGURE_CAPTIONS = {
     "paper_comparison": "This run's best FVU points next to the published ones for the same teacher and layer.",
     "layer_sweep": "MoE advantage per layer: the dense MLP width needed to match the MoE's FVU, over its active neurons.",
 }
-PAPER_TABLE = str(Path(workflow.basedir) / "reference" / "paper_fvu_summary.csv")
+PAPER_TABLE = str(Path(workflow.basedir) / PATHS["paper_table"])
 
 
 def figures_for(model, layer):
@@ -173,14 +167,21 @@ def figures_for(model, layer):
 
 def all_figure_files():
     per_layer = [
-        f"figures/{model}/layer{layer}/{name}.{ext}"
+        path("figure", model=model, layer=layer, figure=name, ext=ext)
         for model, layer in model_layers(config)
         for name in figures_for(model, layer)
         for ext in ("pdf", "png")
     ]
     sweep = config["experiments"].get("layer_sweep", {})
     per_model = (
-        [f"figures/{sweep['model']}/layer_sweep.{ext}" for ext in ("pdf", "png")] if sweep.get("enabled") else []
+        [path("model_figure", model=sweep["model"], figure="layer_sweep", ext=ext) for ext in ("pdf", "png")]
+        if sweep.get("enabled")
+        else []
     )
-    control = [f"figures/{model}/control.{ext}" for model in controls(config) for ext in ("pdf", "png")]
-    return per_layer + per_model + control + [f"figures/verdict.{ext}" for ext in ("pdf", "png")]
+    control = [
+        path("model_figure", model=model, figure="control", ext=ext)
+        for model in controls(config)
+        for ext in ("pdf", "png")
+    ]
+    verdict = [path("summary_figure", figure="verdict", ext=ext) for ext in ("pdf", "png")]
+    return per_layer + per_model + control + verdict

@@ -12,7 +12,7 @@ rule train_students:
         train=lambda w: data_store(w.data, "train"),
         validation=lambda w: data_store(w.data, "validation"),
     output:
-        temp(directory(BUNDLE_DIR)),
+        temp(directory(path("bundle"))),
     log:
         "logs/train_students/{model}/layer{layer}/{data}/{bundle}.log",
     benchmark:
@@ -39,10 +39,10 @@ rule collect_run:
         train=lambda w: data_store(w.data, "train"),
         validation=lambda w: data_store(w.data, "validation"),
     output:
-        metrics=f"{RUN_DIR}/metrics.json",
-        weights=f"{RUN_DIR}/student.safetensors",
+        metrics=f"{path('run')}/{RUN_FILES[0]}",
+        weights=f"{path('run')}/{RUN_FILES[1]}",
     log:
-        f"logs/collect_run/{RUN_DIR.removeprefix('results/distill/')}.log",
+        f"logs/collect_run/{path('run').removeprefix('results/distill/')}.log",
     conda:
         ENV
     params:

@@ -12,13 +12,13 @@ localrules:
 
 rule plot_figure:
     input:
-        best="results/aggregate/best.csv",
-        curves="results/aggregate/curves.csv",
+        best=path("table", name="best"),
+        curves=path("table", name="curves"),
         paper=PAPER_TABLE,
     output:
-        pdf="figures/{model}/layer{layer}/{figure}.pdf",
+        pdf=path("figure", ext="pdf"),
         png=report(
-            "figures/{model}/layer{layer}/{figure}.png",
+            path("figure", ext="png"),
             category="Figures",
             subcategory="{model} layer {layer}",
             caption="../report/figure.rst",
@@ -39,11 +39,11 @@ rule plot_figure:
 
 rule plot_layer_sweep:
     input:
-        advantage="results/aggregate/moe_advantage.csv",
+        advantage=path("table", name="moe_advantage"),
     output:
-        pdf="figures/{model}/layer_sweep.pdf",
+        pdf=path("model_figure", figure="layer_sweep", ext="pdf"),
         png=report(
-            "figures/{model}/layer_sweep.png",
+            path("model_figure", figure="layer_sweep", ext="png"),
             category="Figures",
             subcategory="{model} layer sweep",
             caption="../report/layer_sweep.rst",
@@ -58,11 +58,11 @@ rule plot_layer_sweep:
 
 rule plot_control:
     input:
-        advantage="results/aggregate/moe_advantage.csv",
+        advantage=path("table", name="moe_advantage"),
     output:
-        pdf="figures/{model}/control.pdf",
+        pdf=path("model_figure", figure="control", ext="pdf"),
         png=report(
-            "figures/{model}/control.png",
+            path("model_figure", figure="control", ext="png"),
             category="Figures",
             subcategory="{model} control",
             caption="../report/control.rst",
@@ -79,11 +79,15 @@ rule plot_control:
 
 rule plot_verdict:
     input:
-        verdict="results/aggregate/verdict.csv",
-        by_seed="results/aggregate/advantage_by_seed.csv",
+        verdict=path("table", name="verdict"),
+        by_seed=path("table", name="advantage_by_seed"),
     output:
-        pdf="figures/verdict.pdf",
-        png=report("figures/verdict.png", category="Verdict", caption="../report/verdict_figure.rst"),
+        pdf=path("summary_figure", figure="verdict", ext="pdf"),
+        png=report(
+            path("summary_figure", figure="verdict", ext="png"),
+            category="Verdict",
+            caption="../report/verdict_figure.rst",
+        ),
     log:
         "logs/plot_verdict.log",
     conda:
@@ -96,7 +100,7 @@ rule all_figures:
     input:
         all_figure_files(),
     output:
-        "figures/all",
+        path("all_figures"),
     log:
         "logs/all_figures.log",
     run:

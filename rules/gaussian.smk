@@ -3,9 +3,9 @@
 
 rule fit_gaussian:
     input:
-        "results/activations/{model}/layer{layer}/train.zarr",
+        path("activations", split="train"),
     output:
-        "results/gaussian/{model}/layer{layer}/moments.npz",
+        path("moments"),
     log:
         "logs/fit_gaussian/{model}/layer{layer}.log",
     priority: STORE_PRIORITY
@@ -19,11 +19,11 @@ rule fit_gaussian:
 
 rule sample_gaussian:
     input:
-        moments="results/gaussian/{model}/layer{layer}/moments.npz",
-        teacher="results/teacher/{model}/layer{layer}",
-        like="results/activations/{model}/layer{layer}/{split}.zarr",
+        moments=path("moments"),
+        teacher=path("teacher"),
+        like=path("activations"),
     output:
-        directory("results/gaussian/{model}/layer{layer}/{split}.zarr"),
+        directory(path("gaussian")),
     log:
         "logs/sample_gaussian/{model}/layer{layer}/{split}.log",
     priority: STORE_PRIORITY

@@ -4,7 +4,7 @@
 
 rule prepare_tokenizer:
     output:
-        directory("resources/tokenizers/{model}"),
+        directory(path("tokenizer")),
     log:
         "logs/prepare_tokenizer/{model}.log",
     conda:
@@ -19,9 +19,9 @@ rule prepare_model:
     input:
         # ordering only: a corpus that tokenises to nothing stops the run before the weights are loaded
         # (ancient: new tokens, e.g. after a max_length change, must not re-materialise the model)
-        tokens=ancient(expand("results/tokens/{{model}}/{split}.zarr", split=SPLITS)),
+        tokens=ancient([path("tokens", split=split) for split in SPLITS]),
     output:
-        directory("resources/models/{model}"),
+        directory(path("model")),
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
@@ -41,7 +41,7 @@ rule export_teacher:
     input:
         model=resource("model"),
     output:
-        directory("results/teacher/{model}/layer{layer}"),
+        directory(path("teacher")),
     log:
         "logs/export_teacher/{model}/layer{layer}.log",
     priority: STORE_PRIORITY

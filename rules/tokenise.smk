@@ -3,10 +3,10 @@
 
 rule tokenise_corpus:
     input:
-        tokenizer="resources/tokenizers/{model}",
+        tokenizer=path("tokenizer"),
     output:
-        train=directory("results/tokens/{model}/train.zarr"),
-        validation=directory("results/tokens/{model}/validation.zarr"),
+        train=directory(path("tokens", split="train")),
+        validation=directory(path("tokens", split="validation")),
     log:
         "logs/tokenise_corpus/{model}.log",
     conda:

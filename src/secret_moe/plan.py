@@ -17,6 +17,7 @@ from typing import Any
 
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
+from secret_moe.layout import RUN_KEYS, path
 from secret_moe.models.gguf import check_gguf_file
 from secret_moe.models.layers import check_layers
 from secret_moe.provenance import fingerprint_json
@@ -183,28 +184,8 @@ def all_students(config: dict[str, Any], model: str, layer: int) -> list[str]:
     return sorted({name for names in students_by_family(config, model, layer).values() for name in names})
 
 
-# Where a distillation run and a bundle of runs trained together live: the rules, restore.py and the
-# results tables all format these.
-RUN_KEYS = ("model", "layer", "data", "student", "epochs", "lr", "seed")
-RUN_DIR = "results/distill/{model}/layer{layer}/{data}/{student}/e{epochs}_lr{lr}_seed{seed}"
-RUN_FILES = ("metrics.json", "student.safetensors")
-TIMING_FILE = "timing.json"  # beside them: wall-clock numbers and the bundle, kept out of the reproducible metrics
-BUNDLE_DIR = "results/distill/{model}/layer{layer}/{data}/bundles/{bundle}"
-# The results tables of rule aggregate_runs, each results/aggregate/<name>.csv
-RESULT_TABLES = (
-    "runs",
-    "best",
-    "best_by_seed",
-    "curves",
-    "moe_advantage",
-    "advantage_by_seed",
-    "budget_check",
-    "verdict",
-)
-
-
 def run_dir(run: dict[str, Any]) -> str:
-    return RUN_DIR.format(**run)
+    return path("run", **run)
 
 
 def run_name(run: dict[str, Any]) -> str:
@@ -290,7 +271,7 @@ def bundle_index(bundles: dict[tuple[str, int, str, str], list[dict[str, Any]]])
 
 def _local_model_config(spec: dict[str, Any], name: str) -> Any | None:
     """The model's config.json already on disk (a local model or a materialised one), as attributes, else None."""
-    folders = [Path("resources/models") / name] + ([Path(spec["path"])] if spec["source"] == "local" else [])
+    folders = [Path(path("model", model=name))] + ([Path(spec["path"])] if spec["source"] == "local" else [])
     for folder in folders:
         if (folder / "config.json").is_file():
             raw = json.loads((folder / "config.json").read_text())

@@ -25,27 +25,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-GROUP_RULES = {  # in the workflow's order
-    "tokenizer": ["prepare_tokenizer"],
-    "tokens": ["tokenise_corpus"],
-    "model": ["prepare_model"],
-    "activations": ["capture_activations", "export_teacher"],
-    "gaussian": ["fit_gaussian", "sample_gaussian"],
-    "distill": ["train_students", "collect_run"],
-    "padded_activations": ["capture_activations", "export_teacher"],  # padding controls: reuse a model's
-    "padded_gaussian": ["fit_gaussian", "sample_gaussian"],  # tokenizer, weights and tokens
-    "padded_distill": ["train_students", "collect_run"],
-    "aggregate": ["aggregate_runs"],
-    "figures": ["plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict", "all_figures"],
+from secret_moe import layout
+
+# dvc.yaml's stage groups (secret_moe.layout), in the workflow's order: their rules and, per model ("{m}"), outputs.
+GROUP_RULES = {name: list(stage.rules) for name, stage in layout.stage_groups().items()}
+GROUP_OUTS = {
+    name: [out.replace("{model}", "{m}") for out in stage.outs()] for name, stage in layout.stage_groups().items()
 }
-SPLITS = ("train", "validation")
 
 
 def load_config(path: str | Path = "config.yaml") -> dict[str, Any]:
@@ -61,57 +56,30 @@ def load_config(path: str | Path = "config.yaml") -> dict[str, Any]:
 
 
 def group_targets(config: dict[str, Any], group: str, model: str | None = None) -> list[str]:
-    """The files and folders one dvc.yaml stage asks Snakemake for."""
-    from secret_moe.plan import RESULT_TABLES
+    """The files and folders one dvc.yaml stage asks Snakemake for: every output of its rules whose wildcards the
+    config enumerates (distillation runs: the config's grid; temporary bundles and single figures: none, as
+    `figures/all` stands for the figures)."""
+    from secret_moe.plan import distill_runs, layers_of, run_dir
 
-    if group in ("aggregate", "figures"):
-        return [f"results/aggregate/{n}.csv" for n in RESULT_TABLES] if group == "aggregate" else ["figures/all"]
-    group = group.removeprefix("padded_")
-    if model not in config["models"]:
+    if group not in GROUP_RULES:
+        raise SystemExit(f"unknown stage group {group!r} (one of {', '.join(GROUP_RULES)})")
+    stage = layout.stage_groups()[group]
+    if stage.per_model and model not in config["models"]:
         raise SystemExit(f"{group}: unknown model {model!r} (config.yaml has {', '.join(config['models'])})")
-    from secret_moe.plan import RUN_FILES, distill_runs, layers_of, run_dir
-
-    layers = layers_of(config, model)
-    if group == "tokenizer":
-        return [f"resources/tokenizers/{model}"]
-    if group == "model":
-        return [f"resources/models/{model}"]
-    if group == "tokens":
-        return [f"results/tokens/{model}/{split}.zarr" for split in SPLITS]
-    if group == "activations":
-        return [
-            path
-            for layer in layers
-            for path in [f"results/teacher/{model}/layer{layer}"]
-            + [f"results/activations/{model}/layer{layer}/{split}.zarr" for split in SPLITS]
-        ]
-    if group == "gaussian":
-        return [
-            path
-            for layer in layers
-            for path in [f"results/gaussian/{model}/layer{layer}/moments.npz"]
-            + [f"results/gaussian/{model}/layer{layer}/{split}.zarr" for split in SPLITS]
-        ]
-    if group == "distill":
-        runs = [run_dir(r) for r in distill_runs(config) if r["model"] == model]
-        return [f"{run}/{name}" for run in runs for name in RUN_FILES]
-    raise SystemExit(f"unknown stage group {group!r} (one of {', '.join(GROUP_RULES)})")
-
-
-# Where each stage group writes, per model ("{m}"); the same paths as the outs of dvc.yaml.
-GROUP_OUTS = {
-    "tokenizer": ["resources/tokenizers/{m}"],
-    "tokens": ["results/tokens/{m}"],
-    "model": ["resources/models/{m}"],
-    "activations": ["results/activations/{m}", "results/teacher/{m}"],
-    "gaussian": ["results/gaussian/{m}"],
-    "distill": ["results/distill/{m}"],
-    "padded_activations": ["results/activations/{m}", "results/teacher/{m}"],
-    "padded_gaussian": ["results/gaussian/{m}"],
-    "padded_distill": ["results/distill/{m}"],
-    "aggregate": ["results/aggregate"],
-    "figures": ["figures"],
-}
+    values = {"model": [model], "split": layout.SPLITS, "name": layout.RESULT_TABLES}
+    if stage.per_model:
+        values["layer"] = layers_of(config, model)
+    targets = []
+    for kind in stage.writes:
+        if kind == "run":
+            runs = [run_dir(r) for r in distill_runs(config) if r["model"] == model]
+            targets += [f"{run}/{name}" for run in runs for name in layout.RUN_FILES]
+            continue
+        wildcards = re.findall(r"\{(\w+)\}", layout.PATHS[kind])
+        if all(w in values for w in wildcards):
+            combos = product(*(values[w] for w in wildcards))
+            targets += [layout.path(kind, **dict(zip(wildcards, combo, strict=True))) for combo in combos]
+    return targets
 
 
 def stages(config: dict[str, Any]) -> dict[str, list[str]]:

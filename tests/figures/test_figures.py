@@ -11,7 +11,7 @@ import pytest
 
 from secret_moe import figures
 from secret_moe.aggregate import advantage_per_seed, best_over_lr, best_per_seed, moe_advantage, runs_table
-from secret_moe.plan import RUN_KEYS
+from secret_moe.layout import RUN_KEYS
 from secret_moe.steps import plot_control, plot_figure
 from secret_moe.students import active_neurons, parse_student
 from secret_moe.testing import metric

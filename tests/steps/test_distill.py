@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from secret_moe.errors import SecretMoeError
-from secret_moe.plan import TIMING_FILE
+from secret_moe.layout import TIMING_FILE
 from secret_moe.provenance import read_json
 from secret_moe.steps.distill import collect_run, member_dir, train_students
 

@@ -1,8 +1,8 @@
 """One function per workflow rule: read inputs, call the science modules, write outputs with provenance.
 
 Rule scripts in `scripts/` are thin wrappers that pass Snakemake's named inputs, outputs and params here.
-The functions live in `prepare`, `distill` and `results`; importing one loads only its stage's libraries, so
-a distillation job does not pay for importing transformers.
+Each stage's functions live in a module of their own, named after its rules file; importing one loads only that
+stage's libraries, so a distillation job does not pay for importing transformers.
 """
 
 from __future__ import annotations
@@ -10,19 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_MODULES = {
-    "prepare": (
-        "prepare_tokenizer",
-        "prepare_model",
-        "tokenise_corpus",
-        "export_teacher",
-        "store_identity",
-        "capture_activations",
-        "fit_gaussian",
-        "sample_gaussian",
-    ),
+_MODULES = {  # steps/<module>.py holds the steps of rules/<module>.smk (tokens: rules/tokenise.smk)
+    "models": ("prepare_tokenizer", "prepare_model", "export_teacher"),
+    "tokens": ("tokenise_corpus",),
+    "activations": ("store_identity", "capture_activations"),
+    "gaussian": ("fit_gaussian", "sample_gaussian"),
     "distill": ("train_students", "collect_run"),
-    "results": ("read_metrics", "aggregate_runs", "plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict"),
+    "aggregate": ("read_metrics", "aggregate_runs"),
+    "figures": ("plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

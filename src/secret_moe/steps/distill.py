@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.device import resolve_device
 from secret_moe.errors import SecretMoeError
-from secret_moe.plan import RUN_FILES, TIMING_FILE, run_name
+from secret_moe.layout import RUN_FILES, TIMING_FILE
+from secret_moe.plan import run_name
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student

@@ -1,0 +1,93 @@
+"""Step of rules/activations.smk: capture one layer's MLP inputs and outputs into a Zarr store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from secret_moe import __version__, capture
+from secret_moe.device import resolve_device
+from secret_moe.models.layers import check_layers, hidden_size
+from secret_moe.models.loading import (
+    load_local_config,
+    load_local_model,
+    load_local_tokenizer,
+)
+from secret_moe.provenance import write_json
+from secret_moe.tokenise import read_token_store
+
+log = logging.getLogger(__name__)
+
+
+def store_identity(model_spec: dict[str, Any], layer: int, token_attrs: dict[str, Any]) -> dict[str, Any]:
+    """Store attributes that must match between a partial store, the config and later readers."""
+    return {
+        "model_id": model_spec.get("hf_id", model_spec.get("path")),
+        "model_source": model_spec["source"],
+        "model_init": model_spec.get("init", "pretrained"),
+        "revision": model_spec.get("revision"),
+        "layer": layer,
+        "corpus_fingerprint": token_attrs["corpus_fingerprint"],
+        "tokens": token_attrs["tokens"],
+    }
+
+
+def capture_activations(
+    model_dir: str,
+    tokenizer_dir: str,
+    tokens: str,
+    out: str,
+    *,
+    layer: int,
+    model_spec: dict[str, Any],
+    settings: dict[str, Any],
+    seed: int,
+    device: str,
+) -> None:
+    sequences, token_attrs = read_token_store(tokens)
+    sequences = capture.first_tokens(sequences, settings.get("max_tokens", {}).get(token_attrs["split"]))
+    config = load_local_config(model_dir)
+    check_layers(config, [layer], Path(model_dir).name)
+    device = resolve_device(device)
+    model = load_local_model(model_dir, model_spec.get("dtype", "float32"), device)
+    attrs = {
+        **store_identity(model_spec, layer, token_attrs),
+        "split": token_attrs["split"],
+        "d_model": hidden_size(config),
+        "dtype": "float32",
+        "compute_dtype": model_spec.get("dtype", "float32"),
+        "package_version": __version__,
+        "capture_config": settings,
+        "seed": seed,
+    }
+    pad_id, pad_left = _padding(tokenizer_dir)
+    tick = time.perf_counter()
+    stats = capture.capture_activations(
+        model,
+        sequences,
+        out,
+        layer=layer,
+        pad_id=pad_id,
+        batch_tokens=settings["batch_tokens"],
+        window_sequences=settings["window_sequences"],
+        chunk_mb=settings["chunk_mb"],
+        seed=seed,
+        device=device,
+        attrs=attrs,
+        keep_padding=settings.get("keep_padding", False),
+        padding_batch_lines=settings.get("padding_batch_lines"),
+        pad_left=pad_left,
+    )
+    stats["seconds"] = time.perf_counter() - tick
+    log.info("capture stats: %s", stats)
+    write_json(Path(out) / "capture_stats.json", stats)
+
+
+def _padding(tokenizer_dir: str) -> tuple[int, bool]:
+    """The tokenizer's pad id (0 if it has none) and whether it pads on the left (used only when padded
+    positions are kept, as the authors did)."""
+    tokenizer = load_local_tokenizer(tokenizer_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pad_id, tokenizer.padding_side == "left"

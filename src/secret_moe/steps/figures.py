@@ -1,0 +1,58 @@
+"""Steps of rules/figures.smk: the figures, from the results tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from secret_moe import figures
+
+
+def plot_figure(
+    figure: str,
+    best_csv: str,
+    curves_csv: str,
+    paper_csv: str,
+    *,
+    model: str,
+    layer: int,
+    hf_id: str | None,
+    epochs: int,
+    pdf: str,
+    png: str,
+) -> None:
+    best = pd.read_csv(best_csv, keep_default_na=False, na_values=[""])
+    best = best[(best.model == model) & (best.layer == layer)]
+    title = f"{model} layer {layer}"
+    if figure == "learning_curves":  # main-comparison students, each at its best learning rate
+        curves = pd.read_csv(curves_csv)
+        curves = curves[curves.epochs == epochs]  # the configured budget (not the budget check's)
+        chosen = best[best.families.str.contains("main")][["data", "student", "best_lr"]]
+        curves = curves[(curves.model == model) & (curves.layer == layer)].merge(
+            chosen, left_on=["data", "student", "lr"], right_on=["data", "student", "best_lr"]
+        )
+        figures.learning_curves(curves, title, pdf, png)
+    elif figure == "paper_comparison":
+        paper = pd.read_csv(paper_csv)
+        paper = paper[(paper.model == hf_id) & (paper.layer == layer) & paper.in_notebook_figure]
+        figures.paper_comparison(best, paper, f"{title} vs paper ({hf_id})", pdf, png)
+    else:
+        getattr(figures, figure)(best, title, pdf, png)
+
+
+def plot_layer_sweep(advantage_csv: str, *, model: str, pdf: str, png: str) -> None:
+    advantage = pd.read_csv(advantage_csv)
+    figures.layer_sweep(advantage[advantage.model == model], f"{model}: MoE advantage by layer", pdf, png)
+
+
+def plot_control(advantage_csv: str, *, model: str, base: str, label: str, base_label: str, pdf: str, png: str) -> None:
+    """`model` is a control (random weights, or padded positions kept) of `base`: their MoE advantages."""
+    advantage = pd.read_csv(advantage_csv)
+    layers = set(advantage.layer[advantage.model == model])  # the base may have more (a layer sweep)
+    both = advantage[advantage.model.isin([model, base]) & advantage.layer.isin(layers)].copy()
+    both["variant"] = both.model.map({base: base_label, model: label})
+    layers = ", ".join(map(str, sorted(set(both.layer))))
+    figures.control(both, [base_label, label], f"{base} layer {layers}: {base_label} vs {label}", pdf, png)
+
+
+def plot_verdict(verdict_csv: str, by_seed_csv: str, *, pdf: str, png: str) -> None:
+    figures.verdict(pd.read_csv(verdict_csv), pd.read_csv(by_seed_csv), "MoE advantage and verdict", pdf, png)
