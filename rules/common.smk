@@ -6,12 +6,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import validate
 
+from secret_moe.families import CAPTIONS, LAYER_FIGURES
 from secret_moe.layout import PATHS, RESULT_TABLES, RUN_FILES, RUN_KEYS, SPLITS, TIMING_FILE, path
 from secret_moe.plan import (
     SOURCE_KEYS,
     budget_check,
     bundle_index,
     check_config,
+    figures_for,
     controls,
     distill_runs,
     plan_bundles,
@@ -126,50 +128,25 @@ def distill_metrics():
     return [f"{run_dir(run)}/{RUN_FILES[0]}" for run in RUNS]
 
 
-# Figures: which ones each (model, layer) gets, and their captions.
-FIGURE_CAPTIONS = {
-    "fvu_vs_active": "Validation FVU vs active neurons: dense MLP vs MoE students, real activations vs Gaussian control.",
-    "learning_curves": "Validation FVU per epoch of each main-comparison student, at its best learning rate.",
-    "router_comparison": "Low-rank routers of several ranks vs the full-rank router at equal active neurons.",
-    "shared_split": "FVU at fixed active neurons as the share held by the always-on shared MLP varies.",
-    "expert_width": "FVU at fixed active neurons as each expert's hidden width grows (fewer, wider experts active).",
-    "num_experts": "FVU at fixed active neurons as the number of experts m grows.",
-    "paper_comparison": "This run's best FVU points next to the published ones for the same teacher and layer.",
-    "layer_sweep": "MoE advantage per layer: the dense MLP width needed to match the MoE's FVU, over its active neurons.",
-}
+# Figures: which ones each (model, layer) gets (secret_moe.families has their captions).
 PAPER_TABLE = str(Path(workflow.basedir) / PATHS["paper_table"])
 
 
-def figures_for(model, layer):
-    families = students_by_family(config, model, layer)
-    if "main" not in families:  # a sweep-only layer: shown in the model's layer_sweep figure
-        return []
-    names = ["fvu_vs_active", "learning_curves"]
-    names += [
-        figure
-        for figure, family in [
-            ("router_comparison", "router_rank"),
-            ("shared_split", "shared_split"),
-            ("expert_width", "expert_width"),
-            ("num_experts", "num_experts"),
-        ]
-        if family in families
-    ]
+def in_paper(model, layer):
+    """Whether the published numbers cover this pretrained teacher and layer."""
     import pandas as pd
 
     paper = pd.read_csv(PAPER_TABLE)
     spec = config["models"][model]
-    in_paper = ((paper.model == spec.get("hf_id")) & (paper.layer == layer)).any()
-    if in_paper and spec.get("init", "pretrained") == "pretrained":
-        names.append("paper_comparison")
-    return names
+    covered = ((paper.model == spec.get("hf_id")) & (paper.layer == layer)).any()
+    return bool(covered) and spec.get("init", "pretrained") == "pretrained"
 
 
 def all_figure_files():
     per_layer = [
         path("figure", model=model, layer=layer, figure=name, ext=ext)
         for model, layer in model_layers(config)
-        for name in figures_for(model, layer)
+        for name in figures_for(config, model, layer, in_paper(model, layer))
         for ext in ("pdf", "png")
     ]
     sweep = config["experiments"].get("layer_sweep", {})

@@ -26,13 +26,13 @@ rule plot_figure:
     log:
         "logs/plot_figure/{model}/layer{layer}/{figure}.log",
     wildcard_constraints:
-        figure="|".join(name for name in FIGURE_CAPTIONS if name != "layer_sweep"),
+        figure="|".join(LAYER_FIGURES),
     conda:
         ENV
     params:
         hf_id=lambda w: config["models"][w.model].get("hf_id"),
         epochs=config["distill"]["epochs"],
-        caption=lambda w: FIGURE_CAPTIONS[w.figure],
+        caption=lambda w: CAPTIONS[w.figure],
     script:
         "../scripts/plot_figure.py"
 

@@ -10,44 +10,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
+from secret_moe.families import FAMILIES, moe_sizes
 from secret_moe.layout import RUN_KEYS, path
 from secret_moe.models.gguf import check_gguf_file
 from secret_moe.models.layers import check_layers
 from secret_moe.provenance import fingerprint_json
-from secret_moe.students import build_student, parse_student, student_name
+from secret_moe.students import build_student, parse_student
 
 log = logging.getLogger(__name__)
-
-FAMILIES = ("main", "shared_split", "router_rank", "expert_width", "num_experts", "layer_sweep")
-
-
-def _moe(router: str, rank: int, experts: int, shared: int, k: int, width: int = 1) -> str:
-    return student_name(
-        {
-            "kind": "moe",
-            "router": router,
-            "rank": rank,
-            "experts": experts,
-            "shared": shared,
-            "k": k,
-            "expert_width": width,
-        }
-    )
-
-
-def _split(active: int, fraction: float, router: str, rank: int, experts: int, width: int = 1) -> str:
-    """Student with s = fraction·active shared neurons and the rest in experts (all shared: an MLP)."""
-    shared = round(fraction * active)
-    if shared >= active:
-        return student_name({"kind": "mlp", "hidden": active})
-    return _moe(router, rank, experts, shared, (active - shared) // width, width)
 
 
 def _sweep(config: dict[str, Any], model: str) -> dict[str, Any] | None:
@@ -118,13 +94,6 @@ def controls(config: dict[str, Any]) -> dict[str, dict[str, str]]:
     return found
 
 
-def moe_sizes(moe: dict[str, Any]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The (m, k) sizes of the main comparison `distill.moe`, kept and dropped: as in the paper's grid, sizes
-    with more active experts than experts (k > m) are skipped."""
-    sizes = list(product(moe.get("experts", []), moe.get("k", [])))
-    return [(m, k) for m, k in sizes if k <= m], [(m, k) for m, k in sizes if k > m]
-
-
 def check_moe_sizes(moe: dict[str, Any]) -> None:
     """Refuse a `distill.moe` whose sizes are all dropped for k > m; warn when some are."""
     kept, dropped = moe_sizes(moe)
@@ -137,47 +106,36 @@ def check_moe_sizes(moe: dict[str, Any]) -> None:
 
 
 def students_by_family(config: dict[str, Any], model: str, layer: int) -> dict[str, list[str]]:
-    """Students per experiment family at one (model, layer); sweep-only layers run the sweep's students."""
+    """Students per experiment family (secret_moe.families) at one (model, layer); sweep-only layers run the
+    sweep's students, and controls (random weights, padded positions) the main comparison only."""
     rank = config["models"][model]["router_rank"]
     sweep = _sweep(config, model)
-    sweep_students = (
-        [student_name({"kind": "mlp", "hidden": h}) for h in sweep["mlp_widths"]]
-        + [_moe(sweep["router"], rank, sweep["experts"], k, k) for k in sweep["k"]]
-        if sweep
-        else []
-    )
+    sweep_students = FAMILIES["layer_sweep"].students(sweep, rank) if sweep else []
     if layer not in config["models"][model]["layers"]:
         return {"layer_sweep": sweep_students}
-    distill = config["distill"]
-    # controls (random weights, padded positions) run the main comparison only
     experiments = {} if is_control(config["models"][model]) else config.get("experiments", {})
-    moe = distill["moe"]
-    families: dict[str, list[str]] = {
-        "main": [student_name({"kind": "mlp", "hidden": h}) for h in distill["mlp_widths"]]
-        + [_moe(r, rank, m, k, k) for r, (m, k) in product(moe.get("routers", []), moe_sizes(moe)[0])]
-    }
-    if (spec := experiments.get("shared_split", {})).get("enabled"):
-        families["shared_split"] = [
-            _split(spec["active"], f, spec["router"], rank, spec["experts"]) for f in spec["shared_fractions"]
-        ] + [student_name({"kind": "mlp", "hidden": spec["active"]})]
-    if (spec := experiments.get("router_rank", {})).get("enabled"):
-        routers = (
-            [("lowrank", r) for r in spec["ranks"]]
-            + ([("fullrank", rank)] if spec["include_fullrank"] else [])
-            + [("product_key", r) for r in spec.get("product_key_ranks", [])]
-        )
-        families["router_rank"] = [_moe(name, r, spec["experts"], k, k) for (name, r), k in product(routers, spec["k"])]
-    if (spec := experiments.get("expert_width", {})).get("enabled"):
-        families["expert_width"] = [
-            _split(spec["active"], 0.5, spec["router"], rank, spec["experts"], w) for w in spec["widths"]
-        ]
-    if (spec := experiments.get("num_experts", {})).get("enabled"):
-        families["num_experts"] = [_moe(spec["router"], rank, m, spec["k"], spec["k"]) for m in spec["experts"]] + [
-            _moe("product_key", rank, m, spec["k"], spec["k"]) for m in spec.get("product_key_experts", [])
-        ]
+    families = {"main": FAMILIES["main"].students(config["distill"], rank)}
+    for name, family in FAMILIES.items():
+        if name not in ("main", "layer_sweep") and (spec := experiments.get(name, {})).get("enabled"):
+            families[name] = family.students(spec, rank)
     if sweep_students:
         families["layer_sweep"] = sweep_students
     return families
+
+
+def figures_for(config: dict[str, Any], model: str, layer: int, in_paper: bool) -> list[str]:
+    """The per-layer figures of (model, layer): those of its families (none for a sweep-only layer, which the
+    model's layer_sweep figure shows); `in_paper`: the published numbers cover this teacher and layer."""
+    families = students_by_family(config, model, layer)
+    if "main" not in families:
+        return []
+    return [
+        figure.name
+        for name in families
+        if not FAMILIES[name].per_model
+        for figure in FAMILIES[name].figures
+        if in_paper or not figure.needs_paper
+    ]
 
 
 def all_students(config: dict[str, Any], model: str, layer: int) -> list[str]:

@@ -172,6 +172,45 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
     return config
 
 
+def every_family(model: str = "tiny") -> dict[str, Any]:
+    """`experiments` with every family of secret_moe.families on, each key written out, at tiny sizes (router
+    rank of the tiny model: 8); the layer sweep adds layer 0 of `model`."""
+    return {
+        "shared_split": {
+            "enabled": True,
+            "active": 8,
+            "shared_fractions": [0, 0.5],
+            "experts": 64,
+            "router": "lowrank",
+        },
+        "router_rank": {
+            "enabled": True,
+            "ranks": [4],
+            "include_fullrank": True,
+            "product_key_ranks": [8],
+            "experts": 64,
+            "k": [4],
+        },
+        "expert_width": {"enabled": True, "widths": [1, 2], "active": 8, "experts": 64, "router": "lowrank"},
+        "num_experts": {
+            "enabled": True,
+            "experts": [16, 64],
+            "k": 2,
+            "router": "lowrank",
+            "product_key_experts": [256],
+        },
+        "layer_sweep": {
+            "enabled": True,
+            "model": model,
+            "layers": [0],
+            "mlp_widths": [4],
+            "k": [2],
+            "experts": 64,
+            "router": "lowrank",
+        },
+    }
+
+
 def write_config(path: str | Path, config: dict[str, Any]) -> Path:
     Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
     return Path(path)

@@ -3,7 +3,6 @@ schema (naming the key), never left to a KeyError in the plan; the shipped confi
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -11,32 +10,11 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from secret_moe.plan import check_config, model_layers, students_by_family
+from secret_moe.testing import every_family
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Every family on, each key written out (tiny sizes: router rank of the tiny model is 8).
-FAMILIES = {
-    "shared_split": {"enabled": True, "active": 8, "shared_fractions": [0, 0.5], "experts": 64, "router": "lowrank"},
-    "router_rank": {
-        "enabled": True,
-        "ranks": [4],
-        "include_fullrank": True,
-        "product_key_ranks": [8],
-        "experts": 64,
-        "k": [4],
-    },
-    "expert_width": {"enabled": True, "widths": [1, 2], "active": 8, "experts": 64, "router": "lowrank"},
-    "num_experts": {"enabled": True, "experts": [16, 64], "k": 2, "router": "lowrank", "product_key_experts": [256]},
-    "layer_sweep": {
-        "enabled": True,
-        "model": "tiny",
-        "layers": [0],
-        "mlp_widths": [4],
-        "k": [2],
-        "experts": 64,
-        "router": "lowrank",
-    },
-}
+FAMILIES = every_family()
 # The keys students_by_family reads without a default, worked out from plan.py.
 REQUIRED = {
     "shared_split": {"active", "shared_fractions", "experts"},
@@ -48,31 +26,29 @@ REQUIRED = {
 
 
 @pytest.fixture
-def every_family(workflow_config):
-    workflow_config["experiments"] = copy.deepcopy(FAMILIES)
+def all_on(workflow_config):
+    workflow_config["experiments"] = every_family()
     return workflow_config
 
 
-def test_the_tiny_config_with_every_family_validates_and_plans(every_family, schema_defaults):
-    config = schema_defaults(every_family)
+def test_the_tiny_config_with_every_family_validates_and_plans(all_on, schema_defaults):
+    config = schema_defaults(all_on)
     check_config(config)
     assert set(students_by_family(config, "tiny", 1)) == {"main", *FAMILIES}
 
 
 @pytest.mark.parametrize(("family", "key"), [(f, k) for f, spec in FAMILIES.items() for k in spec if k != "enabled"])
-def test_an_enabled_family_missing_a_key_is_refused_by_the_schema_or_planned(
-    every_family, schema_defaults, family, key
-):
+def test_an_enabled_family_missing_a_key_is_refused_by_the_schema_or_planned(all_on, schema_defaults, family, key):
     """Each key of each family either is required by the schema (refused, naming it) or has a default that
     the plan works with: no key is left to fail as a KeyError."""
-    del every_family["experiments"][family][key]
+    del all_on["experiments"][family][key]
     if key in REQUIRED[family]:
         with pytest.raises(WorkflowError) as error:
-            schema_defaults(every_family)
+            schema_defaults(all_on)
         assert f"'{key}' is a required property" in str(error.value)
         assert family in str(error.value)
     else:
-        config = schema_defaults(every_family)
+        config = schema_defaults(all_on)
         check_config(config)
         assert family in students_by_family(config, "tiny", 1)
 
