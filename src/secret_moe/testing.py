@@ -127,6 +127,7 @@ def write_tiny_corpus(directory: str | Path, lines: dict[str, int], seed: int = 
 
 def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any) -> dict[str, Any]:
     """A complete workflow config on the tiny model: a few hundred rows, two epochs, small students."""
+    families = every_family()
     config = {
         "seed": 0,
         "device": "cpu",
@@ -156,15 +157,10 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
             "mlp_widths": [4, 16],
             "moe": {"routers": ["lowrank"], "experts": [64], "k": [4]},
         },
+        # two families of every_family(), the router comparison without its product-key router
         "experiments": {
-            "shared_split": {
-                "enabled": True,
-                "active": 8,
-                "shared_fractions": [0, 0.5],
-                "experts": 64,
-                "router": "lowrank",
-            },
-            "router_rank": {"enabled": True, "ranks": [4], "include_fullrank": True, "experts": 64, "k": [4]},
+            "shared_split": families["shared_split"],
+            "router_rank": {k: v for k, v in families["router_rank"].items() if k != "product_key_ranks"},
         },
     }
     for key, value in overrides.items():
