@@ -1,5 +1,6 @@
 # Gather every run into tidy tables: the per-point best over learning rates as the paper computes it, per
-# seed and over seeds, the MoE advantage with its interval, the budget check and the verdict.
+# seed and over seeds, the MoE advantage with its interval, the budget check, the verdict, and each run's FVU
+# split by row kind (token, special, pad).
 
 
 rule aggregate_runs:
@@ -16,6 +17,7 @@ rule aggregate_runs:
             path("table", name="budget_check"), category="Verdict", caption="../report/budget_check.rst"
         ),
         verdict=report(path("table", name="verdict"), category="Verdict", caption="../report/verdict.rst"),
+        fvu_by_kind=report(path("table", name="fvu_by_kind"), category="Results", caption="../report/fvu_by_kind.rst"),
     log:
         "logs/aggregate_runs.log",
     conda:

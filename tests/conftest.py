@@ -84,12 +84,23 @@ def schema_defaults():
     return with_schema_defaults
 
 
-def write_store(path: Path, x: np.ndarray, y: np.ndarray, chunk_rows: int, attrs: dict[str, Any] | None = None) -> Path:
-    """A finished activation store holding (x, y), written through the package's own store API."""
+def write_store(
+    path: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    chunk_rows: int,
+    attrs: dict[str, Any] | None = None,
+    rows: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """A finished activation store holding (x, y), written through the package's own store API; `rows` adds
+    row arrays (name: values, e.g. {"kind": ...}), each of its own dtype."""
     partial = partial_path(path)
-    group = create_store(partial, len(x), x.shape[1], chunk_rows, attrs or {})
+    row_arrays = {name: str(values.dtype) for name, values in (rows or {}).items()}
+    group = create_store(partial, len(x), x.shape[1], chunk_rows, attrs or {}, row_arrays)
     group["x"][:] = x.astype(np.float32)
     group["y"][:] = y.astype(np.float32)
+    for name, values in (rows or {}).items():
+        group[name][:] = values
     commit_rows(partial, len(x))
     finish_store(partial, path)
     return path

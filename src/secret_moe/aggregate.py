@@ -37,6 +37,60 @@ def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str
     return pd.DataFrame(rows).sort_values(POINT + ["epochs", "lr", "seed"], ignore_index=True)
 
 
+BY_KIND_COLUMNS = [
+    *RUN_KEYS,
+    "kind",
+    "active_neurons",
+    "best_epoch",
+    "row_kind",
+    "rows",
+    "variance_share",
+    "error_share",
+    "mse",
+    "fvu",
+    "fvu_own",
+    "distinct_experts",
+    "top_experts_share",
+    "families",
+]
+
+
+def fvu_by_kind_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str], list[str]]) -> pd.DataFrame:
+    """One row per run and row kind at the run's best epoch (README "FVU by row kind"): its rows, its shares
+    of the variance and of the squared error, its FVU against its part of the all-rows variance (Σ
+    variance_share · fvu = the run's best FVU) and against its own, and, for MoE students, how many experts
+    its rows' top-k selections use and the gate mass share of its most used experts.  Row kind "all" is the
+    whole store (also for Gaussian stores, which have no kinds).  `families` as for `runs_table`."""
+    rows = []
+    for m in metrics:
+        parts = dict(m.get("by_kind") or {})
+        parts["all"] = {
+            "rows": m.get("val_rows"),
+            "variance_share": 1.0,
+            "error_share": 1.0,
+            "mse": m["best_fvu"] * m["output_variance"],
+            "fvu": m["best_fvu"],
+            "fvu_own": m["best_fvu"],
+        }
+        usage = m.get("router_usage") or {}
+        for row_kind, part in parts.items():
+            rows.append(
+                {
+                    **{key: m[key] for key in RUN_KEYS},
+                    "kind": m["spec"]["kind"],
+                    "active_neurons": m["active_neurons"],
+                    "best_epoch": m["best_epoch"],
+                    "row_kind": row_kind,
+                    **part,
+                    "distinct_experts": usage.get(row_kind, {}).get("distinct_experts"),
+                    "top_experts_share": usage.get(row_kind, {}).get("top_experts_share"),
+                    "families": ";".join(families.get((m["model"], m["layer"], m["student"]), [])),
+                }
+            )
+    table = pd.DataFrame(rows, columns=BY_KIND_COLUMNS)
+    return table.sort_values([*POINT, "epochs", "lr", "seed", "row_kind"], ignore_index=True)
+
+
 def best_per_seed(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
     """Per point and seed, at one training budget: the min over learning rates of the min over epochs (the
     paper's rule), with the learning rate that reached it and that run's final FVU."""

@@ -63,7 +63,7 @@ class ActivationBatches:
             y_ND = np.concatenate([p[1] for p in parts])
             yield (x_ND, y_ND) if perm is None else (x_ND[perm], y_ND[perm])
 
-    def _row_order(self, epoch: int) -> np.ndarray:
+    def row_order(self, epoch: int) -> np.ndarray:
         """The epoch's row order, the same as `_blocks` visits rows."""
         parts = []
         for picked, perm in self._groups(epoch):
@@ -76,7 +76,7 @@ class ActivationBatches:
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches (x_BD, y_BD) as float32 tensors on the device."""
         if isinstance(self.x, np.ndarray):  # in memory: one gather per batch, the same rows as from the store
-            order = self._row_order(epoch)
+            order = self.row_order(epoch)
             for start in range(0, self.rows, self.batch_size):
                 picked = order[start : start + self.batch_size]
                 yield self._to_device(self.x[picked], self.y[picked])

@@ -5,7 +5,8 @@ forward pass right after the MLP), or every non-padding token of a corpus stream
 Order of work, fixed by the seed so an interrupted run resumes to identical bytes: sequences are
 shuffled and cut into windows; inside a window they are sorted by length and packed into batches of
 at most `batch_tokens` padded tokens (little padding); the window's rows are shuffled and appended.
-Memory holds one window plus one chunk, whatever the corpus size.
+Memory holds one window plus one chunk, whatever the corpus size.  Each row's position, token id and kind
+(`rows.py`) are stored beside x and y, in the same order.
 
 `keep_padding` reproduces the authors' loader instead (their public code, activation_loader.py): batches
 of `padding_batch_lines` sequences in random order, padded on the tokenizer's side, and *every* position
@@ -18,7 +19,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,9 +27,18 @@ from torch import nn
 from tqdm import tqdm
 
 from secret_moe.models.layers import hidden_size, layer_mlp
+from secret_moe.rows import ROW_ARRAYS, batch_rows, provenance_attrs
 from secret_moe.store import chunk_rows_for, commit_rows, finish_store, open_or_create, partial_path
 
 log = logging.getLogger(__name__)
+
+STORE_ARRAYS = ("x", "y", *ROW_ARRAYS)  # every array of an activation store, all written in the same row order
+
+
+class Padding(NamedTuple):
+    pad_id: int
+    left: bool  # pads come before the line (Gemma's tokenizer) rather than after it (Pythia's)
+    special_ids: list[int]
 
 
 class _StopForward(Exception):
@@ -103,51 +113,58 @@ def _window_rows(
     layer: int,
     sequences: list[np.ndarray],
     batches: list[np.ndarray],
-    pad_id: int,
+    padding: Padding,
     device: str,
     rng: np.random.Generator,
     stats: dict[str, float],
     keep_padding: bool = False,
-    pad_left: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
+) -> tuple[np.ndarray, ...]:
+    """The window's rows, shuffled: x, y and the row arrays (`rows.ROW_ARRAYS`), in `STORE_ARRAYS` order."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in STORE_ARRAYS}
     for batch in batches:
         width = max(len(sequences[i]) for i in batch)
-        ids_BT = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        ids_BT = torch.full((len(batch), width), padding.pad_id, dtype=torch.long)
         mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
         for row, index in enumerate(batch):
-            span = slice(width - len(sequences[index]), width) if pad_left else slice(0, len(sequences[index]))
+            length = len(sequences[index])
+            span = slice(width - length, width) if padding.left else slice(0, length)
             ids_BT[row, span] = torch.from_numpy(sequences[index])
             mask_BT[row, span] = 1
         x_BTD, y_BTD = capture_batch(model, layer, ids_BT.to(device), mask_BT.to(device))
-        keep = torch.ones_like(mask_BT, dtype=torch.bool) if keep_padding else mask_BT.bool()
-        keep = keep.to(device)
-        xs.append(x_BTD[keep].float().cpu().numpy())
-        ys.append(y_BTD[keep].float().cpu().numpy())
+        keep_BT = torch.ones_like(mask_BT, dtype=torch.bool) if keep_padding else mask_BT.bool()
+        parts["x"].append(x_BTD[keep_BT.to(device)].float().cpu().numpy())
+        parts["y"].append(y_BTD[keep_BT.to(device)].float().cpu().numpy())
+        for name, values_BT in batch_rows(ids_BT, mask_BT, padding.special_ids, padding.left).items():
+            parts[name].append(values_BT[keep_BT].numpy())
         stats["padded_tokens"] += ids_BT.numel()
-    x_ND, y_ND = np.concatenate(xs), np.concatenate(ys)
-    perm = rng.permutation(len(x_ND))
-    return x_ND[perm], y_ND[perm]
+    arrays = [np.concatenate(parts[name]) for name in STORE_ARRAYS]
+    perm = rng.permutation(len(arrays[0]))
+    return tuple(a[perm] for a in arrays)
 
 
-def _chunks_of_windows(rows_iter: Iterator[tuple[np.ndarray, np.ndarray]], chunk_rows: int, skip: int):
-    """Regroup a stream of row blocks into whole chunks, dropping the first `skip` rows."""
-    buf_x, buf_y, held = [], [], 0
-    for x, y in rows_iter:
+def _chunks_of_windows(
+    rows_iter: Iterator[tuple[np.ndarray, ...]], chunk_rows: int, skip: int
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Regroup a stream of row blocks (tuples of aligned arrays) into whole chunks, dropping the first `skip`
+    rows."""
+    buffers: list[list[np.ndarray]] = []
+    held = 0
+    for arrays in rows_iter:
         if skip:
-            cut = min(skip, len(x))
-            x, y, skip = x[cut:], y[cut:], skip - cut
-        buf_x.append(x)
-        buf_y.append(y)
-        held += len(x)
+            cut = min(skip, len(arrays[0]))
+            arrays, skip = tuple(a[cut:] for a in arrays), skip - cut
+        buffers = buffers or [[] for _ in arrays]
+        for buffer, a in zip(buffers, arrays, strict=True):
+            buffer.append(a)
+        held += len(arrays[0])
         if held >= chunk_rows:  # one concatenation per block, then every whole chunk it completes
-            all_x, all_y = np.concatenate(buf_x), np.concatenate(buf_y)
+            joined = [np.concatenate(buffer) for buffer in buffers]
             full = held - held % chunk_rows
             for start in range(0, full, chunk_rows):
-                yield all_x[start : start + chunk_rows], all_y[start : start + chunk_rows]
-            buf_x, buf_y, held = [all_x[full:]], [all_y[full:]], held - full
+                yield tuple(a[start : start + chunk_rows] for a in joined)
+            buffers, held = [[a[full:]] for a in joined], held - full
     if held:
-        yield np.concatenate(buf_x), np.concatenate(buf_y)
+        yield tuple(np.concatenate(buffer) for buffer in buffers)
 
 
 def capture_activations(
@@ -166,8 +183,12 @@ def capture_activations(
     keep_padding: bool = False,
     padding_batch_lines: int | None = None,
     pad_left: bool = False,
+    special_ids: list[int] | None = None,
 ) -> dict[str, float]:
-    """Write (or resume) the store at `out_path`; returns timing and padding statistics."""
+    """Write (or resume) the store at `out_path`; returns timing and padding statistics.
+
+    Besides x and y, every row's position, token id and kind are stored (`rows.py`); `special_ids` are the
+    tokenizer's special tokens (kind "special"), and the pad id, side and special ids go into the attrs."""
     if keep_padding and not padding_batch_lines:
         raise ValueError("keep_padding needs padding_batch_lines (the padding control's batch_lines)")
     lengths = np.array([len(s) for s in sequences])
@@ -184,28 +205,30 @@ def capture_activations(
         padded_rows(b, lengths) if keep_padding else int(lengths[w].sum()) for w, b in zip(windows, plans, strict=False)
     ]
     starts = np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
-    group, done = open_or_create(partial, int(starts[-1]), d_model, chunk_rows, attrs, checked=attrs)
+    padding = Padding(pad_id, pad_left, sorted(special_ids or []))
+    attrs = {**attrs, **provenance_attrs(pad_id, "left" if pad_left else "right", padding.special_ids)}
+    group, done = open_or_create(partial, int(starts[-1]), d_model, chunk_rows, attrs, attrs, ROW_ARRAYS)
     first = int(np.searchsorted(starts, done, side="right") - 1)
     if done:
         log.info("resuming %s at row %d of %d (window %d)", partial, done, starts[-1], first)
 
     stats = {"padded_tokens": 0.0, "model_seconds": 0.0, "write_seconds": 0.0}
 
-    def window_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def window_blocks() -> Iterator[tuple[np.ndarray, ...]]:
         for w in tqdm(range(first, len(windows)), desc=f"capture layer {layer}", unit="window"):
             tick = time.perf_counter()
             rng = np.random.default_rng([seed, w])
-            block = _window_rows(model, layer, sequences, plans[w], pad_id, device, rng, stats, keep_padding, pad_left)
+            block = _window_rows(model, layer, sequences, plans[w], padding, device, rng, stats, keep_padding)
             stats["model_seconds"] += time.perf_counter() - tick
             yield block
 
     row = done
     tokens_before = int(starts[first])
-    for x, y in _chunks_of_windows(window_blocks(), chunk_rows, skip=done - tokens_before):
+    for arrays in _chunks_of_windows(window_blocks(), chunk_rows, skip=done - tokens_before):
         tick = time.perf_counter()
-        group["x"][row : row + len(x)] = x
-        group["y"][row : row + len(y)] = y
-        row += len(x)
+        for name, values in zip(STORE_ARRAYS, arrays, strict=True):
+            group[name][row : row + len(values)] = values
+        row += len(arrays[0])
         commit_rows(partial, row)
         stats["write_seconds"] += time.perf_counter() - tick
     finish_store(partial, out_path)

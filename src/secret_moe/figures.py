@@ -319,3 +319,57 @@ def _short(student: str) -> str:
     """m and s + k of an MoE student name, for tick labels."""
     parts = dict((p[0], p[1:]) for p in student.split("_") if p[:1] in "msk" and p[1:].isdigit())
     return f"m={parts.get('m')}, {parts.get('s')}+{parts.get('k')}"
+
+
+def what_fvu_measures(
+    by_kind: pd.DataFrame, control: str, base: str, epochs: int, title: str, pdf: str, png: str
+) -> plt.Figure:
+    """What the published FVU measures, for one padding control (`control`, padded positions kept) and the
+    model it is `same_as` (`base`, non-padding tokens), at one layer: FVU of the main comparison's MLPs and
+    MoEs against active neurons, three ways: the control's FVU over all rows (the published number), the
+    same students' FVU on the control's token rows only (against those rows' own variance), and the FVU on
+    token rows of the same students trained on non-padding D_act.  Each run at its best epoch, each point
+    the mean over seeds of the best learning rate by all-rows FVU.  Annotation: the pad rows' share of the
+    control's validation rows and of its Var(y).  `by_kind`: rows of fvu_by_kind.csv, one layer."""
+    runs = by_kind[
+        (by_kind.data == "activations")
+        & (by_kind.epochs == epochs)
+        & by_kind.model.isin([control, base])
+        & by_kind.families.str.contains("main")
+    ]
+    whole = runs[runs.row_kind == "all"]
+    keys = ["model", "student", "seed"]
+    chosen = runs.merge(whole.loc[whole.groupby(keys).fvu.idxmin(), [*keys, "lr"]], on=[*keys, "lr"])
+    measures = [  # (model, row kind, FVU column, label)
+        (control, "all", "fvu", "padded D_act, all rows (published)"),
+        (control, "token", "fvu_own", "padded D_act, token rows only"),
+        (base, "token", "fvu_own", "non-padding D_act, token rows"),
+    ]
+    lines = []
+    for model, row_kind, column, label in measures:
+        part = chosen[(chosen.model == model) & (chosen.row_kind == row_kind)]
+        lines.append(part.assign(measure=label, value=part[column]))
+    plot = pd.concat(lines, ignore_index=True)
+    plot["student"] = [student_label(pd.Series(parse_student(s))) for s in plot.student]
+    plot = plot.rename(columns={"measure": "FVU measured on"})
+    fig, ax = plt.subplots(figsize=(9, 4.6))
+    sns.lineplot(
+        plot,
+        x="active_neurons",
+        y="value",
+        hue="student",
+        style="FVU measured on",
+        style_order=[m[3] for m in measures],
+        markers=True,
+        errorbar=None,
+        ax=ax,
+    )
+    _log2_axis(ax)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    pad = chosen[(chosen.model == control) & (chosen.row_kind == "pad")]
+    if len(pad):
+        rows = pad.rows.sum() / chosen[(chosen.model == control) & (chosen.row_kind == "all")].rows.sum()
+        title = f"{title}\npad rows: {rows:.0%} of the rows, {pad.variance_share.mean():.0%} of Var(y)"
+    ax.set_title(title)
+    _save(fig, pdf, png)
+    return fig

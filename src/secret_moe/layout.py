@@ -44,6 +44,7 @@ RESULT_TABLES = (
     "advantage_by_seed",
     "budget_check",
     "verdict",
+    "fvu_by_kind",
 )
 # What a padding control (`same_as`) takes from its base model instead of making its own.
 SHARED_WITH_BASE = ("tokenizer", "model", "tokens")

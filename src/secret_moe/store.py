@@ -1,4 +1,5 @@
-"""Zarr v3 activation stores: arrays `x` (MLP inputs) and `y` (teacher outputs), rows chunked.
+"""Zarr v3 activation stores: arrays `x` (MLP inputs) and `y` (teacher outputs), rows chunked, and for
+stores of token positions the row arrays of `rows.py` (position, token id, kind), chunked alike.
 
 A store is written under `<final>.partial` with its full shape and metadata fixed at creation; a small
 `progress.json` (replaced atomically) records how many rows are committed.  Rows are written in whole
@@ -34,12 +35,22 @@ def partial_path(final: str | Path) -> Path:
     return final.with_name(final.name + ".partial")
 
 
-def create_store(path: str | Path, rows: int, d_model: int, chunk_rows: int, attrs: dict[str, Any]) -> zarr.Group:
+def create_store(
+    path: str | Path,
+    rows: int,
+    d_model: int,
+    chunk_rows: int,
+    attrs: dict[str, Any],
+    row_arrays: dict[str, str] | None = None,
+) -> zarr.Group:
+    """A new store of `rows` rows; `row_arrays` (name: dtype) adds one-dimensional arrays aligned with x."""
     group = zarr.open_group(str(path), mode="w")
     for name in ("x", "y"):
         group.create_array(
             name, shape=(rows, d_model), chunks=(chunk_rows, d_model), dtype="float32", compressors=_COMPRESSOR
         )
+    for name, dtype in (row_arrays or {}).items():
+        group.create_array(name, shape=(rows,), chunks=(chunk_rows,), dtype=dtype, compressors=_COMPRESSOR)
     group.attrs.update(attrs)
     write_json(Path(path) / PROGRESS_FILE, {"rows": 0})
     return group
@@ -56,7 +67,13 @@ def check_attrs(found: dict[str, Any], expected: dict[str, Any], where: str | Pa
 
 
 def open_or_create(
-    path: str | Path, rows: int, d_model: int, chunk_rows: int, attrs: dict[str, Any], checked: dict[str, Any]
+    path: str | Path,
+    rows: int,
+    d_model: int,
+    chunk_rows: int,
+    attrs: dict[str, Any],
+    checked: dict[str, Any],
+    row_arrays: dict[str, str] | None = None,
 ) -> tuple[zarr.Group, int]:
     """Resume a partial store whose metadata matches `checked`, or start a new one; returns rows done."""
     path = Path(path)
@@ -66,7 +83,7 @@ def open_or_create(
         return group, read_json(path / PROGRESS_FILE)["rows"]
     if path.exists():  # killed before the first commit: nothing worth keeping
         shutil.rmtree(path)
-    return create_store(path, rows, d_model, chunk_rows, attrs), 0
+    return create_store(path, rows, d_model, chunk_rows, attrs, row_arrays), 0
 
 
 def commit_rows(path: str | Path, rows: int) -> None:

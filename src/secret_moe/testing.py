@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from secret_moe.students import active_neurons, parse_student
@@ -93,11 +93,24 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+def tiny_tokenizer(style: str = "plain") -> PreTrainedTokenizerFast:
+    """A word-level tokenizer of `WORDS`.  `style`: "plain" (pad token, pads on the right, no BOS added),
+    "gemma" (pad token, pads on the left, BOS before every line) or "pythia" (no pad token: id 0 is EOS,
+    which the workflow pads with, on the right).  The vocabulary size is the same in every style."""
+    first = "<eos>" if style == "pythia" else "<pad>"
+    vocab = {first: 0, "<unk>": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>")
+    if style == "gemma":
+        backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    special = {"eos_token": "<eos>"} if style == "pythia" else {"pad_token": "<pad>"}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<bos>",
+        padding_side="left" if style == "gemma" else "right",
+        **special,
+    )
 
 
 def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
@@ -107,10 +120,11 @@ def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-def save_tiny_model(directory: str | Path, arch: str = "gpt_neox", seed: int = 0) -> Path:
+def save_tiny_model(directory: str | Path, arch: str = "gpt_neox", seed: int = 0, style: str = "plain") -> Path:
+    """A tiny model and its tokenizer (`tiny_tokenizer(style)`) saved in Hugging Face format."""
     directory = Path(directory)
     tiny_model(arch, seed).save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+    tiny_tokenizer(style).save_pretrained(directory)
     return directory
 
 

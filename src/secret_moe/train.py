@@ -8,12 +8,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from secret_moe.batches import ActivationBatches
 from secret_moe.errors import NonFiniteLossError
+from secret_moe.fvu_by_kind import KindSplit, batch_kinds, kind_report
+from secret_moe.rows import ROW_KINDS
 from secret_moe.students.optim import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -41,17 +44,28 @@ def _train_step(
 
 
 @torch.no_grad()
-def evaluate_many(students: list[nn.Module], batches: ActivationBatches) -> list[float]:
-    """Validation MSE of each student, averaged over all rows and dimensions (one pass over the batches)."""
+def squared_errors(students: list[nn.Module], batches: ActivationBatches, kinds_N: np.ndarray | None) -> np.ndarray:
+    """(S, K): each student's summed squared error over the rows of each kind (`rows.ROW_KINDS`), in one pass
+    over the batches; without kinds (`kinds_N` None) a single column over all rows."""
     for student in students:
         student.eval()
-    squared = [0.0] * len(students)
+    columns = len(ROW_KINDS) if kinds_N is not None else 1
+    squared_SK = torch.zeros(len(students), columns, dtype=torch.float64, device=batches.device)
+    kinds = batch_kinds(batches, kinds_N) if kinds_N is not None else None
     for x_BD, y_BD in batches.epoch():
+        kind_B = next(kinds) if kinds is not None else torch.zeros(len(x_BD), dtype=torch.long, device=x_BD.device)
         for i, student in enumerate(students):
-            squared[i] += (student(x_BD) - y_BD).double().pow(2).sum().item()
+            error_B = (student(x_BD) - y_BD).double().pow(2).sum(dim=1)
+            squared_SK[i].index_add_(0, kind_B, error_B)
     for student in students:
         student.train()
-    return [total / (batches.rows * batches.d_model) for total in squared]
+    return squared_SK.cpu().numpy()
+
+
+def evaluate_many(students: list[nn.Module], batches: ActivationBatches) -> list[float]:
+    """Validation MSE of each student, averaged over all rows and dimensions (one pass over the batches)."""
+    totals = squared_errors(students, batches, None).sum(axis=1)
+    return [float(total) / (batches.rows * batches.d_model) for total in totals]
 
 
 def evaluate(student: nn.Module, batches: ActivationBatches) -> float:
@@ -60,10 +74,15 @@ def evaluate(student: nn.Module, batches: ActivationBatches) -> float:
 
 
 def fit(
-    student: nn.Module, train: ActivationBatches, val: ActivationBatches, config: TrainConfig, variance: float
+    student: nn.Module,
+    train: ActivationBatches,
+    val: ActivationBatches,
+    config: TrainConfig,
+    variance: float,
+    split: KindSplit | None = None,
 ) -> dict[str, Any]:
     """Train for `config.epochs`; returns the per-epoch history and throughput."""
-    return fit_together([student], train, val, [config], variance)[0]
+    return fit_together([student], train, val, [config], variance, split)[0]
 
 
 def fit_together(
@@ -72,13 +91,16 @@ def fit_together(
     val: ActivationBatches,
     configs: list[TrainConfig],
     variance: float,
+    split: KindSplit | None = None,
 ) -> list[dict[str, Any]]:
     """Train several students on the same batches, one step of each per batch.
 
     Each student has its own optimiser and schedule and sees exactly the batches and updates it would see
     trained alone, so its result does not depend on its companions; what they share is the process, the
     store read, the gather of each batch and the validation batches.  Returns one result per student: the
-    per-epoch history, and the seconds spent in its own steps and evaluations.
+    per-epoch history, and the seconds spent in its own steps and evaluations.  With `split` (the validation
+    rows by kind) each epoch's evaluation also gives the FVU of every kind (`val_fvu_<kind>` in the history)
+    and the full per-kind report (`by_kind`, one per epoch; `fvu_by_kind.kind_report`).
     """
     epochs = {config.epochs for config in configs}
     if len(epochs) != 1:
@@ -89,6 +111,7 @@ def fit_together(
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_epochs * len(train)) for opt in optimizers
     ]
     histories: list[list[dict[str, Any]]] = [[] for _ in students]
+    reports: list[list[dict[str, Any]]] = [[] for _ in students]
     seconds = [0.0] * len(students)
     rows_seen = 0
     for student in students:
@@ -113,10 +136,11 @@ def fit_together(
             rows += len(x_BD)
         rows_seen += rows
         tick = time.perf_counter()
-        val_mses = evaluate_many(students, val)
+        errors_SK = squared_errors(students, val, split.kinds_N if split else None)
         eval_share = (time.perf_counter() - tick) / len(students)
-        for i, (val_mse, config) in enumerate(zip(val_mses, configs, strict=True)):
+        for i, (errors_K, config) in enumerate(zip(errors_SK, configs, strict=True)):
             seconds[i] += eval_share
+            val_mse = float(errors_K.sum()) / (val.rows * val.d_model)
             if not math.isfinite(val_mse):
                 raise NonFiniteLossError(f"run {config.run_name}: validation loss is {val_mse} after epoch {epoch + 1}")
             record = {
@@ -125,6 +149,9 @@ def fit_together(
                 "val_mse": val_mse,
                 "val_fvu": val_mse / variance,
             }
+            if split is not None:
+                reports[i].append(kind_report(errors_K, split))
+                record.update({f"val_fvu_{kind}": part["fvu"] for kind, part in reports[i][-1].items()})
             histories[i].append(record)
             log.info(
                 "%s epoch %d: train MSE %.4g, val FVU %.4f",
@@ -134,6 +161,6 @@ def fit_together(
                 record["val_fvu"],
             )
     return [
-        {"history": history, "seconds": secs, "samples_per_second": rows_seen / secs}
-        for history, secs in zip(histories, seconds, strict=True)
+        {"history": history, "by_kind": report, "seconds": secs, "samples_per_second": rows_seen / secs}
+        for history, report, secs in zip(histories, reports, seconds, strict=True)
     ]

@@ -190,3 +190,52 @@ def test_student_label():
         student_label(pd.Series({"kind": "moe", "router": "fullrank", "rank": None, "experts": 64}))
         == "MoE fullrank, m=64"
     )
+
+
+def with_kinds(m: dict, shares: dict[str, tuple[float, float]], usage: dict | None = None) -> dict:
+    """`m` with a by_kind report at its best FVU: kind -> (variance share, fvu against that share)."""
+    by_kind = {
+        kind: {
+            "rows": 10,
+            "variance_share": share,
+            "error_share": share * fvu / m["best_fvu"],
+            "mse": 0.1,
+            "fvu": fvu,
+            "fvu_own": fvu * 2,
+        }
+        for kind, (share, fvu) in shares.items()
+    }
+    return {**m, "val_rows": 20, "by_kind": by_kind, "router_usage": usage}
+
+
+def test_fvu_by_kind_table_has_a_row_per_run_and_kind_and_one_for_all_rows():
+    from secret_moe.aggregate import fvu_by_kind_table
+
+    moe = "moe_lowrank_r4_m16_s2_k2"
+    usage = {
+        kind: {"rows": 10, "distinct_experts": n, "top_experts_share": 0.5} for kind, n in (("token", 9), ("pad", 2))
+    }
+    usage["all"] = {"rows": 20, "distinct_experts": 10, "top_experts_share": 0.4}
+    metrics = [
+        with_kinds(
+            metric("tiny", 1, "activations", "mlp_h8", 1e-3, 0, [0.5, 0.3]), {"token": (0.4, 0.6), "pad": (0.6, 0.1)}
+        ),
+        with_kinds(
+            metric("tiny", 1, "activations", moe, 1e-3, 0, [0.4]), {"token": (0.5, 0.7), "pad": (0.5, 0.1)}, usage
+        ),
+        metric("tiny", 1, "gaussian", "mlp_h8", 1e-3, 0, [0.6]),  # no kinds: its "all" row only
+    ]
+    table = fvu_by_kind_table(metrics, families_for(metrics))
+    assert len(table) == 3 + 3 + 1
+    assert set(table.row_kind) == {"token", "pad", "all"}
+    for (_, data, student), run in table.groupby(["model", "data", "student"]):
+        whole = run[run.row_kind == "all"].iloc[0]
+        parts = run[run.row_kind != "all"]
+        if data == "activations":  # the parts recombine into the run's best FVU
+            assert (parts.variance_share * parts.fvu).sum() == pytest.approx(whole.fvu)
+            assert parts.error_share.sum() == pytest.approx(1.0)
+        assert whole.fvu == min(m["best_fvu"] for m in metrics if (m["data"], m["student"]) == (data, student))
+    moe_rows = table[table.student == moe].set_index("row_kind")
+    assert moe_rows.distinct_experts.to_dict() == {"all": 10, "pad": 2, "token": 9}
+    assert table[table.student == "mlp_h8"].distinct_experts.isna().all()
+    assert set(table.kind) == {"mlp", "moe"} and set(table.families) == {"main"}

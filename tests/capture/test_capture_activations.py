@@ -292,7 +292,7 @@ def test_resume_after_kill_is_identical_to_an_uninterrupted_run(
     assert out.is_dir() and not partial.exists()
     done, reference = zarr.open_group(str(out), mode="r"), zarr.open_group(str(uninterrupted), mode="r")
     assert reference["x"].shape[0] > 10 * chunk_rows
-    for name in ("x", "y"):
+    for name in ("x", "y", "position", "token_id", "kind"):
         assert np.array_equal(done[name][:], reference[name][:])
     assert dict(done.attrs) == dict(reference.attrs)
     assert store_files(out) == store_files(uninterrupted)

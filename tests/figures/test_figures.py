@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import product
 from pathlib import Path
 
 import matplotlib.image
@@ -259,3 +260,48 @@ def test_verdict_figure_shows_every_size_and_word(tmp_path):
     assert [t.get_text() for t in ax.texts] == ["supports", "undecided"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8 active\nm=64, 4+4", "16 active\nm=64, 8+8"]
     assert "advantage" in ax.get_ylabel().lower()
+
+
+def by_kind_table() -> pd.DataFrame:
+    """fvu_by_kind.csv by hand: a padding control (`tiny-padded`) and its base (`tiny`), 2 seeds, 2 learning
+    rates, the main budget (4 epochs) and a budget check (8, to be left out); the control's pad rows are 60%
+    of its rows and 90% of its Var(y)."""
+    rows = []
+    students = ["mlp_h4", "mlp_h8", "mlp_h16", "moe_lowrank_r8_m64_s2_k2", "moe_lowrank_r8_m64_s4_k4"]
+    for model, student, seed, lr, epochs in product(["tiny", "tiny-padded"], students, [0, 1], [1e-3, 3e-3], [4, 8]):
+        spec = parse_student(student)
+        size = active_neurons(spec)
+        token = size**-0.5 * (0.7 if spec["kind"] == "moe" else 1.0) * (1 + lr * 100) * (1 + seed / 10)
+        key = {"model": model, "layer": 1, "data": "activations", "student": student, "epochs": epochs}
+        key |= {"lr": lr, "seed": seed, "kind": spec["kind"], "active_neurons": size, "families": "main"}
+        if model == "tiny":
+            parts = {"all": (100, 1.0, token), "token": (100, 1.0, token)}
+        else:  # pads are easy: the all-rows FVU is mostly the pads' small one
+            token *= 1.2
+            pad = token / 20
+            whole = 0.9 * pad + 0.1 * token
+            parts = {"all": (250, 1.0, whole), "token": (100, 0.1, token), "pad": (150, 0.9, pad)}
+        for row_kind, (count, share, fvu) in parts.items():
+            rows.append({**key, "row_kind": row_kind, "rows": count, "variance_share": share})
+            rows[-1] |= {"fvu": fvu * share if row_kind != "all" else fvu, "fvu_own": fvu}
+    return pd.DataFrame(rows)
+
+
+def test_what_fvu_measures_shows_three_measures_and_the_pad_share(tmp_path):
+    table = by_kind_table()
+    table.to_csv(tmp_path / "fvu_by_kind.csv", index=False)
+    table = pd.read_csv(tmp_path / "fvu_by_kind.csv")  # as a rule would read it
+    pdf, png = tmp_path / "w.pdf", tmp_path / "w.png"
+    fig = figures.what_fvu_measures(table, "tiny-padded", "tiny", 4, "tiny layer 1: what the FVU measures", pdf, png)
+    assert_rendered(pdf, png)
+    ax = fig.axes[0]
+    drawn = [line for line in ax.lines if len(line.get_xdata()) > 1]
+    assert len(drawn) == 2 * 3  # MLP and MoE, each measured three ways
+    values = {round(float(y), 9) for line in drawn for y in line.get_ydata()}
+    # MLP of 8, best learning rate (1e-3) at 4 epochs, mean over seeds 0 and 1 of each measure
+    token = np.mean([8**-0.5 * 1.1 * (1 + s / 10) for s in (0, 1)])
+    padded_token = 1.2 * token
+    for expected in (token, padded_token, 0.9 * padded_token / 20 + 0.1 * padded_token):
+        assert round(float(expected), 9) in values
+    assert ax.get_title().endswith("\npad rows: 60% of the rows, 90% of Var(y)")
+    assert ax.get_xlabel() == "Active neurons (log scale)"

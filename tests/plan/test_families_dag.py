@@ -88,8 +88,8 @@ def test_every_family_has_its_figure(planned):
 
 
 def test_the_paper_config_plans_its_whole_dag_offline(tmp_path):
-    """config/paper.yaml (3 models from the Hub, a random-weight and a padding control, every family): the whole
-    DAG is listed without touching the network (the Hub is unreachable here)."""
+    """config/paper.yaml (3 models from the Hub, a random-weight control, a padding control of each model, every
+    family): the whole DAG is listed without touching the network (the Hub is unreachable here)."""
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     result = snakemake_dry_run(config, tmp_path)
     assert result.returncode == 0, result.output[-3000:]
@@ -103,6 +103,8 @@ def test_the_paper_config_plans_its_whole_dag_offline(tmp_path):
         "figures/gemma3-270m/layer_sweep.png",
         "figures/pythia-70m-random/control.png",
         "figures/gemma3-270m-padded/control.png",
+        "figures/pythia-70m-padded/control.png",  # the authors' padded D_act of every teacher
+        "figures/pythia-410m-padded/control.png",
     } <= planned
     runs = [f for f in planned if f.startswith("results/distill/") and f.endswith("metrics.json")]
     assert len(runs) > 2000

@@ -81,3 +81,62 @@ def test_collect_run_copies_one_run_out(stores, tmp_path):
         assert (out / name).read_bytes() == (source / name).read_bytes()
     with pytest.raises(SecretMoeError, match="holds no results for run tiny/1/activations/mlp_h16"):
         collect_run(str(tmp_path / "bundle"), runs("mlp_h16")[0], str(out / "m.json"), str(out / "w.safetensors"))
+
+
+@pytest.fixture
+def stores_with_kinds(tmp_path, make_store):
+    """Stores of token positions: rows carry kinds (a quarter are pads, near one point)."""
+    teacher = torch.nn.Sequential(torch.nn.Linear(D, 16), torch.nn.GELU(), torch.nn.Linear(16, D))
+    paths = []
+    for split, rows in (("train", 512), ("validation", 128)):
+        rng = np.random.default_rng(len(paths))
+        kinds = rng.permutation(np.repeat(np.array([0, 1, 2], dtype=np.uint8), [rows // 2, rows // 4, rows // 4]))
+        x = rng.standard_normal((rows, D)).astype(np.float32)
+        x[kinds == 2] = 2.0
+        with torch.no_grad():
+            y = teacher(torch.from_numpy(x)).numpy()
+        attrs = {"layer": 1, "model_id": "tiny", "rows": "positions", "capture_config": {}}
+        paths.append(
+            str(make_store(tmp_path / f"{split}.zarr", x, y, chunk_rows=64, attrs=attrs, rows={"kind": kinds}))
+        )
+    return paths
+
+
+def test_metrics_split_the_fvu_by_row_kind_and_report_router_usage(stores_with_kinds, tmp_path):
+    members = runs("mlp_h4", "moe_lowrank_r4_m16_s2_k2")
+    train(stores_with_kinds, tmp_path / "bundle", members)
+    for run in members:
+        metrics = read_json(member_dir(tmp_path / "bundle", run) / "metrics.json")
+        by_kind = metrics["by_kind"]
+        assert set(by_kind) == {"token", "special", "pad"}
+        assert [by_kind[k]["rows"] for k in ("token", "special", "pad")] == [64, 32, 32]
+        # the best epoch's parts recombine into the best FVU
+        recombined = sum(part["variance_share"] * part["fvu"] for part in by_kind.values())
+        assert recombined == pytest.approx(metrics["best_fvu"], rel=1e-9)
+        assert by_kind["pad"]["fvu_own"] is None  # identical pad rows: no variance of their own
+        best = metrics["history"][metrics["best_epoch"] - 1]
+        assert {best[f"val_fvu_{k}"] for k in by_kind} == {part["fvu"] for part in by_kind.values()}
+        if run["student"].startswith("moe"):
+            usage = metrics["router_usage"]
+            assert set(usage) == {"token", "special", "pad", "all"}
+            assert usage["pad"]["distinct_experts"] == 2  # identical pad rows: the same k = 2 experts
+            assert usage["all"]["rows"] == 128
+        else:
+            assert metrics["router_usage"] is None
+
+
+def test_stores_of_samples_have_no_split_by_kind(stores, tmp_path):
+    members = runs("moe_lowrank_r4_m16_s2_k2")
+    train(stores, tmp_path / "bundle", members)
+    metrics = read_json(member_dir(tmp_path / "bundle", members[0]) / "metrics.json")
+    assert metrics["by_kind"] is None and not any(k.startswith("val_fvu_") for k in metrics["history"][0])
+    assert set(metrics["router_usage"]) == {"all"}
+
+
+def test_an_activation_store_written_before_row_kinds_is_refused_by_name(tmp_path, make_store):
+    x = np.random.default_rng(0).standard_normal((128, D)).astype(np.float32)
+    attrs = {"layer": 1, "model_id": "tiny", "capture_config": {"batch_tokens": 512}}  # what capture wrote then
+    paths = [str(make_store(tmp_path / f"{split}.zarr", x, x, 64, attrs)) for split in ("train", "validation")]
+    with pytest.raises(SecretMoeError, match="no row provenance") as error:
+        train(paths, tmp_path / "bundle", runs("mlp_h4"))
+    assert paths[1] in str(error.value) and "rerun snakemake" in str(error.value)

@@ -9,6 +9,7 @@ from typing import Any
 
 from secret_moe import __version__, capture
 from secret_moe.device import resolve_device
+from secret_moe.errors import ConfigError
 from secret_moe.models.layers import check_layers, hidden_size
 from secret_moe.models.loading import (
     load_local_config,
@@ -62,7 +63,7 @@ def capture_activations(
         "capture_config": settings,
         "seed": seed,
     }
-    pad_id, pad_left = _padding(tokenizer_dir)
+    pad_id, pad_left, special_ids = _padding(tokenizer_dir)
     tick = time.perf_counter()
     stats = capture.capture_activations(
         model,
@@ -79,15 +80,22 @@ def capture_activations(
         keep_padding=settings.get("keep_padding", False),
         padding_batch_lines=settings.get("padding_batch_lines"),
         pad_left=pad_left,
+        special_ids=special_ids,
     )
     stats["seconds"] = time.perf_counter() - tick
     log.info("capture stats: %s", stats)
     write_json(Path(out) / "capture_stats.json", stats)
 
 
-def _padding(tokenizer_dir: str) -> tuple[int, bool]:
-    """The tokenizer's pad id (0 if it has none) and whether it pads on the left (used only when padded
-    positions are kept, as the authors did)."""
+def _padding(tokenizer_dir: str) -> tuple[int, bool, list[int]]:
+    """The tokenizer's pad id, whether it pads on the left, and its special token ids.
+
+    A tokenizer without a pad token (Pythia's) pads with its EOS token, as the authors' loader did; the
+    side is the tokenizer's own (left for Gemma, right for Pythia).  Padded positions reach the store only
+    when they are kept (padding controls); elsewhere the attention mask hides them.
+    """
     tokenizer = load_local_tokenizer(tokenizer_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return pad_id, tokenizer.padding_side == "left"
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ConfigError(f"tokenizer {tokenizer_dir!r} has neither a pad nor an EOS token to pad batches with")
+    return pad_id, tokenizer.padding_side == "left", sorted(set(tokenizer.all_special_ids))

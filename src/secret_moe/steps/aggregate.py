@@ -8,7 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from secret_moe.aggregate import advantage_per_seed, best_over_lr, best_per_seed, moe_advantage, runs_table
+from secret_moe.aggregate import (
+    advantage_per_seed,
+    best_over_lr,
+    best_per_seed,
+    fvu_by_kind_table,
+    moe_advantage,
+    runs_table,
+)
 from secret_moe.layout import RUN_KEYS, TIMING_FILE
 from secret_moe.provenance import read_json
 from secret_moe.verdict import budget_check_table, verdict_table
@@ -35,7 +42,7 @@ def aggregate_runs(
     out: dict[str, str],
 ) -> None:
     """Write the results tables (`out` maps each table's name to its path): runs, best, best_by_seed,
-    curves, moe_advantage, advantage_by_seed, budget_check and verdict (README "Results tables")."""
+    curves, moe_advantage, advantage_by_seed, budget_check, verdict and fvu_by_kind (README "Results tables")."""
     metrics = read_metrics(metric_paths)
     membership: dict[tuple[str, int, str], list[str]] = {}
     for model, layer, by_family in families:
@@ -61,6 +68,7 @@ def aggregate_runs(
         "verdict": verdict_table(
             by_seed_advantage, check, confidence, budget_check["tolerance"] if budget_check else None
         ),
+        "fvu_by_kind": fvu_by_kind_table(metrics, membership),
     }
     for name, table in tables.items():
         table.to_csv(out[name], index=False)

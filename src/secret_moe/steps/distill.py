@@ -19,11 +19,14 @@ from safetensors.torch import save_file
 from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.device import resolve_device
 from secret_moe.errors import SecretMoeError
+from secret_moe.fvu_by_kind import kind_split, router_usage
 from secret_moe.layout import RUN_FILES, TIMING_FILE
 from secret_moe.plan import run_name
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
+from secret_moe.rows import read_kinds
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
+from secret_moe.students.moe import MoEStudent
 from secret_moe.train import TrainConfig, fit_together
 
 log = logging.getLogger(__name__)
@@ -62,14 +65,16 @@ def train_students(
     }
     train = ActivationBatches(train_group, distill["batch_size"], **batches)
     val = ActivationBatches(val_group, distill["batch_size"], **{**batches, "shuffle": False})
-    variance = output_variance(val)
+    kinds_N = read_kinds(val_group, val_store)  # None for Gaussian samples: no split by kind
+    split = kind_split(val, kinds_N) if kinds_N is not None else None
+    variance = split.variance() if split else output_variance(val)
     students = []
     for run in runs:
         set_seed(run_seed)  # each student starts as it would alone
         students.append(build_student(parse_student(run["student"]), train.d_model).to(device))
     configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run)) for run in runs]
     log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
-    results = fit_together(students, train, val, configs, variance)
+    results = fit_together(students, train, val, configs, variance, split)
     inputs = {
         "train": fingerprint_json(dict(train_group.attrs)),
         "validation": fingerprint_json(dict(val_group.attrs)),
@@ -89,6 +94,8 @@ def train_students(
             "best_epoch": int(np.argmin(fvus)) + 1,
             "final_fvu": fvus[-1],
             "history": result["history"],
+            "by_kind": result["by_kind"][int(np.argmin(fvus))] if split else None,
+            "router_usage": router_usage(student, val, kinds_N) if isinstance(student, MoEStudent) else None,
             "train_rows": train.rows,
             "val_rows": val.rows,
             "device": device,

@@ -10,6 +10,7 @@ from secret_moe.device import resolve_device
 from secret_moe.gaussian import fit_moments, write_gaussian_store
 from secret_moe.models.teacher import load_teacher
 from secret_moe.provenance import fingerprint_path
+from secret_moe.rows import sample_attrs
 from secret_moe.store import open_store
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def sample_gaussian(moments: str, teacher_dir: str, like: str, out: str, *, seed
     fitted = np.load(moments)
     real = open_store(like)
     device = resolve_device(device)
-    attrs = {**dict(real.attrs), "data": "gaussian", "split": split, "moments": fingerprint_path(moments)}
+    attrs = {**sample_attrs(dict(real.attrs)), "data": "gaussian", "split": split, "moments": fingerprint_path(moments)}
     write_gaussian_store(
         out,
         mean=fitted["mean"],

@@ -1,0 +1,80 @@
+"""Row provenance of activation stores: which position of which line each row of x and y comes from.
+
+Every activation store holds three arrays aligned with x and y (same shuffled order, same chunking):
+
+- `position` (int32): the row's index counted from its line's first token.  Padded positions continue
+  the count past the line's end with right padding (position ≥ line length, as Pythia pads) and count
+  back before its start with left padding (negative positions, as Gemma pads), so the side shows.
+- `token_id` (int32): the token fed at that position; the pad id at padded positions.
+- `kind` (uint8): the code of `ROW_KINDS`: a text token, a special token (BOS or any other of the
+  tokenizer's special ids, wherever it sits in the line) or a padded position (attention mask 0).
+
+Gaussian stores have none of them: their rows are samples of N(mean, cov), not positions (attrs
+`rows: samples`), so they have no kind and their FVU is not split by kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from secret_moe.errors import StoreMismatchError
+
+ROW_KINDS = ("token", "special", "pad")  # the name of each kind code: ROW_KINDS[code]
+TOKEN, SPECIAL, PAD = range(len(ROW_KINDS))
+ROW_ARRAYS = {"position": "int32", "token_id": "int32", "kind": "uint8"}
+
+
+def provenance_attrs(pad_id: int, padding_side: str, special_ids: list[int]) -> dict[str, Any]:
+    """Store attributes that say what the row arrays hold."""
+    return {
+        "rows": "positions",
+        "row_arrays": list(ROW_ARRAYS),
+        "row_kinds": {str(code): name for code, name in enumerate(ROW_KINDS)},
+        "pad_id": pad_id,
+        "padding_side": padding_side,
+        "special_ids": sorted(special_ids),
+    }
+
+
+def sample_attrs(real_attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes of a Gaussian store made like a real one: its rows are samples, with no row arrays."""
+    attrs = {key: value for key, value in real_attrs.items() if key not in ("row_arrays", "row_kinds")}
+    return {**attrs, "rows": "samples"}
+
+
+def batch_rows(
+    ids_BT: torch.Tensor, mask_BT: torch.Tensor, special_ids: list[int], pad_left: bool
+) -> dict[str, torch.Tensor]:
+    """Position, token id and kind of every position of a padded batch, each (B, T)."""
+    width = ids_BT.shape[1]
+    lengths_B1 = mask_BT.sum(dim=1, keepdim=True)
+    first_B1 = width - lengths_B1 if pad_left else torch.zeros_like(lengths_B1)
+    position_BT = torch.arange(width)[None, :] - first_B1
+    kind_BT = torch.full_like(ids_BT, TOKEN)
+    kind_BT[torch.isin(ids_BT, torch.tensor(special_ids, dtype=ids_BT.dtype))] = SPECIAL
+    kind_BT[mask_BT == 0] = PAD
+    return {
+        "position": position_BT.to(torch.int32),
+        "token_id": ids_BT.to(torch.int32),
+        "kind": kind_BT.to(torch.uint8),
+    }
+
+
+def read_kinds(group: zarr.Group, where: str) -> np.ndarray | None:
+    """The kind code of every row, in store order; None for stores whose rows are not positions (Gaussian
+    samples, hand-made stores).  An activation store written before row provenance existed is refused."""
+    attrs = dict(group.attrs)
+    if attrs.get("rows") == "samples" or attrs.get("data") == "gaussian":
+        return None
+    if "kind" in group:
+        return group["kind"][:]
+    if "capture_config" in attrs:  # written by capture_activations, but by an older version
+        raise StoreMismatchError(
+            f"activation store {where!r} has no row provenance (position, token_id, kind arrays): it was "
+            f"written before they were recorded. Delete it (rm -r {where}) and rerun snakemake to rebuild it."
+        )
+    return None
