@@ -36,6 +36,8 @@ STORE_ARRAYS = ("x", "y", *ROW_ARRAYS)  # every array of an activation store, al
 
 
 class Padding(NamedTuple):
+    """How batches are padded: the id fed at padded positions, the side, and the ids counted as special."""
+
     pad_id: int
     left: bool  # pads come before the line (Gemma's tokenizer) rather than after it (Pythia's)
     special_ids: list[int]
