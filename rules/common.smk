@@ -161,4 +161,11 @@ def all_figure_files():
         for ext in ("pdf", "png")
     ]
     verdict = [path("summary_figure", figure="verdict", ext=ext) for ext in ("pdf", "png")]
-    return per_layer + per_model + control + verdict
+    padding = [  # what the published FVU measures: each padding control, per layer
+        path("figure", model=model, layer=layer, figure="what_fvu_measures", ext=ext)
+        for model, spec in config["models"].items()
+        if spec.get("keep_padding")
+        for layer in spec["layers"]
+        for ext in ("pdf", "png")
+    ]
+    return per_layer + per_model + control + padding + verdict

@@ -7,6 +7,7 @@ localrules:
     plot_layer_sweep,
     plot_control,
     plot_verdict,
+    plot_what_fvu_measures,
     all_figures,  # seconds of CPU: not worth a cluster job
 
 
@@ -94,6 +95,28 @@ rule plot_verdict:
         ENV
     script:
         "../scripts/plot_verdict.py"
+
+
+rule plot_what_fvu_measures:
+    input:
+        by_kind=path("table", name="fvu_by_kind"),
+    output:
+        pdf=path("figure", figure="what_fvu_measures", ext="pdf"),
+        png=report(
+            path("figure", figure="what_fvu_measures", ext="png"),
+            category="Figures",
+            subcategory="{model} layer {layer}",
+            caption="../report/what_fvu_measures.rst",
+        ),
+    log:
+        "logs/plot_what_fvu_measures/{model}/layer{layer}.log",
+    conda:
+        ENV
+    params:
+        base=lambda w: config["models"][w.model]["same_as"],
+        epochs=config["distill"]["epochs"],
+    script:
+        "../scripts/plot_what_fvu_measures.py"
 
 
 rule all_figures:

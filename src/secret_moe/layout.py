@@ -126,10 +126,13 @@ STAGES = {  # in the workflow's order
     ),
     "aggregate": Stage(("aggregate_runs",), ("table",), reads=("run",), per_model=False),
     "figures": Stage(
-        ("plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict", "all_figures"),
+        ("plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict", "plot_what_fvu_measures", "all_figures"),
         ("figure", "model_figure", "summary_figure", "all_figures"),
         reads=(
-            *(path("table", name=name) for name in ("best", "curves", "moe_advantage", "advantage_by_seed", "verdict")),
+            *(
+                path("table", name=name)
+                for name in ("best", "curves", "moe_advantage", "advantage_by_seed", "verdict", "fvu_by_kind")
+            ),
             "paper_table",
         ),
         per_model=False,

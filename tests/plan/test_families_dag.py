@@ -84,6 +84,8 @@ def test_every_family_has_its_figure(planned):
     assert "figures/tiny/layer_sweep.png" in planned
     assert "figures/tiny-random/control.png" in planned
     assert "figures/tiny-padded/control.png" in planned
+    assert "figures/tiny-padded/layer1/what_fvu_measures.png" in planned  # padding controls only
+    assert not any(f.endswith("what_fvu_measures.png") and "tiny-padded" not in f for f in planned)
     assert "figures/tiny/layer0/fvu_vs_active.png" not in planned  # sweep-only layers: in the sweep figure
 
 
@@ -105,6 +107,7 @@ def test_the_paper_config_plans_its_whole_dag_offline(tmp_path):
         "figures/gemma3-270m-padded/control.png",
         "figures/pythia-70m-padded/control.png",  # the authors' padded D_act of every teacher
         "figures/pythia-410m-padded/control.png",
+        "figures/gemma3-270m-padded/layer9/what_fvu_measures.png",
     } <= planned
     runs = [f for f in planned if f.startswith("results/distill/") and f.endswith("metrics.json")]
     assert len(runs) > 2000

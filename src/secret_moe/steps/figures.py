@@ -56,3 +56,12 @@ def plot_control(advantage_csv: str, *, model: str, base: str, label: str, base_
 
 def plot_verdict(verdict_csv: str, by_seed_csv: str, *, pdf: str, png: str) -> None:
     figures.verdict(pd.read_csv(verdict_csv), pd.read_csv(by_seed_csv), "MoE advantage and verdict", pdf, png)
+
+
+def plot_what_fvu_measures(
+    by_kind_csv: str, *, model: str, layer: int, base: str, epochs: int, pdf: str, png: str
+) -> None:
+    """`model` is a padding control of `base`: its FVU over all rows and on token rows, and the base's."""
+    by_kind = pd.read_csv(by_kind_csv)
+    title = f"{base} layer {layer}: what the FVU on padded D_act measures"
+    figures.what_fvu_measures(by_kind[by_kind.layer == layer], model, base, epochs, title, pdf, png)
