@@ -15,6 +15,8 @@ Gaussian stores have none of them: their rows are samples of N(mean, cov), not p
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -78,3 +80,51 @@ def read_kinds(group: zarr.Group, where: str) -> np.ndarray | None:
             f"written before they were recorded. Delete it (rm -r {where}) and rerun snakemake to rebuild it."
         )
     return None
+
+
+def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, Any]]:
+    """Per row kind (and over `all` rows) of an activation store: how many rows, how many distinct inputs x,
+    the size of the largest group of identical x, and the kind's share of Var(y) (Σ over its rows of
+    ‖y − μ‖², μ the mean over all rows, over the same sum over all rows) and its typical ‖y‖.  One pass."""
+    kinds = read_kinds(group, str(group.store))
+    rows = group["x"].shape[0]
+    kinds = np.zeros(rows, dtype=np.uint8) if kinds is None else kinds
+    codes = {name: code for code, name in enumerate(ROW_KINDS)}
+    count, sum_y, sum_sq = np.zeros(len(ROW_KINDS)), np.zeros((len(ROW_KINDS), group["y"].shape[1])), np.zeros(3)
+    hashes: list[list[bytes]] = [[] for _ in ROW_KINDS]
+    norms: list[list[np.ndarray]] = [[] for _ in ROW_KINDS]
+    for start in range(0, rows, block_rows):
+        x = np.ascontiguousarray(group["x"][start : start + block_rows])
+        y = group["y"][start : start + block_rows].astype(np.float64)
+        kind = kinds[start : start + block_rows]
+        for code in range(len(ROW_KINDS)):
+            mine = kind == code
+            count[code] += mine.sum()
+            sum_y[code] += y[mine].sum(0)
+            sum_sq[code] += (y[mine] ** 2).sum()
+            norms[code].append(np.linalg.norm(y[mine], axis=1))
+            hashes[code] += [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in x[mine]]
+    mean = sum_y.sum(0) / count.sum()
+    # Σ_K ‖y − μ‖² = Σ_K ‖y‖² − 2 μ · Σ_K y + n_K ‖μ‖²
+    spread = sum_sq - 2 * sum_y @ mean + count * (mean @ mean)
+    table = []
+    for name, code in [*codes.items(), ("all", None)]:
+        picked = list(codes.values()) if code is None else [code]
+        n = int(count[picked].sum())
+        if not n:
+            continue
+        groups = Counter(h for c in picked for h in hashes[c])
+        y_norm = np.concatenate([part for c in picked for part in norms[c]])
+        table.append(
+            {
+                "kind": name,
+                "rows": n,
+                "row_share": n / rows,
+                "distinct_x": len(groups),
+                "largest_group": max(groups.values()),
+                "variance_share": float(spread[picked].sum() / spread.sum()),
+                "mean_y_norm": float(y_norm.mean()),
+                "median_y_norm": float(np.median(y_norm)),
+            }
+        )
+    return table

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import zarr
@@ -208,3 +209,25 @@ def test_padding_is_the_tokenizers_own_and_eos_where_it_has_no_pad_token(tmp_pat
     bare.save_pretrained(tmp_path / "bare")
     with pytest.raises(ConfigError, match="neither a pad nor an EOS token"):
         _padding(str(tmp_path / "bare"))
+
+
+def test_rows_by_kind_counts_the_kinds_their_distinct_inputs_and_their_share_of_var_y(setup):
+    """The capture step's rows_by_kind.csv, recomputed here with numpy from the store's arrays."""
+    path = setup["paths"][True]
+    table = pd.read_csv(f"{path}/rows_by_kind.csv").set_index("kind")
+    group = setup["stores"][True]
+    x, y, kind = group["x"][:], group["y"][:].astype(np.float64), group["kind"][:]
+    spread = ((y - y.mean(0)) ** 2).sum(1)
+    assert table.loc["all", "rows"] == len(x) and table.loc["all", "variance_share"] == pytest.approx(1)
+    for code, name in enumerate(ROW_KINDS):
+        mine = kind == code
+        if not mine.any():
+            assert name not in table.index
+            continue
+        _, counts = np.unique(x[mine], axis=0, return_counts=True)
+        assert table.loc[name, "rows"] == mine.sum()
+        assert table.loc[name, "distinct_x"] == len(counts) and table.loc[name, "largest_group"] == counts.max()
+        assert table.loc[name, "variance_share"] == pytest.approx(spread[mine].sum() / spread.sum(), rel=1e-5)
+        assert table.loc[name, "median_y_norm"] == pytest.approx(np.median(np.linalg.norm(y[mine], axis=1)), rel=1e-5)
+    assert table.drop("all").variance_share.sum() == pytest.approx(1, rel=1e-5)
+    assert table.loc["pad", "rows"] > 0  # the padded store has pads

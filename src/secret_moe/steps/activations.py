@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from secret_moe import __version__, capture
+from secret_moe import __version__, capture, rows
 from secret_moe.device import resolve_device
 from secret_moe.errors import ConfigError
 from secret_moe.models.layers import check_layers, hidden_size
@@ -17,6 +18,7 @@ from secret_moe.models.loading import (
     load_local_tokenizer,
 )
 from secret_moe.provenance import write_json
+from secret_moe.store import open_store
 from secret_moe.tokenise import read_token_store
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,16 @@ def capture_activations(
     stats["seconds"] = time.perf_counter() - tick
     log.info("capture stats: %s", stats)
     write_json(Path(out) / "capture_stats.json", stats)
+    write_rows_by_kind(out)
+
+
+def write_rows_by_kind(store: str) -> None:
+    """`rows_by_kind.csv` beside the arrays: per row kind, rows, distinct inputs and share of Var(y)."""
+    table = rows.kind_summary(open_store(store))
+    with open(Path(store) / "rows_by_kind.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in table)
 
 
 def _padding(tokenizer_dir: str) -> tuple[int, bool, list[int]]:
