@@ -84,8 +84,9 @@ def read_kinds(group: zarr.Group, where: str) -> np.ndarray | None:
 
 def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, Any]]:
     """Per row kind (and over `all` rows) of an activation store: how many rows, how many distinct inputs x,
-    the size of the largest group of identical x, and the kind's share of Var(y) (Σ over its rows of
-    ‖y − μ‖², μ the mean over all rows, over the same sum over all rows) and its typical ‖y‖.  One pass."""
+    the size of the largest group of identical x, the kind's share of Var(y) (Σ over its rows of ‖y − μ‖², μ
+    the mean over all rows, over the same sum over all rows), Var(y) of its rows alone, and its typical ‖y‖.
+    One pass."""
     kinds = read_kinds(group, str(group.store))
     rows = group["x"].shape[0]
     kinds = np.zeros(rows, dtype=np.uint8) if kinds is None else kinds
@@ -104,7 +105,7 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
             sum_sq[code] += (y[mine] ** 2).sum()
             norms[code].append(np.linalg.norm(y[mine], axis=1))
             hashes[code] += [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in x[mine]]
-    mean = sum_y.sum(0) / count.sum()
+    mean, dims = sum_y.sum(0) / count.sum(), sum_y.shape[1]
     # Σ_K ‖y − μ‖² = Σ_K ‖y‖² − 2 μ · Σ_K y + n_K ‖μ‖²
     spread = sum_sq - 2 * sum_y @ mean + count * (mean @ mean)
     table = []
@@ -114,6 +115,7 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
         if not n:
             continue
         groups = Counter(h for c in picked for h in hashes[c])
+        own_mean = sum_y[picked].sum(0) / n
         y_norm = np.concatenate([part for c in picked for part in norms[c]])
         table.append(
             {
@@ -123,6 +125,8 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
                 "distinct_x": len(groups),
                 "largest_group": max(groups.values()),
                 "variance_share": float(spread[picked].sum() / spread.sum()),
+                # the kind's own Var(y): mean over dimensions of the variance around the kind's own mean
+                "y_variance": float((sum_sq[picked].sum() - own_mean @ own_mean * n) / (n * dims)),
                 "mean_y_norm": float(y_norm.mean()),
                 "median_y_norm": float(np.median(y_norm)),
             }

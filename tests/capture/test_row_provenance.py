@@ -219,6 +219,7 @@ def test_rows_by_kind_counts_the_kinds_their_distinct_inputs_and_their_share_of_
     x, y, kind = group["x"][:], group["y"][:].astype(np.float64), group["kind"][:]
     spread = ((y - y.mean(0)) ** 2).sum(1)
     assert table.loc["all", "rows"] == len(x) and table.loc["all", "variance_share"] == pytest.approx(1)
+    assert table.loc["all", "y_variance"] == pytest.approx(y.var(0).mean(), rel=1e-4)
     for code, name in enumerate(ROW_KINDS):
         mine = kind == code
         if not mine.any():
@@ -228,6 +229,7 @@ def test_rows_by_kind_counts_the_kinds_their_distinct_inputs_and_their_share_of_
         assert table.loc[name, "rows"] == mine.sum()
         assert table.loc[name, "distinct_x"] == len(counts) and table.loc[name, "largest_group"] == counts.max()
         assert table.loc[name, "variance_share"] == pytest.approx(spread[mine].sum() / spread.sum(), rel=1e-5)
+        assert table.loc[name, "y_variance"] == pytest.approx(y[mine].var(0).mean(), rel=1e-4)
         assert table.loc[name, "median_y_norm"] == pytest.approx(np.median(np.linalg.norm(y[mine], axis=1)), rel=1e-5)
     assert table.drop("all").variance_share.sum() == pytest.approx(1, rel=1e-5)
     assert table.loc["pad", "rows"] > 0  # the padded store has pads
