@@ -116,6 +116,7 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
             continue
         groups = Counter(h for c in picked for h in hashes[c])
         own_mean = sum_y[picked].sum(0) / n
+        own_spread = sum_sq[picked].sum() - own_mean @ own_mean * n
         y_norm = np.concatenate([part for c in picked for part in norms[c]])
         table.append(
             {
@@ -125,8 +126,9 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
                 "distinct_x": len(groups),
                 "largest_group": max(groups.values()),
                 "variance_share": float(spread[picked].sum() / spread.sum()),
-                # the kind's own Var(y): mean over dimensions of the variance around the kind's own mean
-                "y_variance": float((sum_sq[picked].sum() - own_mean @ own_mean * n) / (n * dims)),
+                # the kind's own Var(y): mean over dimensions of the variance around the kind's own mean (y is
+                # a function of x, so rows with one and the same x have none, whatever the rounding says)
+                "y_variance": 0.0 if len(groups) == 1 else max(0.0, float(own_spread / (n * dims))),
                 "mean_y_norm": float(y_norm.mean()),
                 "median_y_norm": float(np.median(y_norm)),
             }
