@@ -139,20 +139,28 @@ def write_tiny_corpus(directory: str | Path, lines: dict[str, int], seed: int = 
     return paths
 
 
+def tiny_corpus_config(
+    files: dict[str, str], train_tokens: int = 3000, validation_tokens: int = 800, validation_lines: int = 60
+) -> dict[str, Any]:
+    """The `corpus` config of the tiny corpus files (`write_tiny_corpus`), complete without the schema's defaults
+    (so the tokenise step can take it directly): lines of 8 to 48 tokens, capped token counts."""
+    return {
+        "source": "files",
+        "files": {**files, "text_column": "text"},
+        "min_tokens": 8,
+        "max_length": 48,
+        "validation_lines": validation_lines,
+        "max_tokens": {"train": train_tokens, "validation": validation_tokens},
+    }
+
+
 def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any) -> dict[str, Any]:
     """A complete workflow config on the tiny model: a few hundred rows, two epochs, small students."""
     families = every_family()
     config = {
         "seed": 0,
         "device": "cpu",
-        "corpus": {
-            "source": "files",
-            "files": dict(corpus),
-            "min_tokens": 8,
-            "max_length": 48,
-            "validation_lines": 60,
-            "max_tokens": {"train": 3000, "validation": 800},
-        },
+        "corpus": tiny_corpus_config(corpus),
         "models": {
             "tiny": {
                 "source": "local",

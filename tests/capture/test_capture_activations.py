@@ -28,6 +28,7 @@ from secret_moe.models.loading import load_local_model
 from secret_moe.provenance import fingerprint_text, read_json
 from secret_moe.steps import tokenise_corpus
 from secret_moe.store import PROGRESS_FILE, chunk_rows_for, commit_rows, create_store, partial_path
+from secret_moe.testing import tiny_corpus_config
 from secret_moe.tokenise import read_token_store
 
 LAYER = 1
@@ -38,14 +39,7 @@ def token_stores(tiny_model_dir, tiny_corpus, tmp_path_factory):
     """Train/validation token stores of the tiny corpus, made by the workflow's own tokenise step."""
     out = tmp_path_factory.mktemp("tokens")
     outputs = {"train": str(out / "train.zarr"), "validation": str(out / "validation.zarr")}
-    corpus = {
-        "source": "files",
-        "files": {**tiny_corpus, "text_column": "text"},
-        "min_tokens": 8,
-        "max_length": 48,
-        "validation_lines": 60,
-        "max_tokens": {"train": 3000, "validation": 800},
-    }
+    corpus = tiny_corpus_config(tiny_corpus)
     tokenise_corpus(str(tiny_model_dir), outputs, corpus, seed=0)
     return outputs
 

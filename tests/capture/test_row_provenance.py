@@ -18,7 +18,7 @@ from secret_moe.errors import StoreMismatchError
 from secret_moe.models.loading import load_local_model
 from secret_moe.rows import PAD, ROW_KINDS, SPECIAL, TOKEN, read_kinds
 from secret_moe.store import create_store
-from secret_moe.testing import save_tiny_model
+from secret_moe.testing import save_tiny_model, tiny_corpus_config
 from secret_moe.tokenise import read_token_store
 
 LAYER = 1
@@ -37,14 +37,7 @@ def setup(request, tiny_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     model_dir = save_tiny_model(root / "model", arch, seed=0, style=style)
     tokens = {"train": str(root / "train_tokens.zarr")}
-    corpus = {
-        "source": "files",
-        "files": {**tiny_corpus, "text_column": "text"},
-        "min_tokens": 8,
-        "max_length": 48,
-        "validation_lines": 60,
-        "max_tokens": {"train": 1500, "validation": 800},
-    }
+    corpus = tiny_corpus_config(tiny_corpus, train_tokens=1500)
     steps.tokenise_corpus(str(model_dir), tokens, corpus, seed=0)
     stores, paths = {}, {}
     for keep_padding in (False, True):

@@ -9,7 +9,7 @@ import pytest
 from secret_moe import steps
 from secret_moe.provenance import read_json
 from secret_moe.steps.distill import member_dir, train_students
-from secret_moe.testing import save_tiny_model
+from secret_moe.testing import save_tiny_model, tiny_corpus_config
 
 LAYER = 1
 STUDENTS = ("mlp_h8", "moe_lowrank_r4_m64_s4_k4")
@@ -21,14 +21,7 @@ def trained(request, tiny_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp(style)
     model_dir = save_tiny_model(root / "model", arch, seed=0, style=style)
     tokens = {split: str(root / f"{split}_tokens.zarr") for split in ("train", "validation")}
-    corpus = {
-        "source": "files",
-        "files": {**tiny_corpus, "text_column": "text"},
-        "min_tokens": 8,
-        "max_length": 48,
-        "validation_lines": 40,
-        "max_tokens": {"train": 2000, "validation": 600},
-    }
+    corpus = tiny_corpus_config(tiny_corpus, train_tokens=2000, validation_tokens=600, validation_lines=40)
     steps.tokenise_corpus(str(model_dir), tokens, corpus, seed=0)
     settings = {
         "batch_tokens": 512,
