@@ -272,6 +272,7 @@ def test_config_change_marks_the_stage_and_its_descendants_stale(restored):
         "plot_figure",
         "plot_control",
         "plot_verdict",
+        "plot_what_fvu_measures",  # the padding control's figure
         "all_figures",
     }
     jobs = planned_jobs(restored, "figures/all")
