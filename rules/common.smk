@@ -13,6 +13,7 @@ from secret_moe.plan import (
     budget_check,
     bundle_index,
     check_config,
+    check_renamed_keys,
     figures_for,
     controls,
     distill_runs,
@@ -26,6 +27,7 @@ from secret_moe.plan import (
 )
 from secret_moe.students import STUDENT_PATTERN
 
+check_renamed_keys(config)
 validate(config, schema="../config/schema.yaml", set_default=True)
 resolve_variants(config)
 check_config(config)

@@ -237,6 +237,16 @@ def _local_model_config(spec: dict[str, Any], name: str) -> Any | None:
     return None
 
 
+RENAMED_KEYS = {"extract": "capture"}  # config keys of earlier versions -> their names now
+
+
+def check_renamed_keys(config: dict[str, Any]) -> None:
+    """Name the new key of a renamed one, before the schema refuses it as unknown."""
+    for old, new in RENAMED_KEYS.items():
+        if old in config:
+            raise ConfigError(f"config key {old!r} is now called {new!r} (same settings): rename it in your config")
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Checks beyond the JSON schema, all cheap: run before any job is scheduled."""
     check_corpus(config["corpus"])

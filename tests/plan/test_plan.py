@@ -9,6 +9,7 @@ from secret_moe.plan import (
     all_students,
     bundle_index,
     check_config,
+    check_renamed_keys,
     controls,
     distill_runs,
     layers_of,
@@ -271,3 +272,9 @@ def test_check_config_accepts_a_gguf_file_and_refuses_anything_else_by_name(work
     del config["models"]["tiny"]["path"]
     with pytest.raises(ConfigError, match="models.tiny: source 'gguf_file' needs the key 'path'"):
         check_config(config)
+
+
+def test_a_renamed_config_key_is_named_with_its_new_name(config):
+    config["extract"] = config.pop("capture")
+    with pytest.raises(ConfigError, match="'extract' is now called 'capture'"):
+        check_renamed_keys(config)

@@ -110,3 +110,10 @@ def test_a_student_target_outside_the_name_grammar_matches_no_rule(
     assert ("collect_run" in result.output and "train_students" in result.output) == planned
     if not planned:
         assert "MissingRuleException" in result.output
+
+
+def test_a_config_of_an_earlier_version_names_the_renamed_key(workflow_config, tmp_path, dry_run):
+    workflow_config["extract"] = workflow_config.pop("capture")
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert "config key 'extract' is now called 'capture'" in result.output
