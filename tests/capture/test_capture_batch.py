@@ -72,7 +72,7 @@ def reference_io(model: nn.Module, arch: str, ids: torch.Tensor, mask: torch.Ten
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mlp_io_equals_a_manual_forward(tiny_models, arch):
+def test_capture_batch_equals_a_manual_forward(tiny_models, arch):
     model = tiny_models[arch]
     ids, mask = padded_batch(model.config.vocab_size, torch.Generator().manual_seed(1))
     x, y = capture_batch(model, LAYER, ids, mask)
@@ -137,7 +137,7 @@ def test_later_layers_are_not_computed(tiny_models, arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mlp_io_leaves_no_hook_behind(tiny_models, arch):
+def test_capture_batch_leaves_no_hook_behind(tiny_models, arch):
     model = tiny_models[arch]
     ids, mask = padded_batch(model.config.vocab_size, torch.Generator().manual_seed(3))
     hooks_before = sum(len(m._forward_hooks) for m in model.modules())
@@ -160,7 +160,7 @@ def test_first_and_last_layer_can_be_captured(tiny_models):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mlp_io_on_cuda_equals_cpu(tiny_models, arch):
+def test_capture_batch_on_cuda_equals_cpu(tiny_models, arch):
     import copy
 
     model = tiny_models[arch]
