@@ -24,4 +24,4 @@ include: "rules/figures.smk"
 
 rule all:
     input:
-        "figures/all",
+        path("all_figures"),
