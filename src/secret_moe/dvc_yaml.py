@@ -24,6 +24,7 @@ from secret_moe.layout import (
     STAGES,
     Stage,
     config_keys,
+    control_stages,
     folder,
     stage_groups,
 )
@@ -142,9 +143,7 @@ def render(root: Path = Path(".")) -> str:
     """The text of dvc.yaml for the project at `root`."""
     parts = [HEADER + "vars:\n  - config.yaml\n\nstages:"]
     for name, stage in stage_groups().items():
-        if name.startswith(CONTROL_PREFIX) and name.removeprefix(CONTROL_PREFIX) == next(
-            n for n in STAGES if STAGES[n].per_model and not set(STAGES[n].writes) & set(SHARED_WITH_BASE)
-        ):
+        if name == CONTROL_PREFIX + control_stages()[0]:
             parts.append(
                 "  # The padding controls (config `padding_controls`): their own stores and students, made from the\n"
                 "  # tokenizer, weights and tokens of the model they are `same_as`."
