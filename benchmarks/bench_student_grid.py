@@ -1,18 +1,22 @@
-"""The distillation grid two ways, side by side: one process per run vs bundles of runs in one process.
+"""The distillation grid, side by side: the present path (one process per run) against bundles.
 
 Trains the default config's students for one store (config.yaml: the first model's first layer, its
-learning rates, the first seed) for --epochs epochs, on 2 cores both ways:
+learning rates, the first seed) for --epochs epochs, on 2 cores, three ways:
 
-- `per run`: what one run cost before bundling: a fresh Python process per run that imports snakemake
-  (as Snakemake's script wrapper does), opens and reads the stores, computes the output variance, trains
-  and evaluates its one student and saves it; two such processes at a time (`snakemake --cores 2`).
-- `bundled`: `rules/distill.smk` as it is now: the same runs split into two bundles of the same make-up
-  (two processes at a time, as Snakemake runs the real and Gaussian bundles), each training its students
-  together on the same batches.
+- `per run, <rev>`: the present path as it was before bundling: the package's code at --present-rev
+  (default 2a4e503, the last commit that trained one run per Snakemake job), taken from git, one fresh
+  Python process per run that imports snakemake (as Snakemake's script wrapper does), opens and reads the
+  stores, computes the output variance, trains and evaluates its one student and saves it; two such
+  processes at a time (`snakemake --cores 2`).
+- `per run, this code`: the same, with this checkout's code (a bundle of one run): what bundling alone saves.
+- `bundled, this code`: `rules/distill.smk` as it is now: the same runs split into two bundles of the same
+  make-up (two processes at a time, as Snakemake runs the real and Gaussian bundles), each training its
+  students together on the same batches.
 
-Both call `secret_moe.steps.train_students`, with one thread per process. It prints student-epochs per
-core-second for both and checks that every run's validation FVU history is identical between the two (it
-must be: a bundled student sees exactly the batches and updates it sees alone).
+Every process uses one torch thread.  It prints student-epochs per core-second for each path and checks
+that every run's validation FVU history is the same in all three: bundled students see exactly the batches
+and updates they see alone, and this code's step computes what the present code's did, bit for bit at the
+default's widths (`tests/students/test_fast_equivalence.py`).
 
 By default the store is a synthetic one shaped like the default's (--rows x d_model 640, y from a random
 GELU MLP of x); --train and --validation point at real stores instead, e.g.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,14 +40,32 @@ from pathlib import Path
 from _common import machine, save, table
 
 REPO = Path(__file__).resolve().parents[1]
+FVU_TOLERANCE = 1e-12
 
 
 def worker(args: argparse.Namespace) -> None:
     import snakemake  # noqa: F401 - Snakemake's script wrapper imports it in every job
 
+    runs = json.loads(Path(args.runs).read_text())
+    if args.worker == "present":  # the code at --present-rev: one run, its own API
+        from secret_moe.steps import train_student
+
+        (run,) = runs
+        Path(args.out).mkdir(parents=True)
+        train_student(
+            args.train,
+            args.validation,
+            f"{args.out}/metrics.json",
+            f"{args.out}/student.safetensors",
+            run={key: value for key, value in run.items() if key != "epochs"},
+            distill={**json.loads(args.distill), "epochs": run["epochs"]},
+            seed=0,
+            device="cpu",
+            threads=1,
+        )
+        return
     from secret_moe.steps import train_students
 
-    runs = json.loads(Path(args.runs).read_text())
     train_students(
         args.train,
         args.validation,
@@ -55,7 +78,7 @@ def worker(args: argparse.Namespace) -> None:
     )
 
 
-def synthetic_stores(folder: Path, rows: int, d_model: int) -> tuple[str, str]:
+def synthetic_stores(folder: Path, rows: int, d_model: int, layer: int) -> tuple[str, str]:
     import numpy as np
     import torch
 
@@ -69,7 +92,7 @@ def synthetic_stores(folder: Path, rows: int, d_model: int) -> tuple[str, str]:
     for split, n in (("train", rows), ("validation", rows // 8)):
         path = folder / f"{split}.zarr"
         group = create_store(
-            partial_path(path), n, d_model, chunk_rows_for(d_model, 2), {"layer": 0, "model_id": "synthetic"}
+            partial_path(path), n, d_model, chunk_rows_for(d_model, 2), {"layer": layer, "model_id": "synthetic"}
         )
         x = np.random.default_rng(len(paths)).standard_normal((n, d_model), dtype=np.float32)
         with torch.no_grad():
@@ -81,12 +104,19 @@ def synthetic_stores(folder: Path, rows: int, d_model: int) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def run_all(jobs: list[list[str]], parallel: int) -> float:
+def present_code(rev: str, folder: Path) -> Path:
+    """The package's source at `rev`, from git, in `folder`; the PYTHONPATH that imports it."""
+    archive = subprocess.run(["git", "archive", rev, "src"], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "src"
+
+
+def run_all(jobs: list[list[str]], parallel: int, env: dict[str, str] | None = None) -> float:
     """Run the commands `parallel` at a time; wall seconds for all of them."""
     tick, pending, running = time.perf_counter(), list(jobs), []
     while pending or running:
         while pending and len(running) < parallel:
-            running.append(subprocess.Popen(pending.pop(0), cwd=REPO))
+            running.append(subprocess.Popen(pending.pop(0), cwd=REPO, env=env))
         running[0].wait()
         if running[0].returncode:
             raise SystemExit(f"worker failed: {running[0].args}")
@@ -96,7 +126,7 @@ def run_all(jobs: list[list[str]], parallel: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["present", "bundle"], help=argparse.SUPPRESS)
     parser.add_argument("--runs", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--distill", help=argparse.SUPPRESS)
@@ -104,6 +134,7 @@ def main() -> None:
     parser.add_argument("--validation", default=None, help="its validation store")
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic train store")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--present-rev", default="2a4e503", help="the commit whose code is the present path")
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -132,15 +163,21 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        train, validation = (args.train, args.validation) if args.train else synthetic_stores(tmp, args.rows, 640)
+        if args.train:
+            train, validation = args.train, args.validation
+        else:
+            train, validation = synthetic_stores(tmp, args.rows, 640, layer)
 
-        def command(members: list[dict], out: Path) -> list[str]:
+        present_env = {**os.environ, "PYTHONPATH": str(present_code(args.present_rev, tmp))}
+
+        def command(members: list[dict], out: Path, worker: str = "bundle") -> list[str]:
             spec = tmp / f"{out.name}.json"
             spec.write_text(json.dumps(members))
             return [
                 sys.executable,
                 __file__,
                 "--worker",
+                worker,
                 "--runs",
                 str(spec),
                 "--out",
@@ -153,15 +190,52 @@ def main() -> None:
                 json.dumps(distill),
             ]
 
+        present = [command([run], tmp / f"present{i}", "present") for i, run in enumerate(runs)]
         single = [command([run], tmp / f"single{i}") for i, run in enumerate(runs)]
         # two bundles of the same make-up, as the default's real and Gaussian bundles are
         bundles = [command(runs[0::2], tmp / "bundle0"), command(runs[1::2], tmp / "bundle1")]
-        wall = {"per run": run_all(single, 2), "bundled": run_all(bundles, 2)}
+        paths = (f"per run, {args.present_rev}", "per run, this code", "bundled, this code")
+        wall = {
+            paths[0]: run_all(present, 2, present_env),
+            paths[1]: run_all(single, 2),
+            paths[2]: run_all(bundles, 2),
+        }
 
-        def history(out: Path, run: dict) -> list:
-            return read_json(out / f"{run['student']}_lr{run['lr']}" / "metrics.json")["history"]
+        def fvus(metrics: Path) -> list[float]:
+            return [record["val_fvu"] for record in read_json(metrics)["history"]]
 
-        same = [history(tmp / f"single{i}", run) == history(tmp / f"bundle{i % 2}", run) for i, run in enumerate(runs)]
+        def member(out: Path, run: dict) -> Path:
+            return out / f"{run['student']}_lr{run['lr']}" / "metrics.json"
+
+        histories = [
+            (
+                fvus(tmp / f"present{i}" / "metrics.json"),
+                fvus(member(tmp / f"single{i}", run)),
+                fvus(member(tmp / f"bundle{i % 2}", run)),
+            )
+            for i, run in enumerate(runs)
+        ]
+        spread = max(abs(x - y) / y for a, b, c in histories for x, y in zip(a + b + c, a * 3, strict=True))
+
+        def weights(path: Path) -> dict:
+            from safetensors.torch import load_file
+
+            return load_file(path)
+
+        def same_weights(*paths: Path) -> bool:
+            first, *others = [weights(path) for path in paths]
+            return all(
+                first.keys() == other.keys() and all(first[key].equal(other[key]) for key in first) for other in others
+            )
+
+        identical = [
+            same_weights(
+                tmp / f"present{i}" / "student.safetensors",
+                member(tmp / f"single{i}", run).with_name("student.safetensors"),
+                member(tmp / f"bundle{i % 2}", run).with_name("student.safetensors"),
+            )
+            for i, run in enumerate(runs)
+        ]
     student_epochs = len(runs) * args.epochs
     rows = [
         [path, len(runs), args.epochs, f"{seconds:.1f}", f"{student_epochs / (2 * seconds):.3f}"]
@@ -177,13 +251,18 @@ def main() -> None:
             "",
             table(["path", "runs", "epochs", "wall s", "student-epochs per core-second"], rows),
             "",
-            f"bundled / per run: {wall['per run'] / wall['bundled']:.2f}x",
-            f"validation FVU histories identical in {sum(same)} of {len(same)} runs",
+            f"bundled, this code / per run, {args.present_rev}: {wall[paths[0]] / wall[paths[2]]:.2f}x "
+            f"(bundling alone, this code: {wall[paths[1]] / wall[paths[2]]:.2f}x; "
+            f"this code per run / {args.present_rev} per run: {wall[paths[0]] / wall[paths[1]]:.2f}x)",
+            f"trained weights identical, bit for bit, in all three paths in {sum(identical)} of {len(identical)} runs",
+            f"validation FVU histories: largest relative difference between the paths {spread:.1e} (tolerance "
+            f"{FVU_TOLERANCE:.0e}: the float64 sum of the squared validation errors is accumulated in a different "
+            "order: per batch in the present code, per row and then per row kind in this code)",
         ]
     )
     save(f"bench_student_grid_e{args.epochs}", text)
-    if not all(same):
-        raise SystemExit("the two paths disagree")
+    if not all(identical) or spread > FVU_TOLERANCE:
+        raise SystemExit("the paths disagree")
 
 
 if __name__ == "__main__":

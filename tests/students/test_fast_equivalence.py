@@ -50,7 +50,10 @@ def test_blocked_scoring_matches_one_block(monkeypatch: pytest.MonkeyPatch) -> N
     torch.manual_seed(2)
     q, w, b = torch.randn(50, 8), torch.randn(1000, 8), torch.randn(1000)
     whole = sparse.topk_scores(q, w, b, 7)
-    monkeypatch.setattr(sparse, "SCORE_BLOCK_ELEMENTS", 3000)  # 3 rows per block, last block partial
+    assert sparse.score_block_rows(50, 1000) == 50  # one block
+    monkeypatch.setattr(sparse, "SCORE_BLOCK_ELEMENTS", 3000)
+    monkeypatch.setattr(sparse, "MIN_SCORE_BLOCK_ROWS", 1)
+    assert sparse.score_block_rows(50, 1000) == 3  # 17 blocks, the last one partial
     blocked = sparse.topk_scores(q, w, b, 7)
     assert torch.equal(whole[1], blocked[1])
     torch.testing.assert_close(whole[0], blocked[0])
@@ -59,9 +62,9 @@ def test_blocked_scoring_matches_one_block(monkeypatch: pytest.MonkeyPatch) -> N
 def test_fallback_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(3)
     x, w, idx = torch.randn(9, 5), torch.randn(30, 5), torch.randint(0, 30, (9, 4))
-    fast = sparse.gather_dot(x, w, idx)
+    fast = sparse.gather_dot(x, w, sparse.Pairs(idx, 30))
     monkeypatch.setattr(sparse, "USE_ATEN_KERNELS", False)
-    torch.testing.assert_close(sparse.gather_dot(x, w, idx), fast)
+    torch.testing.assert_close(sparse.gather_dot(x, w, sparse.Pairs(idx, 30)), fast)
     torch.testing.assert_close(fast, torch.einsum("bd,bkd->bk", x, w[idx]))
 
 
@@ -85,11 +88,24 @@ def test_gradcheck_sparse_functions() -> None:
     q, w, b = torch.randn(6, 4, **opts), torch.randn(20, 4, **opts), torch.randn(20, **opts)
     assert torch.autograd.gradcheck(lambda q, w, b: sparse.topk_linear(q, w, b, 3)[0], (q, w, b))
     assert torch.autograd.gradcheck(lambda q, w: sparse.topk_linear(q, w, None, 3)[0], (q, w))
-    idx = torch.randint(0, 20, (6, 3))
+    pairs = sparse.Pairs(torch.randint(0, 20, (6, 3)), 20)
     x = torch.randn(6, 4, **opts)
-    assert torch.autograd.gradcheck(lambda x, w: sparse.GatherDot.apply(x, w, idx), (x, w))
+    assert torch.autograd.gradcheck(lambda x, w: sparse.GatherDot.apply(x, w, pairs), (x, w))
     c = torch.randn(6, 3, **opts)
-    assert torch.autograd.gradcheck(lambda w, c: sparse.BagSum.apply(idx, w, c), (w, c))
+    assert torch.autograd.gradcheck(lambda w, c: sparse.BagSum.apply(pairs, w, c), (w, c))
+
+
+def test_sparse_products_match_dense_references() -> None:
+    """The row-major products against plain gathers, with repeated rows, rows nobody picked and an empty row."""
+    torch.manual_seed(9)
+    x, w, c = torch.randn(11, 7), torch.randn(40, 7), torch.randn(11, 5)
+    idx = torch.randint(0, 30, (11, 5))  # rows 30-39 are never picked; several rows picked more than once
+    pairs = sparse.Pairs(idx, 40)
+    torch.testing.assert_close(sparse.gather_dot(x, w, pairs), torch.einsum("bd,bkd->bk", x, w[idx]))
+    torch.testing.assert_close(sparse.bag_sum(pairs, w, c), torch.einsum("bk,bkd->bd", c, w[idx]))
+    expected = torch.zeros(40, 7).index_add_(0, idx.reshape(-1), (c[:, :, None] * x[:, None, :]).reshape(-1, 7))
+    torch.testing.assert_close(sparse.scatter_outer(pairs, c, x), expected)
+    assert pairs.by_row() is pairs.by_row()  # sorted once, then shared
 
 
 def test_product_key_router_still_trains() -> None:
@@ -134,3 +150,16 @@ def test_row_topk_matches_torch_topk(width: int) -> None:
     expected = torch.topk(scores, 6, dim=-1)
     torch.testing.assert_close(values, expected.values)
     assert torch.equal(indices, expected.indices)
+
+
+@pytest.mark.parametrize(("expert_width", "sorts"), [(1, 1), (2, 2)])
+def test_one_sort_per_selection(monkeypatch: pytest.MonkeyPatch, expert_width: int, sorts: int) -> None:
+    """The router's gate and single-neuron experts share one sort of the selection per step."""
+    torch.manual_seed(10)
+    config = MoEConfig(d_model=16, shared=4, experts=500, k=4, router="lowrank", rank=8, expert_width=expert_width)
+    student = MoEStudent(config)
+    calls = []
+    real_sort = torch.sort
+    monkeypatch.setattr(torch, "sort", lambda *a, **kw: calls.append(1) or real_sort(*a, **kw))
+    _loss(student, torch.randn(8, 16), torch.randn(8, 16)).backward()
+    assert len(calls) == sorts

@@ -21,6 +21,7 @@ from secret_moe.device import resolve_device
 from secret_moe.errors import SecretMoeError
 from secret_moe.fvu_by_kind import kind_split, router_usage
 from secret_moe.layout import RUN_FILES, TIMING_FILE
+from secret_moe.memory import keep_freed_memory
 from secret_moe.plan import run_name
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.rows import read_kinds
@@ -52,6 +53,7 @@ def train_students(
     if len(keys) != 1:
         raise SecretMoeError(f"a bundle trains runs of one store, seed and epochs; got {sorted(keys)}")
     torch.set_num_threads(threads)
+    keep_freed_memory()
     device = resolve_device(device)
     run_seed = seed + runs[0]["seed"]
     train_group = open_store(train_store, {"layer": runs[0]["layer"]})

@@ -1,7 +1,8 @@
 """Routers: score experts for each token and keep the top k.
 
 All return (scores_BK, idx_BK), the raw scores of the k selected experts and their indices; the MoE
-turns the scores into gates with a softmax over those k (as in the paper).  `fullrank` and `lowrank`
+turns the scores into gates with a softmax over those k (as in the paper).  `route` returns the
+selection as `sparse.Pairs` instead, whose sort the MoE's expert tables reuse.  `fullrank` and `lowrank`
 score every expert densely, as the paper does, but back-propagate through the k kept scores only
 (`sparse.TopKLinear`): the gradient of the (m, ·) gate matrix and of the query touches k columns per token.
 - `fullrank`: scores = R x + c, R of shape (m, d).
@@ -20,23 +21,34 @@ import torch
 from torch import nn
 
 from secret_moe.errors import ConfigError
-from secret_moe.students.sparse import topk_linear
+from secret_moe.students.sparse import Pairs, topk_linear
 
 ROUTERS = ("fullrank", "lowrank", "product_key")
 
 
-class FullRankRouter(nn.Module):
+class Router(nn.Module):
+    """Scores experts and keeps the top k: `route(x)` gives (scores_BK, Pairs), `forward(x)` (scores, idx)."""
+
+    def route(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, Pairs]:
+        raise NotImplementedError
+
+    def forward(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores_BK, pairs = self.route(x_BD)
+        return scores_BK, pairs.idx_BK
+
+
+class FullRankRouter(Router):
     def __init__(self, d_model: int, experts: int, k: int) -> None:
         super().__init__()
         self.k = k
         self.gate = nn.Linear(d_model, experts)
         self.scratch: dict = {}  # score buffer reused between calls; not state
 
-    def forward(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, Pairs]:
         return topk_linear(x_BD, self.gate.weight, self.gate.bias, self.k, self.scratch)
 
 
-class LowRankRouter(nn.Module):
+class LowRankRouter(Router):
     def __init__(self, d_model: int, experts: int, k: int, rank: int) -> None:
         super().__init__()
         self.k = k
@@ -44,11 +56,11 @@ class LowRankRouter(nn.Module):
         self.gate = nn.Linear(rank, experts)
         self.scratch: dict = {}  # score buffer reused between calls; not state
 
-    def forward(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, Pairs]:
         return topk_linear(self.key_proj(x_BD), self.gate.weight, self.gate.bias, self.k, self.scratch)
 
 
-class ProductKeyRouter(nn.Module):
+class ProductKeyRouter(Router):
     def __init__(self, d_model: int, experts: int, k: int, rank: int) -> None:
         super().__init__()
         side = math.isqrt(experts)
@@ -66,17 +78,17 @@ class ProductKeyRouter(nn.Module):
         self.keys_a = nn.Parameter(torch.randn(side, rank // 2) / math.sqrt(rank // 2))
         self.keys_b = nn.Parameter(torch.randn(side, rank // 2) / math.sqrt(rank // 2))
 
-    def forward(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(self, x_BD: torch.Tensor) -> tuple[torch.Tensor, Pairs]:
         q_a, q_b = self.query(x_BD).chunk(2, dim=-1)  # (B, r/2) each
         top_a, idx_a = torch.topk(q_a @ self.keys_a.T, self.k, dim=-1)  # (B, k)
         top_b, idx_b = torch.topk(q_b @ self.keys_b.T, self.k, dim=-1)  # (B, k)
         sums_BKK = top_a[:, :, None] + top_b[:, None, :]
         scores, flat = torch.topk(sums_BKK.flatten(1), self.k, dim=-1)  # (B, k)
         idx = idx_a.gather(1, flat // self.k) * self.side + idx_b.gather(1, flat % self.k)
-        return scores, idx
+        return scores, Pairs(idx, self.side * self.side)
 
 
-def build_router(name: str, d_model: int, experts: int, k: int, rank: int) -> nn.Module:
+def build_router(name: str, d_model: int, experts: int, k: int, rank: int) -> Router:
     if name == "fullrank":
         return FullRankRouter(d_model, experts, k)
     if name == "lowrank":
