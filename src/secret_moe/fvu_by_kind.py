@@ -14,44 +14,18 @@ the store) and per-kind sums of squared errors (the evaluation's own pass).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from secret_moe.batches import ActivationBatches
-from secret_moe.rows import ROW_KINDS
+from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.students.moe import MoEStudent
 
 TOP_EXPERTS = 10  # router usage: the share of gate mass on this many most used experts
 # A kind whose own variance is below this fraction of the total has none to explain (rows all equal, e.g.
 # identical pads): its `fvu_own` is None rather than a division by rounding noise.
 _NO_VARIANCE = 1e-12
-
-
-@dataclass
-class KindSplit:
-    """The rows of a store by kind: each row's kind (store order) and, per kind, the row count and the sums
-    of y and y² per dimension, in float64."""
-
-    kinds_N: np.ndarray
-    rows_K: np.ndarray
-    sum_KD: np.ndarray
-    squares_KD: np.ndarray
-
-    def spread_K(self) -> np.ndarray:
-        """V_K = Σ_{r of kind K} ‖y_r − μ‖², μ the all-rows mean."""
-        mean_D = self.sum_KD.sum(axis=0) / self.rows_K.sum()
-        return (self.squares_KD - 2 * mean_D * self.sum_KD + self.rows_K[:, None] * mean_D**2).sum(axis=1)
-
-    def own_spread_K(self) -> np.ndarray:
-        """Σ_{r of kind K} ‖y_r − μ_K‖², μ_K the kind's own mean (0 for a kind without rows)."""
-        rows_K1 = np.maximum(self.rows_K, 1)[:, None]
-        return (self.squares_KD - self.sum_KD**2 / rows_K1).sum(axis=1)
-
-    def variance(self) -> float:
-        """The FVU denominator: mean over dimensions of the per-dimension variance of y, all rows."""
-        return float(self.spread_K().sum() / (self.rows_K.sum() * self.sum_KD.shape[1]))
 
 
 def batch_kinds(batches: ActivationBatches, kinds_N: np.ndarray) -> Iterator[torch.Tensor]:

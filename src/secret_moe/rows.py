@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,16 +83,42 @@ def read_kinds(group: zarr.Group, where: str) -> np.ndarray | None:
     return None
 
 
+@dataclass
+class KindSplit:
+    """The rows of a store by kind: each row's kind (store order) and, per kind, the row count and the sums
+    of y and y² per dimension, in float64."""
+
+    kinds_N: np.ndarray
+    rows_K: np.ndarray
+    sum_KD: np.ndarray
+    squares_KD: np.ndarray
+
+    def spread_K(self) -> np.ndarray:
+        """V_K = Σ_{r of kind K} ‖y_r − μ‖², μ the all-rows mean."""
+        mean_D = self.sum_KD.sum(axis=0) / self.rows_K.sum()
+        return (self.squares_KD - 2 * mean_D * self.sum_KD + self.rows_K[:, None] * mean_D**2).sum(axis=1)
+
+    def own_spread_K(self) -> np.ndarray:
+        """Σ_{r of kind K} ‖y_r − μ_K‖², μ_K the kind's own mean (0 for a kind without rows)."""
+        rows_K1 = np.maximum(self.rows_K, 1)[:, None]
+        return (self.squares_KD - self.sum_KD**2 / rows_K1).sum(axis=1)
+
+    def variance(self) -> float:
+        """The FVU denominator: mean over dimensions of the per-dimension variance of y, all rows."""
+        return float(self.spread_K().sum() / (self.rows_K.sum() * self.sum_KD.shape[1]))
+
+
 def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, Any]]:
     """Per row kind (and over `all` rows) of an activation store: how many rows, how many distinct inputs x,
     the size of the largest group of identical x, the kind's share of Var(y) (Σ over its rows of ‖y − μ‖², μ
     the mean over all rows, over the same sum over all rows), Var(y) of its rows alone, and its typical ‖y‖.
     One pass."""
-    kinds = read_kinds(group, str(group.store))
-    rows = group["x"].shape[0]
-    kinds = np.zeros(rows, dtype=np.uint8) if kinds is None else kinds
+    stored = read_kinds(group, str(group.store))
+    rows, dims = group["y"].shape
+    kinds = np.zeros(rows, dtype=np.uint8) if stored is None else stored
     codes = {name: code for code, name in enumerate(ROW_KINDS)}
-    count, sum_y, sum_sq = np.zeros(len(ROW_KINDS)), np.zeros((len(ROW_KINDS), group["y"].shape[1])), np.zeros(3)
+    count = np.zeros(len(ROW_KINDS))
+    sum_y, squares = np.zeros((len(ROW_KINDS), dims)), np.zeros((len(ROW_KINDS), dims))
     hashes: list[list[bytes]] = [[] for _ in ROW_KINDS]
     norms: list[list[np.ndarray]] = [[] for _ in ROW_KINDS]
     for start in range(0, rows, block_rows):
@@ -102,12 +129,11 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
             mine = kind == code
             count[code] += mine.sum()
             sum_y[code] += y[mine].sum(0)
-            sum_sq[code] += (y[mine] ** 2).sum()
+            squares[code] += (y[mine] ** 2).sum(0)
             norms[code].append(np.linalg.norm(y[mine], axis=1))
             hashes[code] += [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in x[mine]]
-    mean, dims = sum_y.sum(0) / count.sum(), sum_y.shape[1]
-    # Σ_K ‖y − μ‖² = Σ_K ‖y‖² − 2 μ · Σ_K y + n_K ‖μ‖²
-    spread = sum_sq - 2 * sum_y @ mean + count * (mean @ mean)
+    split = KindSplit(kinds, count, sum_y, squares)
+    spread, own_spread_K = split.spread_K(), split.own_spread_K()
     table = []
     for name, code in [*codes.items(), ("all", None)]:
         picked = list(codes.values()) if code is None else [code]
@@ -115,8 +141,8 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
         if not n:
             continue
         groups = Counter(h for c in picked for h in hashes[c])
-        own_mean = sum_y[picked].sum(0) / n
-        own_spread = sum_sq[picked].sum() - own_mean @ own_mean * n
+        # around the rows' own mean: the kind's, or for all rows the all-rows mean μ of `spread`
+        own_spread = spread.sum() if code is None else own_spread_K[code]
         y_norm = np.concatenate([part for c in picked for part in norms[c]])
         table.append(
             {

@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from secret_moe.batches import ActivationBatches
 from secret_moe.errors import NonFiniteLossError
-from secret_moe.fvu_by_kind import KindSplit, batch_kinds, kind_report
-from secret_moe.rows import ROW_KINDS
+from secret_moe.fvu_by_kind import batch_kinds, kind_report
+from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.students.optim import make_optimizer
 
 log = logging.getLogger(__name__)
