@@ -56,9 +56,11 @@ def reader_rate(group, batch_size: int, in_memory: bool, group_chunks: int, epoc
 def step_rate(name: str, d_model: int, batch_size: int, steps: int) -> float:
     import torch
 
+    from secret_moe.memory import keep_freed_memory
     from secret_moe.students import build_student, parse_student
     from secret_moe.students.optim import make_optimizer
 
+    keep_freed_memory()  # as the distillation jobs do
     torch.manual_seed(0)
     student = build_student(parse_student(name), d_model)
     optimizer = make_optimizer(student, 1e-3)

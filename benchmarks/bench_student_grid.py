@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -228,6 +229,16 @@ def main() -> None:
                 first.keys() == other.keys() and all(first[key].equal(other[key]) for key in first) for other in others
             )
 
+        # where the bundled path's time goes: each student's own steps and evaluations (timing.json)
+        own = {}
+        for i, run in enumerate(runs):
+            timing = read_json(member(tmp / f"bundle{i % 2}", run).with_name("timing.json"))
+            own.setdefault(run["student"], []).append(timing["wall_seconds"])
+        train_rows = read_json(member(tmp / "bundle0", runs[0]))["train_rows"]
+        steps = args.epochs * math.ceil(train_rows / distill["batch_size"])
+        own_share = sum(map(sum, own.values())) / (2 * wall[paths[2]])
+        per_step = ", ".join(f"{student} {1e3 * sum(s) / len(s) / steps:.1f}" for student, s in own.items())
+
         identical = [
             same_weights(
                 tmp / f"present{i}" / "student.safetensors",
@@ -254,6 +265,8 @@ def main() -> None:
             f"bundled, this code / per run, {args.present_rev}: {wall[paths[0]] / wall[paths[2]]:.2f}x "
             f"(bundling alone, this code: {wall[paths[1]] / wall[paths[2]]:.2f}x; "
             f"this code per run / {args.present_rev} per run: {wall[paths[0]] / wall[paths[1]]:.2f}x)",
+            f"bundled: the students' own steps and evaluations take {own_share:.0%} of the bundles' core time; "
+            f"ms per batch (mean over learning rates): {per_step}",
             f"trained weights identical, bit for bit, in all three paths in {sum(identical)} of {len(identical)} runs",
             f"validation FVU histories: largest relative difference between the paths {spread:.1e} (tolerance "
             f"{FVU_TOLERANCE:.0e}: the float64 sum of the squared validation errors is accumulated in a different "
