@@ -3,11 +3,10 @@
 A step allocates and frees the same large tensors every time (the (m, d) gradients of the expert tables,
 the score block, activations).  glibc's malloc serves blocks above its mmap threshold (128 KiB at first)
 with fresh pages from the kernel and returns them on free, and trims free memory from the top of the heap;
-each new page then costs a page fault and the kernel zeroing it.  For the default MoE student (m = 4,096,
-d = 640) that was about 6,000 faults and 12 ms of system time in a 95 ms step (`benchmarks/bench_student_grid.py`
-measures the step both ways).  `keep_freed_memory` raises both thresholds, so blocks up to the mmap
-threshold's limit (32 MiB on 64-bit glibc) come from the heap and stay there once freed.  Nothing changes in
-what is computed.  On other C libraries it does nothing and says so.
+each new page then costs a page fault and the kernel zeroing it, every step.  `keep_freed_memory` raises
+both thresholds, so blocks up to the mmap threshold's limit (32 MiB on 64-bit glibc) come from the heap
+and stay there once freed.  Nothing changes in what is computed.  On other C libraries it does nothing and
+says so.  `benchmarks/bench_page_faults.py` measures a step both ways (numbers in docs/performance.md).
 """
 
 from __future__ import annotations
