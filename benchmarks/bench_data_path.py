@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import machine, save, table
@@ -53,14 +54,13 @@ def reader_rate(group, batch_size: int, in_memory: bool, group_chunks: int, epoc
     return rows / (time.perf_counter() - tick), setup
 
 
-def step_rate(name: str, d_model: int, batch_size: int, steps: int) -> float:
+def training_step(name: str, d_model: int, batch_size: int) -> Callable[[], None]:
+    """One training step (zero_grad, forward, MSE, backward, Adam) of a fresh student on a fixed random batch."""
     import torch
 
-    from secret_moe.memory import keep_freed_memory
     from secret_moe.students import build_student, parse_student
     from secret_moe.students.optim import make_optimizer
 
-    keep_freed_memory()  # as the distillation jobs do
     torch.manual_seed(0)
     student = build_student(parse_student(name), d_model)
     optimizer = make_optimizer(student, 1e-3)
@@ -71,6 +71,14 @@ def step_rate(name: str, d_model: int, batch_size: int, steps: int) -> float:
         torch.nn.functional.mse_loss(student(x), y).backward()
         optimizer.step()
 
+    return step
+
+
+def step_rate(name: str, d_model: int, batch_size: int, steps: int) -> float:
+    from secret_moe.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the distillation jobs do
+    step = training_step(name, d_model, batch_size)
     step()
     tick = time.perf_counter()
     for _ in range(steps):

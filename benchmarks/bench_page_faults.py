@@ -18,6 +18,7 @@ import statistics
 import time
 
 from _common import machine, run_worker, save, table
+from bench_data_path import training_step
 
 D, BATCH = 640, 1024
 STUDENTS = ("mlp_h64", "moe_lowrank_r128_m4096_s32_k32")
@@ -28,22 +29,11 @@ def worker(student: str, setting: str, steps: int) -> None:
     import torch
 
     from secret_moe.memory import keep_freed_memory
-    from secret_moe.students import build_student, parse_student
-    from secret_moe.students.optim import make_optimizer
 
     if setting == SETTINGS[1]:
         assert keep_freed_memory()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = build_student(parse_student(student), D)
-    optimizer = make_optimizer(model, 1e-3)
-    x, y = torch.randn(BATCH, D), torch.randn(BATCH, D)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(model(x), y).backward()
-        optimizer.step()
-
+    step = training_step(student, D, BATCH)
     step()
     step()
     before, tick = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

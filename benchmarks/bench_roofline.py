@@ -21,7 +21,7 @@ import argparse
 import time
 
 from _common import machine, save, table
-from bench_data_path import step_rate
+from bench_data_path import step_rate, training_step
 
 D, BATCH = 640, 1024
 STUDENTS = {
@@ -80,20 +80,12 @@ def time_step(name: str, steps: int, profile: bool) -> tuple[float, str]:
     seconds = BATCH / step_rate(name, D, BATCH, steps)
     if not profile:
         return seconds, ""
-    import torch
     from torch.profiler import profile as trace
 
-    from secret_moe.students import build_student, parse_student
-    from secret_moe.students.optim import make_optimizer
-
-    student = build_student(parse_student(name), D)
-    optimizer = make_optimizer(student, 1e-3)
-    x, y = torch.randn(BATCH, D), torch.randn(BATCH, D)
+    step = training_step(name, D, BATCH)
     with trace() as prof:
         for _ in range(2):
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(student(x), y).backward()
-            optimizer.step()
+            step()
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops)
     top = ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in ops[:4])

@@ -53,11 +53,12 @@ def worker(args: argparse.Namespace) -> None:
 
         (run,) = runs
         Path(args.out).mkdir(parents=True)
+        metrics, weights = json.loads(args.files)  # layout.RUN_FILES: that code has no layout module
         train_student(
             args.train,
             args.validation,
-            f"{args.out}/metrics.json",
-            f"{args.out}/student.safetensors",
+            f"{args.out}/{metrics}",
+            f"{args.out}/{weights}",
             run={key: value for key, value in run.items() if key != "epochs"},
             distill={**json.loads(args.distill), "epochs": run["epochs"]},
             seed=0,
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--runs", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--distill", help=argparse.SUPPRESS)
+    parser.add_argument("--files", help=argparse.SUPPRESS)
     parser.add_argument("--train", default=None, help="a train activation store (default: synthetic)")
     parser.add_argument("--validation", default=None, help="its validation store")
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic train store")
@@ -141,9 +143,13 @@ def main() -> None:
         worker(args)
         return
 
+    from safetensors.torch import load_file
+
+    from secret_moe.layout import RUN_FILES, TIMING_FILE
     from secret_moe.plan import all_students
     from secret_moe.provenance import read_json
     from secret_moe.restore import load_config
+    from secret_moe.steps.distill import member_dir
 
     config = load_config(REPO / "config.yaml")
     model = next(iter(config["models"]))
@@ -189,6 +195,8 @@ def main() -> None:
                 validation,
                 "--distill",
                 json.dumps(distill),
+                "--files",
+                json.dumps(RUN_FILES),
             ]
 
         present = [command([run], tmp / f"present{i}", "present") for i, run in enumerate(runs)]
@@ -202,51 +210,33 @@ def main() -> None:
             paths[2]: run_all(bundles, 2),
         }
 
-        def fvus(metrics: Path) -> list[float]:
-            return [record["val_fvu"] for record in read_json(metrics)["history"]]
-
-        def member(out: Path, run: dict) -> Path:
-            return out / f"{run['student']}_lr{run['lr']}" / "metrics.json"
-
-        histories = [
-            (
-                fvus(tmp / f"present{i}" / "metrics.json"),
-                fvus(member(tmp / f"single{i}", run)),
-                fvus(member(tmp / f"bundle{i % 2}", run)),
-            )
+        # each run's folder in the three paths
+        folders = [
+            (tmp / f"present{i}", member_dir(tmp / f"single{i}", run), member_dir(tmp / f"bundle{i % 2}", run))
             for i, run in enumerate(runs)
         ]
-        spread = max(abs(x - y) / y for a, b, c in histories for x, y in zip(a + b + c, a * 3, strict=True))
 
-        def weights(path: Path) -> dict:
-            from safetensors.torch import load_file
+        def fvus(folder: Path) -> list[float]:
+            return [record["val_fvu"] for record in read_json(folder / RUN_FILES[0])["history"]]
 
-            return load_file(path)
-
-        def same_weights(*paths: Path) -> bool:
-            first, *others = [weights(path) for path in paths]
+        def same_weights(*folders: Path) -> bool:
+            first, *others = [load_file(folder / RUN_FILES[1]) for folder in folders]
             return all(
                 first.keys() == other.keys() and all(first[key].equal(other[key]) for key in first) for other in others
             )
 
+        histories = [[fvus(folder) for folder in three] for three in folders]
+        spread = max(abs(x - y) / y for a, b, c in histories for x, y in zip(a + b + c, a * 3, strict=True))
+        identical = [same_weights(*three) for three in folders]
+
         # where the bundled path's time goes: each student's own steps and evaluations (timing.json)
         own = {}
-        for i, run in enumerate(runs):
-            timing = read_json(member(tmp / f"bundle{i % 2}", run).with_name("timing.json"))
-            own.setdefault(run["student"], []).append(timing["wall_seconds"])
-        train_rows = read_json(member(tmp / "bundle0", runs[0]))["train_rows"]
+        for run, (_, _, bundled) in zip(runs, folders, strict=True):
+            own.setdefault(run["student"], []).append(read_json(bundled / TIMING_FILE)["wall_seconds"])
+        train_rows = read_json(folders[0][2] / RUN_FILES[0])["train_rows"]
         steps = args.epochs * math.ceil(train_rows / distill["batch_size"])
         own_share = sum(map(sum, own.values())) / (2 * wall[paths[2]])
         per_step = ", ".join(f"{student} {1e3 * sum(s) / len(s) / steps:.1f}" for student, s in own.items())
-
-        identical = [
-            same_weights(
-                tmp / f"present{i}" / "student.safetensors",
-                member(tmp / f"single{i}", run).with_name("student.safetensors"),
-                member(tmp / f"bundle{i % 2}", run).with_name("student.safetensors"),
-            )
-            for i, run in enumerate(runs)
-        ]
     student_epochs = len(runs) * args.epochs
     rows = [
         [path, len(runs), args.epochs, f"{seconds:.1f}", f"{student_epochs / (2 * seconds):.3f}"]

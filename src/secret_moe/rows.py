@@ -127,10 +127,11 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
         kind = kinds[start : start + block_rows]
         for code in range(len(ROW_KINDS)):
             mine = kind == code
-            count[code] += mine.sum()
-            sum_y[code] += y[mine].sum(0)
-            squares[code] += (y[mine] ** 2).sum(0)
-            norms[code].append(np.linalg.norm(y[mine], axis=1))
+            y_mine = y[mine]
+            count[code] += len(y_mine)
+            sum_y[code] += y_mine.sum(0)
+            squares[code] += (y_mine**2).sum(0)
+            norms[code].append(np.linalg.norm(y_mine, axis=1))
             hashes[code] += [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in x[mine]]
     split = KindSplit(kinds, count, sum_y, squares)
     spread, own_spread_K = split.spread_K(), split.own_spread_K()

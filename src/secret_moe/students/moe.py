@@ -71,10 +71,10 @@ class MoEStudent(nn.Module):
         per token.  Both back-propagate into the selected rows only.  Single-neuron experts reuse the router's
         `pairs` (and their sort) as they are.
         """
-        width = self.config.expert_width
+        width, gates_BN = self.config.expert_width, gates_BK
         if width > 1:
             pairs = Pairs(self.neurons_of(pairs.idx_BK), self.w_in.shape[0])
-        gates_BN = gates_BK.repeat_interleave(width, dim=1) if width > 1 else gates_BK
+            gates_BN = gates_BK.repeat_interleave(width, dim=1)
         pre_BN = GatherDot.apply(x_BD, self.w_in, pairs)
         act_BN = nn.functional.gelu(pre_BN + self.b_in[pairs.idx_BK]) * gates_BN
         return BagSum.apply(pairs, self.w_out, act_BN) + self.b_out
