@@ -17,6 +17,7 @@ rule aggregate_runs:
             path("table", name="budget_check"), category="Verdict", caption="../report/budget_check.rst"
         ),
         verdict=report(path("table", name="verdict"), category="Verdict", caption="../report/verdict.rst"),
+        ladder=report(path("table", name="ladder"), category="Verdict", caption="../report/ladder.rst"),
         fvu_by_kind=report(path("table", name="fvu_by_kind"), category="Results", caption="../report/fvu_by_kind.rst"),
     log:
         "logs/aggregate_runs.log",
@@ -26,6 +27,7 @@ rule aggregate_runs:
         families=[(model, layer, students_by_family(config, model, layer)) for model, layer in model_layers(config)],
         epochs=config["distill"]["epochs"],
         budget_check=budget_check(config),
+        ladder=ladder_budgets(config),
         confidence=config["verdict"]["confidence"],
     script:
         "../scripts/aggregate_runs.py"

@@ -11,6 +11,7 @@ from secret_moe.layout import PATHS, RESULT_TABLES, RUN_FILES, RUN_KEYS, SPLITS,
 from secret_moe.plan import (
     SOURCE_KEYS,
     budget_check,
+    ladder_budgets,
     bundle_index,
     check_config,
     check_renamed_keys,
@@ -90,7 +91,7 @@ def data_store(data, split):
 
 # The keys of `distill` that decide a run's result (editing the grid, e.g. widths or seeds, must not redo
 # finished runs; epochs, learning rate and seed are part of each run's path).
-DISTILL_KEYS = ("batch_size", "group_chunks", "in_memory")
+DISTILL_KEYS = ("batch_size", "group_chunks", "in_memory", "schedule")
 
 
 def distill_params(wildcards=None):
@@ -170,4 +171,10 @@ def all_figure_files():
         for layer in spec["layers"]
         for ext in ("pdf", "png")
     ]
-    return per_layer + per_model + control + padding + verdict
+    ladder = [  # convergence as a ladder, where the schedule gives one and the budget check is on
+        path("figure", model=model, layer=layer, figure="ladder", ext=ext)
+        for model, layer in model_layers(config)
+        if ladder_budgets(config) and budget_check(config) and "main" in students_by_family(config, model, layer)
+        for ext in ("pdf", "png")
+    ]
+    return per_layer + per_model + control + padding + ladder + verdict

@@ -8,6 +8,7 @@ localrules:
     plot_control,
     plot_verdict,
     plot_what_fvu_measures,
+    plot_ladder,
     all_figures,  # seconds of CPU: not worth a cluster job
 
 
@@ -117,6 +118,27 @@ rule plot_what_fvu_measures:
         epochs=config["distill"]["epochs"],
     script:
         "../scripts/plot_what_fvu_measures.py"
+
+
+rule plot_ladder:
+    input:
+        runs=path("table", name="runs"),
+    output:
+        pdf=path("figure", figure="ladder", ext="pdf"),
+        png=report(
+            path("figure", figure="ladder", ext="png"),
+            category="Verdict",
+            subcategory="{model} layer {layer}",
+            caption="../report/ladder_figure.rst",
+        ),
+    log:
+        "logs/plot_ladder/{model}/layer{layer}.log",
+    conda:
+        ENV
+    params:
+        tolerance=config["experiments"].get("budget_check", {}).get("tolerance"),
+    script:
+        "../scripts/plot_ladder.py"
 
 
 rule all_figures:

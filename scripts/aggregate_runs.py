@@ -10,6 +10,7 @@ aggregate_runs(
     sm.params.families,
     epochs=sm.params.epochs,
     budget_check=sm.params.budget_check,
+    ladder=sm.params.ladder,
     confidence=sm.params.confidence,
     out=dict(sm.output.items()),
 )

@@ -21,7 +21,8 @@ _TIMING_COLUMNS = ["wall_seconds", "samples_per_second", "bundle_size"]  # from 
 
 def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str], list[str]]) -> pd.DataFrame:
     """Tidy table of runs; `families` maps (model, layer, student) to the experiment families listing it.
-    A metrics dict may carry its run's timing.json under "timing" (wall-clock numbers, not results)."""
+    A metrics dict may carry its run's timing.json under "timing" (wall-clock numbers, not results).  A run
+    with a budget ladder (`rungs`) also gives one row per shorter budget; `run_epochs` names the run's own."""
     rows = []
     for m in metrics:
         bad = [h["epoch"] for h in m["history"] if not math.isfinite(h["val_fvu"])]
@@ -33,7 +34,11 @@ def runs_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str
         row.update({key: m.get("timing", {}).get(key) for key in _TIMING_COLUMNS})
         row.update({key: m["spec"].get(key) for key in _SPEC_COLUMNS})
         row["families"] = ";".join(families.get((m["model"], m["layer"], m["student"]), []))
+        row["run_epochs"] = m["epochs"]
         rows.append(row)
+        # each shorter rung of a budget ladder (schedule.py) is a row of its own, as if trained for its budget
+        for rung in (m.get("rungs") or [])[:-1]:
+            rows.append({**row, **{key: rung[key] for key in ("epochs", "best_fvu", "best_epoch", "final_fvu")}})
     return pd.DataFrame(rows).sort_values(POINT + ["epochs", "lr", "seed"], ignore_index=True)
 
 
@@ -135,37 +140,74 @@ def mlp_width_to_match(best: pd.DataFrame, fvu: float, model: str, layer: int, d
     return float(np.exp(np.interp(math.log(fvu), fvus[::-1], widths[::-1])))
 
 
-ADVANTAGE_COLUMNS = POINT + ["seed", "active_neurons", "best_fvu", "matching_mlp_width", "advantage"]
+ADVANTAGE_COLUMNS = POINT + [
+    "seed",
+    "active_neurons",
+    "best_fvu",
+    "matching_mlp_width",
+    "advantage",
+    "bound",
+    "advantage_bound",
+]
+LOWER, UPPER = "lower", "upper"  # an advantage beyond the measured MLP widths is a bound, not a number
+
+
+def _measured_range(per_seed: pd.DataFrame, row: pd.Series) -> tuple[float, float, float, float] | None:
+    """(narrowest width, its FVU, widest width, its FVU) of the MLP curve of `row`'s point and seed."""
+    mlp = per_seed[
+        (per_seed.model == row.model)
+        & (per_seed.layer == row.layer)
+        & (per_seed.data == row.data)
+        & (per_seed.seed == row.seed)
+        & (per_seed.kind == "mlp")
+    ].sort_values("active_neurons")
+    if len(mlp) < 2:
+        return None
+    first, last = mlp.iloc[0], mlp.iloc[-1]
+    return float(first.active_neurons), float(first.best_fvu), float(last.active_neurons), float(last.best_fvu)
 
 
 def advantage_per_seed(per_seed: pd.DataFrame) -> pd.DataFrame:
     """For each MoE point with s = k (main comparison and layer sweep) and each seed: the width a dense MLP
-    of the same seed needs to reach the MoE's FVU, and its ratio to the MoE's active neurons."""
+    of the same seed needs to reach the MoE's FVU, and its ratio to the MoE's active neurons.  An MoE better
+    than the widest MLP gets `bound` "lower" and `advantage_bound` = widest width / active neurons (its
+    advantage is at least that); one worse than the narrowest gets "upper" and narrowest / active."""
     moe = per_seed[(per_seed.kind == "moe") & per_seed.families.str.contains("main|layer_sweep")]
     rows = []
     for _, row in moe.iterrows():
         width = mlp_width_to_match(per_seed[per_seed.seed == row.seed], row.best_fvu, row.model, row.layer, row.data)
+        bound, bound_width = "", float("nan")
+        if math.isnan(width) and (measured := _measured_range(per_seed, row)) is not None:
+            narrow, narrow_fvu, wide, wide_fvu = measured
+            if row.best_fvu < wide_fvu:
+                bound, bound_width = LOWER, wide
+            elif row.best_fvu > narrow_fvu:
+                bound, bound_width = UPPER, narrow
         rows.append(
             {
                 **{k: row[k] for k in POINT + ["seed", "active_neurons", "best_fvu"]},
                 "matching_mlp_width": width,
                 "advantage": width / row.active_neurons,
+                "bound": bound,
+                "advantage_bound": bound_width / row.active_neurons,
             }
         )
     return pd.DataFrame(rows, columns=ADVANTAGE_COLUMNS)
 
 
 def interval(values: pd.Series, confidence: float) -> tuple[float, float, float]:
-    """Mean and the two-sided t-interval of the mean at `confidence` (nan bounds for fewer than two values
-    or any nan value: an advantage outside the measured MLP widths has no number)."""
+    """Geometric mean and the two-sided t-interval at `confidence`, both taken on the log scale (the advantage
+    is a ratio: its interval is multiplicative and stays positive); nan bounds for fewer than two values or
+    any nan value (an advantage outside the measured MLP widths has no number)."""
     values = values.to_numpy(float)
     if len(values) == 0 or np.isnan(values).any():
         return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
+    logs = np.log(values)
+    mean = float(np.exp(logs.mean()))
     if len(values) < 2:
         return mean, float("nan"), float("nan")
-    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * logs.std(ddof=1) / math.sqrt(len(values))
+    return mean, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
 
 
 def moe_advantage(per_seed_advantage: pd.DataFrame, confidence: float) -> pd.DataFrame:

@@ -373,3 +373,42 @@ def what_fvu_measures(
     ax.set_title(title)
     _save(fig, pdf, png)
     return fig
+
+
+def ladder(runs: pd.DataFrame, tolerance: float, title: str, pdf: str, png: str) -> plt.Figure:
+    """Convergence as a ladder, for one model and layer: each main-comparison student's FVU (best over learning
+    rates, mean over seeds; bars: min to max over seeds) against the training budget, real | Gaussian, with the
+    tolerance band (±`tolerance` around the last rung) over the last doubling: a line whose previous rung lies
+    outside its band has not converged."""
+    main = runs[runs.families.str.contains("main")]
+    per_seed = main.loc[main.groupby(["data", "student", "epochs", "seed"]).best_fvu.idxmin()]
+    points = per_seed.groupby(["data", "student", "epochs"], as_index=False).best_fvu.agg(["mean", "min", "max"])
+    data = [d for d in DATA_ORDER if d in set(points.data)]
+    students = by_size(list(points.student))
+    colours = dict(zip(students, sns.color_palette("viridis", len(students)), strict=True))
+    fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], data, strict=False):
+        for student in students:
+            line = points[(points.data == name) & (points.student == student)].sort_values("epochs")
+            if line.empty:
+                continue
+            spread = [line["mean"] - line["min"], line["max"] - line["mean"]]
+            ax.errorbar(
+                line.epochs, line["mean"], yerr=spread, marker="o", color=colours[student], label=student, capsize=2
+            )
+            if len(line) >= 2:
+                last, before = line.iloc[-1], line.iloc[-2]
+                band = (last["mean"] * (1 - tolerance), last["mean"] * (1 + tolerance))
+                ax.fill_between([before.epochs, last.epochs], *band, color=colours[student], alpha=0.15, lw=0)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        budgets = sorted(set(points.epochs))
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("Training budget, epochs (log scale)")
+        ax.set_ylabel("Validation FVU (log scale)")
+        ax.set_title(DATA_TITLES[name])
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=7, title="Student")
+    fig.suptitle(f"{title}; band: ±{tolerance:.0%} of the last rung")
+    _save(fig, pdf, png)
+    return fig

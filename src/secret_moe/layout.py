@@ -44,6 +44,7 @@ RESULT_TABLES = (
     "advantage_by_seed",
     "budget_check",
     "verdict",
+    "ladder",
     "fvu_by_kind",
 )
 # What a padding control (`same_as`) takes from its base model instead of making its own.
@@ -126,12 +127,20 @@ STAGES = {  # in the workflow's order
     ),
     "aggregate": Stage(("aggregate_runs",), ("table",), reads=("run",), per_model=False),
     "figures": Stage(
-        ("plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict", "plot_what_fvu_measures", "all_figures"),
+        (
+            "plot_figure",
+            "plot_layer_sweep",
+            "plot_control",
+            "plot_verdict",
+            "plot_what_fvu_measures",
+            "plot_ladder",
+            "all_figures",
+        ),
         ("figure", "model_figure", "summary_figure", "all_figures"),
         reads=(
             *(
                 path("table", name=name)
-                for name in ("best", "curves", "moe_advantage", "advantage_by_seed", "verdict", "fvu_by_kind")
+                for name in ("runs", "best", "curves", "moe_advantage", "advantage_by_seed", "verdict", "fvu_by_kind")
             ),
             "paper_table",
         ),

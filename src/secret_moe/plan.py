@@ -21,6 +21,7 @@ from secret_moe.layout import RUN_KEYS, path
 from secret_moe.models.gguf import check_gguf_file
 from secret_moe.models.layers import check_layers
 from secret_moe.provenance import fingerprint_json
+from secret_moe.schedule import Schedule
 from secret_moe.students import build_student, parse_student
 
 log = logging.getLogger(__name__)
@@ -156,11 +157,19 @@ def budget_check(config: dict[str, Any]) -> dict[str, Any] | None:
     return spec if spec.get("enabled") else None
 
 
+def ladder_budgets(config: dict[str, Any]) -> list[int]:
+    """The budgets of the config's ladder (`distill.schedule`, shortest first), or [] without one."""
+    schedule = Schedule(**config["distill"].get("schedule", {}))
+    return schedule.budgets(config["distill"]["epochs"]) if schedule.rungs > 1 else []
+
+
 def distill_runs(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Every distillation run of the config, as wildcard values: each student at `distill.epochs` for every
-    learning rate and seed, plus the main comparison at `budget_check.factor` times the epochs (its seeds)."""
+    learning rate and seed, plus, without a budget ladder, the main comparison at `budget_check.factor` times
+    the epochs (its seeds)."""
     distill = config["distill"]
-    check = budget_check(config)
+    # under a budget ladder the check compares the last two rungs of the same runs: no extra runs
+    check = budget_check(config) if not ladder_budgets(config) else None
     runs = []
     for model, layer in model_layers(config):
         main = students_by_family(config, model, layer).get("main", [])
@@ -251,6 +260,10 @@ def check_config(config: dict[str, Any]) -> None:
     """Checks beyond the JSON schema, all cheap: run before any job is scheduled."""
     check_corpus(config["corpus"])
     check_moe_sizes(config["distill"]["moe"])
+    schedule = Schedule(**config["distill"].get("schedule", {}))
+    schedule.budgets(config["distill"]["epochs"])
+    if (check := budget_check(config)) and schedule.rungs == 1:
+        schedule.budgets(config["distill"]["epochs"] * check["factor"])
     sweep = config.get("experiments", {}).get("layer_sweep", {})
     if sweep.get("enabled") and sweep.get("model") not in config["models"]:
         raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")

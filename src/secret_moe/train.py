@@ -1,11 +1,15 @@
-"""Distillation: fit a student to the teacher's outputs by MSE with Adam and cosine decay."""
+"""Distillation: fit a student to the teacher's outputs by MSE with Adam, under a learning-rate schedule
+(`schedule.py`: the paper's cosine decay, or warmup-stable-decay with a budget ladder from one run)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,7 @@ from secret_moe.batches import ActivationBatches
 from secret_moe.errors import NonFiniteLossError
 from secret_moe.fvu_by_kind import batch_kinds, kind_report
 from secret_moe.rows import ROW_KINDS, KindSplit
+from secret_moe.schedule import Schedule
 from secret_moe.students.optim import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -80,9 +85,10 @@ def fit(
     config: TrainConfig,
     variance: float,
     split: KindSplit | None = None,
+    schedule: Schedule | None = None,
 ) -> dict[str, Any]:
     """Train for `config.epochs`; returns the per-epoch history and throughput."""
-    return fit_together([student], train, val, [config], variance, split)[0]
+    return fit_together([student], train, val, [config], variance, split, schedule)[0]
 
 
 def fit_together(
@@ -92,6 +98,8 @@ def fit_together(
     configs: list[TrainConfig],
     variance: float,
     split: KindSplit | None = None,
+    schedule: Schedule | None = None,
+    on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train several students on the same batches, one step of each per batch.
 
@@ -101,66 +109,157 @@ def fit_together(
     per-epoch history, and the seconds spent in its own steps and evaluations.  With `split` (the validation
     rows by kind) each epoch's evaluation also gives the FVU of every kind (`val_fvu_<kind>` in the history)
     and the full per-kind report (`by_kind`, one per epoch; `fvu_by_kind.kind_report`).
+
+    Under a `wsd` schedule with several rungs (`schedule.Schedule.budgets`), every shorter budget is a
+    cooldown branch off the trunk, trained on a copy of the students and their optimisers, so the trunk goes on
+    untouched; each result then also has `rungs`, one history per budget (shortest first), each equal to the
+    history of a run trained for that budget alone.  `history` is the longest budget's.  `on_rung(budget,
+    histories)`, if given, receives each rung's per-student histories as soon as the rung is done (the progress of
+    a long ladder, before the whole run ends).
     """
     epochs = {config.epochs for config in configs}
     if len(epochs) != 1:
         raise ValueError(f"students trained together need the same epochs, got {sorted(epochs)}")
     (total_epochs,) = epochs
+    schedule = schedule or Schedule()
+    budgets = schedule.budgets(total_epochs)
     optimizers = [make_optimizer(s, c.learning_rate) for s, c in zip(students, configs, strict=True)]
-    schedulers = [
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_epochs * len(train)) for opt in optimizers
-    ]
-    histories: list[list[dict[str, Any]]] = [[] for _ in students]
-    reports: list[list[dict[str, Any]]] = [[] for _ in students]
-    seconds = [0.0] * len(students)
-    rows_seen = 0
-    for student in students:
-        student.train()
+    run = _Run(train, val, configs, variance, split, seconds=[0.0] * len(students))
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
-    for epoch in range(total_epochs):
-        loss_sums, rows = [0.0] * len(students), 0
-        progress = tqdm(
-            train.epoch(epoch), total=len(train), desc=f"{label} epoch {epoch + 1}", mininterval=5, leave=False
+    if schedule.kind == "cosine":
+        schedulers = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_epochs * len(train)) for opt in optimizers
+        ]
+        history = run.epochs(
+            students, optimizers, range(total_epochs), label, after_step=lambda i: schedulers[i].step()
         )
-        for step, (x_BD, y_BD) in enumerate(progress):
-            for i, (student, optimizer, config) in enumerate(zip(students, optimizers, configs, strict=True)):
-                tick = time.perf_counter()
-                loss = _train_step(student, optimizer, x_BD, y_BD).item()
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"run {config.run_name}: training loss became {loss} at epoch {epoch + 1}, step {step + 1}"
-                    )
-                schedulers[i].step()
-                seconds[i] += time.perf_counter() - tick
-                loss_sums[i] += loss * len(x_BD)
-            rows += len(x_BD)
-        rows_seen += rows
+        rung_histories = [history]
+    else:
+        rung_histories = []
+        trunk: list[list[tuple[dict[str, Any], dict[str, Any] | None]]] = [[] for _ in students]
+        done = 0
+        for budget in budgets:
+            start = schedule.cooldown_start(budget)
+            rate = partial(_wsd_rate, [c.learning_rate for c in configs], schedule, len(train), budget)
+            part = run.epochs(students, optimizers, range(done, start), label, before_step=rate)
+            trunk, done = [t + p for t, p in zip(trunk, part, strict=True)], start
+            # a shorter budget cools down a copy; the longest one cools down the trunk itself
+            last = budget == budgets[-1]
+            branch_students, branch_optimizers = (students, optimizers) if last else deepcopy((students, optimizers))
+            branch = run.epochs(
+                branch_students, branch_optimizers, range(start, budget), f"{label} e{budget}", before_step=rate
+            )
+            rung_histories.append([t + b for t, b in zip(trunk, branch, strict=True)])
+            if on_rung is not None:
+                on_rung(budget, [[record for record, _ in h] for h in rung_histories[-1]])
+    results = []
+    for i in range(len(students)):
+        result = {
+            "history": [record for record, _ in rung_histories[-1][i]],
+            "by_kind": [report for _, report in rung_histories[-1][i]] if split is not None else [],
+            "seconds": run.seconds[i],
+            "samples_per_second": run.rows_seen / run.seconds[i],
+        }
+        if len(budgets) > 1:
+            result["rungs"] = [
+                {
+                    "epochs": budget,
+                    "history": [record for record, _ in histories[i]],
+                    "by_kind": [report for _, report in histories[i]] if split is not None else [],
+                }
+                for budget, histories in zip(budgets, rung_histories, strict=True)
+            ]
+        results.append(result)
+    return results
+
+
+def _wsd_rate(
+    base_rates: list[float], schedule: Schedule, steps_per_epoch: int, budget: int, i: int, step: int
+) -> float:
+    """Student i's rate at global step `step` of a `wsd` run of `budget` epochs."""
+    return base_rates[i] * schedule.factor(step, steps_per_epoch, budget)
+
+
+@dataclass
+class _Run:
+    """What the epochs of one `fit_together` share: the data, the per-student configs and the time spent."""
+
+    train: ActivationBatches
+    val: ActivationBatches
+    configs: list[TrainConfig]
+    variance: float
+    split: KindSplit | None
+    seconds: list[float]
+    rows_seen: int = 0
+
+    def epochs(
+        self,
+        students: list[nn.Module],
+        optimizers: list[torch.optim.Optimizer],
+        epochs: range,
+        label: str,
+        before_step: Callable[[int, int], float] | None = None,
+        after_step: Callable[[int], None] | None = None,
+    ) -> list[list[tuple[dict[str, Any], dict[str, Any] | None]]]:
+        """Train `students` for `epochs` (global epoch numbers: they pick the batches), evaluating after each;
+        `before_step(i, step)` gives student i's rate at global step `step`, `after_step(i)` runs after its
+        step.  Returns per student one (history record, per-kind report) per epoch."""
+        out: list[list[tuple[dict[str, Any], dict[str, Any] | None]]] = [[] for _ in students]
+        steps = len(self.train)
+        for student in students:
+            student.train()
+        for epoch in epochs:
+            loss_sums, rows = [0.0] * len(students), 0
+            progress = tqdm(
+                self.train.epoch(epoch), total=steps, desc=f"{label} epoch {epoch + 1}", mininterval=5, leave=False
+            )
+            for step, (x_BD, y_BD) in enumerate(progress):
+                for i, (student, optimizer) in enumerate(zip(students, optimizers, strict=True)):
+                    tick = time.perf_counter()
+                    if before_step is not None:
+                        rate = before_step(i, epoch * steps + step)
+                        for group in optimizer.param_groups:
+                            group["lr"] = rate
+                    loss = _train_step(student, optimizer, x_BD, y_BD).item()
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"run {self.configs[i].run_name}: training loss became {loss} at epoch {epoch + 1}, "
+                            f"step {step + 1}"
+                        )
+                    if after_step is not None:
+                        after_step(i)
+                    self.seconds[i] += time.perf_counter() - tick
+                    loss_sums[i] += loss * len(x_BD)
+                rows += len(x_BD)
+            self.rows_seen += rows
+            for i, entry in enumerate(self._evaluate(students, epoch, [s / rows for s in loss_sums])):
+                out[i].append(entry)
+        return out
+
+    def _evaluate(
+        self, students: list[nn.Module], epoch: int, train_mse: list[float]
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         tick = time.perf_counter()
-        errors_SK = squared_errors(students, val, split.kinds_N if split else None)
+        errors_SK = squared_errors(students, self.val, self.split.kinds_N if self.split else None)
         eval_share = (time.perf_counter() - tick) / len(students)
-        for i, (errors_K, config) in enumerate(zip(errors_SK, configs, strict=True)):
-            seconds[i] += eval_share
-            val_mse = float(errors_K.sum()) / (val.rows * val.d_model)
+        entries = []
+        for i, (errors_K, config) in enumerate(zip(errors_SK, self.configs, strict=True)):
+            self.seconds[i] += eval_share
+            val_mse = float(errors_K.sum()) / (self.val.rows * self.val.d_model)
             if not math.isfinite(val_mse):
                 raise NonFiniteLossError(f"run {config.run_name}: validation loss is {val_mse} after epoch {epoch + 1}")
             record = {
                 "epoch": epoch + 1,
-                "train_mse": loss_sums[i] / rows,
+                "train_mse": train_mse[i],
                 "val_mse": val_mse,
-                "val_fvu": val_mse / variance,
+                "val_fvu": val_mse / self.variance,
             }
-            if split is not None:
-                reports[i].append(kind_report(errors_K, split))
-                record.update({f"val_fvu_{kind}": part["fvu"] for kind, part in reports[i][-1].items()})
-            histories[i].append(record)
+            report = None
+            if self.split is not None:
+                report = kind_report(errors_K, self.split)
+                record.update({f"val_fvu_{kind}": part["fvu"] for kind, part in report.items()})
+            entries.append((record, report))
             log.info(
-                "%s epoch %d: train MSE %.4g, val FVU %.4f",
-                config.run_name,
-                epoch + 1,
-                record["train_mse"],
-                record["val_fvu"],
+                "%s epoch %d: train MSE %.4g, val FVU %.4f", config.run_name, epoch + 1, train_mse[i], record["val_fvu"]
             )
-    return [
-        {"history": history, "by_kind": report, "seconds": secs, "samples_per_second": rows_seen / secs}
-        for history, report, secs in zip(histories, reports, seconds, strict=True)
-    ]
+        return entries

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from secret_moe.aggregate import POINT, advantage_per_seed, best_per_seed, interval
+from secret_moe.aggregate import LOWER, POINT, UPPER, advantage_per_seed, best_per_seed, interval
 
 REAL, GAUSSIAN = "activations", "gaussian"
 WORDS = ("supports", "contradicts", "undecided")
@@ -58,8 +58,9 @@ def budget_check_table(
     return table[columns].sort_values(keys, ignore_index=True)
 
 
-def verdict_word(real: tuple[float, float, float], gaussian: tuple[float, float, float], converged: bool) -> str:
-    """The README's rule on two (mean, low, high) intervals of the MoE advantage."""
+def verdict_word(real: tuple[float, float, float], gaussian: tuple[float, float, float], converged: bool = True) -> str:
+    """The README's rule on two (mean, low, high) intervals of the MoE advantage (a bound's open side is 0 or
+    inf: see `side_interval`)."""
     (_, real_low, real_high), (_, gauss_low, gauss_high) = real, gaussian
     if not converged or any(math.isnan(v) for v in (real_low, real_high, gauss_low, gauss_high)):
         return "undecided"
@@ -70,16 +71,46 @@ def verdict_word(real: tuple[float, float, float], gaussian: tuple[float, float,
     return "undecided"
 
 
+def side_interval(
+    group: pd.DataFrame, confidence: float, moe_converged: bool, mlps_converged: bool
+) -> tuple[tuple[float, float, float], str]:
+    """The advantage interval of one data side over seeds, and what kind of number it is.
+
+    Where the advantage is only a bound, the interval's open side becomes 0 or inf, so that the rule cannot
+    rest on it: an MoE better than the widest MLP, or one that has not converged beside converged MLPs (more
+    training only lowers its FVU, so raises its advantage), gives a lower bound (high = inf); an MoE worse
+    than the narrowest MLP, or unconverged MLPs (more training lowers their curve, so the advantage), give an
+    upper bound (low = 0); both at once leave (0, inf).
+    """
+    bounds = {bound for bound in group.get("bound", []) if isinstance(bound, str)}
+    values = group.advantage.where(group.advantage.notna(), group.get("advantage_bound", group.advantage))
+    mean, low, high = interval(values, confidence)
+    lower = LOWER in bounds or not moe_converged
+    upper = UPPER in bounds or not mlps_converged
+    if lower:
+        high = math.inf
+    if upper:
+        low = 0.0
+    reasons = []
+    if LOWER in bounds:
+        reasons.append("lower bound: the MoE beats the widest MLP")
+    if UPPER in bounds:
+        reasons.append("upper bound: the MoE is worse than the narrowest MLP")
+    if not moe_converged:
+        reasons.append("lower bound: the MoE has not converged")
+    if not mlps_converged:
+        reasons.append("upper bound: the MLPs have not converged")
+    return (mean, low, high), "; ".join(reasons) or "measured"
+
+
 def verdict_table(
     per_seed_advantage: pd.DataFrame, check: pd.DataFrame | None, confidence: float, tolerance: float | None
 ) -> pd.DataFrame:
     """One row per (model, layer, MoE student of the main comparison): the advantage on real and Gaussian
-    data with their intervals, the budget check's outcome for every student involved (that MoE and the
-    main comparison's MLPs, on both data), and the verdict word."""
+    data with their intervals (log scale; a bound's open side 0 or inf), the budget check's outcome for every
+    student involved (that MoE and the main comparison's MLPs, on both data), and the verdict word."""
     rows = []
     for (model, layer, student), group in per_seed_advantage.groupby(["model", "layer", "student"], sort=True):
-        real = interval(group[group.data == REAL].advantage, confidence)
-        gauss = interval(group[group.data == GAUSSIAN].advantage, confidence)
         row = {
             "model": model,
             "layer": layer,
@@ -87,17 +118,58 @@ def verdict_table(
             "active_neurons": group.active_neurons.iloc[0],
             "seeds": int(group.seed.nunique()),
         }
-        for name, (mean, low, high) in (("real", real), ("gaussian", gauss)):
-            row |= {f"advantage_{name}": mean, f"{name}_low": low, f"{name}_high": high}
+        sides = {}
+        for name, data in (("real", REAL), ("gaussian", GAUSSIAN)):
+            moe_ok, mlps_ok = _side_converged(check, model, layer, student, data)
+            (mean, low, high), kind = side_interval(group[group.data == data], confidence, moe_ok, mlps_ok)
+            sides[name] = (mean, low, high)
+            row |= {f"advantage_{name}": mean, f"{name}_low": low, f"{name}_high": high, f"{name}_is": kind}
         converged, change, note = _convergence(check, model, layer, student, tolerance)
         row |= {"converged": converged, "max_fvu_change": change, "convergence": note}
         if check is not None:
             mine = check[(check.model == model) & (check.layer == layer) & (check.student == student)]
             for name, data in (("real", REAL), ("gaussian", GAUSSIAN)):
                 row[f"advantage_{name}_long"] = mine[mine.data == data].advantage_long.mean()
-        row["verdict"] = verdict_word(real, gauss, converged)
+        row["verdict"] = verdict_word(sides["real"], sides["gaussian"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def ladder_table(
+    runs: pd.DataFrame, budgets: list[int], seeds: list[int], confidence: float, tolerance: float
+) -> pd.DataFrame:
+    """The verdict at every rung of a budget ladder (budgets doubling): at each budget, the advantage over
+    seeds and the word, each student's convergence judged by its FVU change from the previous rung (the first
+    rung has none, so every side there is a bound and its word is undecided)."""
+    tables = []
+    for i, budget in enumerate(budgets):
+        per_seed = advantage_per_seed(best_per_seed(runs, budget))
+        check = budget_check_table(runs, budgets[i - 1], 2, seeds, tolerance) if i else _unchecked(runs, budget)
+        table = verdict_table(per_seed, check, confidence, tolerance)
+        tables.append(table.assign(epochs=budget))
+    if not tables:
+        return pd.DataFrame()
+    table = pd.concat(tables, ignore_index=True)
+    first = ["model", "layer", "student", "epochs"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def _unchecked(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """A budget check table in which nothing converged (the ladder's first rung has nothing to compare to)."""
+    at = best_per_seed(runs, epochs)
+    at = at[at.families.str.contains("main")]
+    return at[POINT + ["seed", "kind"]].assign(fvu_change=np.nan, converged=False, advantage_long=np.nan)
+
+
+def _side_converged(
+    check: pd.DataFrame | None, model: str, layer: int, moe_student: str, data: str
+) -> tuple[bool, bool]:
+    """(the MoE converged, every MLP of the main comparison converged) on one data side; False without a check."""
+    if check is None:
+        return False, False
+    mine = check[(check.model == model) & (check.layer == layer) & (check.data == data)]
+    moe, mlps = mine[mine.student == moe_student], mine[mine.kind == "mlp"]
+    return bool(len(moe)) and bool(moe.converged.all()), bool(len(mlps)) and bool(mlps.converged.all())
 
 
 def _convergence(

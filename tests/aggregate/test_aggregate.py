@@ -170,13 +170,13 @@ def test_moe_advantage_is_matching_width_over_active_neurons():
     row = per_seed.iloc[0]
     assert row.matching_mlp_width == pytest.approx(24)
     assert row.advantage == pytest.approx(3)
-    # a second seed whose MoE matches the width-12 MLP of its own curve: mean 2.25 over the two seeds
+    # a second seed whose MoE matches the width-12 MLP of its own curve: geometric mean sqrt(4.5) of the two
     seed1 = best.assign(seed=1)
     seed1.loc[seed1.kind == "moe", "best_fvu"] = 2 * 12**-0.5
     per_seed = advantage_per_seed(pd.concat([best, seed1], ignore_index=True))
     assert sorted(per_seed.advantage) == [pytest.approx(1.5), pytest.approx(3)]
     summary = moe_advantage(per_seed, confidence=0.95).iloc[0]
-    assert summary.advantage == pytest.approx(2.25) and summary.seeds == 2
+    assert summary.advantage == pytest.approx(4.5**0.5) and summary.seeds == 2
     assert summary.advantage_low < 1.5 and summary.advantage_high > 3  # t(0.975, 1 df) = 12.7: a wide interval
 
 

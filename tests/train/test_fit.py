@@ -11,6 +11,7 @@ import torch
 from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.errors import NonFiniteLossError
 from secret_moe.models.teacher import TeacherConfig, TeacherMLP
+from secret_moe.schedule import Schedule
 from secret_moe.store import open_store
 from secret_moe.students import build_student, parse_student
 from secret_moe.students.mlp import MLPConfig, MLPStudent
@@ -175,3 +176,46 @@ def test_training_on_cuda_reduces_the_loss(tmp_path, make_store, gelu_teacher):
     before = evaluate(student, val) / variance
     result = fit(student, train, val, TrainConfig(8, 1e-2, "cuda-run"), variance)
     assert result["history"][-1]["val_fvu"] < 0.5 * before
+
+
+def _weights(student):
+    return {k: v.clone() for k, v in student.state_dict().items()}
+
+
+def _fresh(name, seed=3):
+    torch.manual_seed(seed)
+    return build_student(parse_student(name), D)
+
+
+@pytest.mark.parametrize("name", ["mlp_h16", "moe_lowrank_r4_m8_s2_k2"])
+def test_wsd_ladder_rungs_equal_runs_trained_for_each_budget_alone(stores, name):
+    """Cooldown branches train copies: the trunk's student ends bit-identical to one trained without branches,
+    and every rung's history is that of a run trained for that budget alone."""
+    train, val = stores
+    variance = output_variance(val)
+    ladder = Schedule(kind="wsd", warmup_epochs=1, cooldown_fraction=0.25, rungs=3)
+    laddered = _fresh(name)
+    result = fit(laddered, train, val, TrainConfig(8, 3e-3, "ladder"), variance, schedule=ladder)
+    assert [rung["epochs"] for rung in result["rungs"]] == [2, 4, 8]
+    for rung in result["rungs"]:
+        alone = _fresh(name)
+        single = Schedule(kind="wsd", warmup_epochs=1, cooldown_fraction=0.25, rungs=1)
+        expected = fit(alone, train, val, TrainConfig(rung["epochs"], 3e-3, "alone"), variance, schedule=single)
+        assert rung["history"] == expected["history"]
+        if rung["epochs"] == 8:
+            assert result["history"] == expected["history"]
+            trained, reference = _weights(laddered), _weights(alone)
+            assert all(torch.equal(trained[k], reference[k]) for k in reference)
+    # the branches really cooled down: the rate at the end of each rung reached zero, so the shorter rungs
+    # differ from the trunk's history at the same epoch
+    assert result["rungs"][0]["history"][-1]["val_fvu"] != result["history"][1]["val_fvu"]
+
+
+def test_a_cosine_run_is_unchanged_by_the_schedule_argument(stores):
+    train, val = stores
+    variance = output_variance(val)
+    a, b = _fresh("mlp_h16"), _fresh("mlp_h16")
+    first = fit(a, train, val, TrainConfig(3, 3e-3, "a"), variance)
+    second = fit(b, train, val, TrainConfig(3, 3e-3, "b"), variance, schedule=Schedule(kind="cosine"))
+    assert first["history"] == second["history"] and "rungs" not in first
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))

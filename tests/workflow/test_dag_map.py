@@ -139,13 +139,16 @@ def disagreements(stages: dict[str, dict[str, list[str]]], jobs: list[dict], con
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory):
     """A project folder with the committed dvc.yaml and a config that has every stage: two models, a padding
-    control, every experiment family of the tiny config."""
+    control, every experiment family of the tiny config, a budget ladder."""
     tmp = tmp_path_factory.mktemp("dag")
     (tmp / "corpus").mkdir()
     corpus = write_tiny_corpus(tmp / "corpus", {"train": 300, "validation": 80})
     config = tiny_config(save_tiny_model(tmp / "gpt-neox", "gpt_neox"), corpus, gaussian={"block_rows": 4096})
     config["models"]["tiny2"] = {**config["models"]["tiny"], "path": str(save_tiny_model(tmp / "llama", "llama"))}
     config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1]}}
+    # a budget ladder of two rungs (1 and 2 epochs), so that the verdict's ladder figure is in the DAG
+    config["distill"]["schedule"] = {"kind": "wsd", "cooldown_fraction": 0.5, "rungs": 2}
+    config["experiments"]["budget_check"] = {"enabled": True, "tolerance": 0.03}
     project = tmp / "project"
     project.mkdir()
     write_config(project / "config.yaml", config)

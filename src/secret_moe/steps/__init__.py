@@ -17,7 +17,14 @@ _MODULES = {  # steps/<module>.py holds the steps of rules/<module>.smk (tokens:
     "gaussian": ("fit_gaussian", "sample_gaussian"),
     "distill": ("train_students", "collect_run"),
     "aggregate": ("read_metrics", "aggregate_runs"),
-    "figures": ("plot_figure", "plot_layer_sweep", "plot_control", "plot_verdict", "plot_what_fvu_measures"),
+    "figures": (
+        "plot_figure",
+        "plot_layer_sweep",
+        "plot_control",
+        "plot_verdict",
+        "plot_what_fvu_measures",
+        "plot_ladder",
+    ),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

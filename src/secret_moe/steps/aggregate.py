@@ -18,7 +18,7 @@ from secret_moe.aggregate import (
 )
 from secret_moe.layout import RUN_KEYS, TIMING_FILE
 from secret_moe.provenance import read_json
-from secret_moe.verdict import budget_check_table, verdict_table
+from secret_moe.verdict import budget_check_table, ladder_table, verdict_table
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,14 @@ def aggregate_runs(
     budget_check: dict[str, Any] | None,
     confidence: float,
     out: dict[str, str],
+    ladder: list[int] | None = None,
 ) -> None:
     """Write the results tables (`out` maps each table's name to its path): runs, best, best_by_seed,
-    curves, moe_advantage, advantage_by_seed, budget_check, verdict and fvu_by_kind (README "Results tables")."""
+    curves, moe_advantage, advantage_by_seed, budget_check, verdict, ladder and fvu_by_kind (layout.RESULT_TABLES).
+
+    With a budget `ladder` (its budgets, shortest first; the last is `epochs`) the budget check compares the
+    last two rungs of every seed instead of runs at `budget_check.factor` times the epochs, and `ladder` holds
+    the verdict at every rung."""
     metrics = read_metrics(metric_paths)
     membership: dict[tuple[str, int, str], list[str]] = {}
     for model, layer, by_family in families:
@@ -52,8 +57,13 @@ def aggregate_runs(
     runs = runs_table(metrics, membership)
     per_seed = best_per_seed(runs, epochs)
     by_seed_advantage = advantage_per_seed(per_seed)
-    check = None
-    if budget_check:
+    check, ladder_verdicts = None, pd.DataFrame()
+    seeds = sorted(runs.seed.unique()) if len(runs) else []
+    if budget_check and ladder:
+        tolerance = budget_check["tolerance"]
+        check = budget_check_table(runs, ladder[-2], 2, seeds, tolerance)
+        ladder_verdicts = ladder_table(runs, ladder, seeds, confidence, tolerance)
+    elif budget_check:
         check = budget_check_table(
             runs, epochs, budget_check["factor"], budget_check["seeds"], budget_check["tolerance"]
         )
@@ -68,6 +78,7 @@ def aggregate_runs(
         "verdict": verdict_table(
             by_seed_advantage, check, confidence, budget_check["tolerance"] if budget_check else None
         ),
+        "ladder": ladder_verdicts,
         "fvu_by_kind": fvu_by_kind_table(metrics, membership),
     }
     for name, table in tables.items():

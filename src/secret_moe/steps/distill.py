@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from secret_moe.memory import keep_freed_memory
 from secret_moe.plan import run_name
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.rows import read_kinds
+from secret_moe.schedule import Schedule
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
 from secret_moe.students.moe import MoEStudent
@@ -47,8 +49,10 @@ def train_students(
     seed: int,
     device: str,
     threads: int,
+    on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
 ) -> None:
-    """Train every run of one bundle together; each run's files go to `bundle_dir/<student>_lr<lr>/`."""
+    """Train every run of one bundle together; each run's files go to `bundle_dir/<student>_lr<lr>/`.
+    `on_rung` as for `train.fit_together` (each rung of a budget ladder, as soon as it is done)."""
     keys = {(r["model"], r["layer"], r["data"], r["epochs"], r["seed"]) for r in runs}
     if len(keys) != 1:
         raise SecretMoeError(f"a bundle trains runs of one store, seed and epochs; got {sorted(keys)}")
@@ -76,7 +80,8 @@ def train_students(
         students.append(build_student(parse_student(run["student"]), train.d_model).to(device))
     configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run)) for run in runs]
     log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
-    results = fit_together(students, train, val, configs, variance, split)
+    schedule = Schedule(**distill.get("schedule", {}))
+    results = fit_together(students, train, val, configs, variance, split, schedule, on_rung)
     inputs = {
         "train": fingerprint_json(dict(train_group.attrs)),
         "validation": fingerprint_json(dict(val_group.attrs)),
@@ -86,6 +91,7 @@ def train_students(
         out.mkdir(parents=True, exist_ok=True)
         spec = parse_student(run["student"])
         fvus = [h["val_fvu"] for h in result["history"]]
+        rungs = [_rung_summary(rung) for rung in result.get("rungs", [])]
         metrics = {
             **run,
             "spec": spec,
@@ -96,6 +102,7 @@ def train_students(
             "best_epoch": int(np.argmin(fvus)) + 1,
             "final_fvu": fvus[-1],
             "history": result["history"],
+            "rungs": rungs,
             "by_kind": result["by_kind"][int(np.argmin(fvus))] if split else None,
             "router_usage": router_usage(student, val, kinds_N) if isinstance(student, MoEStudent) else None,
             "train_rows": train.rows,
@@ -112,6 +119,18 @@ def train_students(
         save_file({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}, out / RUN_FILES[1])
         write_json(out / TIMING_FILE, timing)
         write_json(out / RUN_FILES[0], metrics)
+
+
+def _rung_summary(rung: dict[str, Any]) -> dict[str, Any]:
+    """One rung of a budget ladder (`schedule.Schedule`): its budget, best and final FVU and its history."""
+    fvus = [h["val_fvu"] for h in rung["history"]]
+    return {
+        "epochs": rung["epochs"],
+        "best_fvu": min(fvus),
+        "best_epoch": int(np.argmin(fvus)) + 1,
+        "final_fvu": fvus[-1],
+        "history": rung["history"],
+    }
 
 
 def collect_run(bundle_dir: str, run: dict[str, Any], out_metrics: str, out_weights: str) -> None:

@@ -65,3 +65,10 @@ def plot_what_fvu_measures(
     by_kind = pd.read_csv(by_kind_csv)
     title = f"{base} layer {layer}: what the FVU on padded D_act measures"
     figures.what_fvu_measures(by_kind[by_kind.layer == layer], model, base, epochs, title, pdf, png)
+
+
+def plot_ladder(runs_csv: str, *, model: str, layer: int, tolerance: float, pdf: str, png: str) -> None:
+    """The budget ladder of (model, layer): every main-comparison student's FVU at every rung."""
+    runs = pd.read_csv(runs_csv, keep_default_na=False, na_values=[""])
+    runs = runs[(runs.model == model) & (runs.layer == layer)]
+    figures.ladder(runs, tolerance, f"{model} layer {layer}: FVU against the training budget", pdf, png)

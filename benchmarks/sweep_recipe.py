@@ -1,0 +1,217 @@
+"""The training-recipe sweep: which recipe brings every student of the comparison to convergence on a CPU.
+
+Each recipe is a `distill` setting (schedule, learning rates, MoE size); for each recipe and data (real
+activations, Gaussian control) one bundle trains every student at every learning rate through the package's
+own distillation step (`steps.distill.train_students`), in its own process, two at a time.  A `wsd` recipe
+gives its whole budget ladder from one run (cooldown branches); a `cosine` recipe trains one run per budget.
+
+    python benchmarks/sweep_recipe.py --train results/activations/gemma3-270m/layer9/train.zarr \
+        --validation results/activations/gemma3-270m/layer9/validation.zarr \
+        --gaussian-train results/gaussian/gemma3-270m/layer9/train.zarr \
+        --gaussian-validation results/gaussian/gemma3-270m/layer9/validation.zarr \
+        --out benchmarks/out/sweep --recipes wsd_lr3e-3
+
+writes every run's metrics under --out, then `sweep.csv` (recipe, data, student, budget: best FVU over the
+learning rates, its learning rate and epoch), `sweep_table.md` (the FVU ladder and each budget doubling's
+relative change) and `sweep.png` (FVU against budget, one line per student, real and Gaussian side by side).
+`--summarise` rebuilds the table and figure from the metrics already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+# recipe name -> the distill keys it sets (others from the default config); `epochs` is the longest budget
+STUDENTS = ["mlp_h64", "mlp_h128", "moe_lowrank_r128_m1024_s32_k32"]
+RECIPES: dict[str, dict[str, Any]] = {
+    # warmup-stable-decay: the ladder 12 / 24 / 48 / 96 epochs from one run
+    "wsd_lr3e-3": {
+        "schedule": {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 4},
+        "epochs": 96,
+        "learning_rates": [0.003],
+        "students": STUDENTS,
+    },
+    "wsd_lr1e-3": {
+        "schedule": {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 3},
+        "epochs": 48,
+        "learning_rates": [0.001],
+        "students": STUDENTS,
+    },
+    # fewer experts: each expert gets k/m = 1/8 of a batch instead of 1/32
+    "wsd_m256": {
+        "schedule": {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 3},
+        "epochs": 48,
+        "learning_rates": [0.003],
+        "students": ["moe_lowrank_r128_m256_s32_k32"],
+    },
+}
+BASE = {"batch_size": 1024, "group_chunks": 8, "in_memory": True}
+
+
+def _runs(recipe: str, data: str) -> list[dict[str, Any]]:
+    spec = RECIPES[recipe]
+    return [
+        {
+            "model": "gemma3-270m",
+            "layer": 9,
+            "data": data,
+            "student": student,
+            "epochs": spec["epochs"],
+            "lr": lr,
+            "seed": 0,
+        }
+        for student in spec["students"]
+        for lr in spec["learning_rates"]
+    ]
+
+
+def worker(recipe: str, data: str, train: str, validation: str, out: str) -> None:
+    from secret_moe.steps.distill import train_students
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    spec = RECIPES[recipe]
+    distill = {**BASE, "schedule": spec["schedule"]}
+    runs = _runs(recipe, data)
+    rungs = Path(out, "rungs")
+    rungs.mkdir(parents=True, exist_ok=True)
+
+    def save_rung(budget: int, histories: list[list[dict[str, Any]]]) -> None:
+        # each rung as soon as it is done: a sweep cut short still reports its finished rungs
+        done = {f"{run['student']}_lr{run['lr']}": history for run, history in zip(runs, histories, strict=True)}
+        (rungs / f"e{budget}.json").write_text(json.dumps(done))
+
+    tick = time.perf_counter()
+    train_students(
+        train, validation, out, runs=runs, distill=distill, seed=0, device="cpu", threads=1, on_rung=save_rung
+    )
+    Path(out, "wall_seconds.json").write_text(json.dumps({"wall_seconds": time.perf_counter() - tick}))
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    """One row per recipe, data, run and finished rung (from the rung files each worker writes as it goes)."""
+    rows = []
+    for rung_file in sorted(out.glob("*/*/rungs/e*.json")):
+        recipe, data = rung_file.parts[-4], rung_file.parts[-3]
+        budget = int(rung_file.stem[1:])
+        for member, history in json.loads(rung_file.read_text()).items():
+            student, lr = member.rsplit("_lr", 1)
+            fvus = [h["val_fvu"] for h in history]
+            best = min(range(len(fvus)), key=fvus.__getitem__)
+            rows.append(
+                {
+                    "recipe": recipe,
+                    "data": data,
+                    "student": student,
+                    "lr": float(lr),
+                    "budget": budget,
+                    "best_fvu": fvus[best],
+                    "best_epoch": best + 1,
+                    "final_fvu": fvus[-1],
+                }
+            )
+    return rows
+
+
+def summarise(out: Path) -> pd.DataFrame:
+    runs = pd.DataFrame(_rows(out))
+    best = runs.loc[runs.groupby(["recipe", "data", "student", "budget"]).best_fvu.idxmin()]
+    best = best.sort_values(["recipe", "data", "student", "budget"], ignore_index=True)
+    best["change_from_half"] = best.groupby(["recipe", "data", "student"]).best_fvu.transform(
+        lambda fvu: (fvu.shift(1) - fvu).abs() / fvu
+    )
+    best.to_csv(out / "sweep.csv", index=False)
+    lines = [f"Machine: {machine()}", ""]
+    for (recipe, data), group in best.groupby(["recipe", "data"], sort=True):
+        budgets = sorted(group.budget.unique())
+        lines += [f"### {recipe}, {data}", "", "| student | " + " | ".join(f"{b} epochs" for b in budgets) + " |"]
+        lines.append("|---" * (len(budgets) + 1) + "|")
+        for student, rows in group.groupby("student", sort=True):
+            cells = []
+            for _, row in rows.sort_values("budget").iterrows():
+                change = "" if pd.isna(row.change_from_half) else f" ({row.change_from_half:.1%})"
+                cells.append(f"{row.best_fvu:.3f}{change} lr {row.lr:g} ep {row.best_epoch}")
+            lines.append(f"| {student} | " + " | ".join(cells) + " |")
+        lines.append("")
+    (out / "sweep_table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    _figure(best, out / "sweep.png")
+    return best
+
+
+def _figure(best: pd.DataFrame, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    grid = sns.relplot(
+        data=best,
+        x="budget",
+        y="best_fvu",
+        hue="student",
+        style="recipe",
+        col="data",
+        kind="line",
+        markers=True,
+        height=3.5,
+        facet_kws={"sharey": True},
+    )
+    grid.set(xscale="log", xlabel="budget (epochs)", ylabel="validation FVU (best over lr and epochs)")
+    grid.savefig(target, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs=5, metavar=("RECIPE", "DATA", "TRAIN", "VALIDATION", "OUT"))
+    parser.add_argument("--train")
+    parser.add_argument("--validation")
+    parser.add_argument("--gaussian-train")
+    parser.add_argument("--gaussian-validation")
+    parser.add_argument("--out", default="benchmarks/out/sweep")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--summarise", action="store_true", help="only rebuild the table and figure")
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return
+    out = Path(args.out)
+    if not args.summarise:
+        stores = {
+            "activations": (args.train, args.validation),
+            "gaussian": (args.gaussian_train, args.gaussian_validation),
+        }
+        jobs = []
+        for recipe in args.recipes:
+            for data, (train, validation) in stores.items():
+                target = out / recipe / data
+                if (target / "wall_seconds.json").is_file():
+                    continue  # finished: a rerun resumes where it stopped
+                jobs.append([recipe, data, train, validation, str(target)])
+
+        def run(job: list[str]) -> None:
+            import subprocess
+
+            Path(job[-1]).parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{job[-1]}.log", "w") as log:
+                subprocess.run([sys.executable, __file__, "--worker", *job], check=True, stderr=log, stdout=log)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(run, jobs))
+    summarise(out)
+
+
+if __name__ == "__main__":
+    main()
