@@ -4,6 +4,7 @@ Axis labels are words (not column names), with "(log scale)" on logarithmic axes
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,7 @@ from secret_moe.students import active_neurons, parse_student
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 DATA_ORDER = ["activations", "gaussian"]
 DATA_TITLES = {"activations": "real activations", "gaussian": "Gaussian control"}
+BOUND_REACH = 1.3  # how far the bar of a bound's open side reaches, as a factor of its value
 
 
 def _save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
@@ -277,20 +279,24 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
                         xytext=(0, 4),
                         textcoords="offset points",
                     )
-                low, high = row[f"{name}_low"], row[f"{name}_high"]
+                low, high, mean = row[f"{name}_low"], row[f"{name}_high"], row[f"advantage_{name}"]
+                # a bound's open side (0 or inf: verdict.side_interval) is drawn as a short bar with a triangle
+                marker = "^" if high == math.inf else "v" if low == 0 else "o"
+                if pd.notna(mean):
+                    high = mean * BOUND_REACH if high == math.inf else high
+                    low = mean / BOUND_REACH if low == 0 else low
                 ax.errorbar(
                     x + offsets[name],
-                    row[f"advantage_{name}"],
-                    yerr=None
-                    if pd.isna(low)
-                    else [[row[f"advantage_{name}"] - low], [high - row[f"advantage_{name}"]]],
-                    fmt="o",
+                    mean,
+                    yerr=None if pd.isna(low) else [[mean - low], [high - mean]],
+                    fmt=marker,
                     color=colors[name],
                     mfc=colors[name] if row.converged else "white",
                     capsize=4,
                     label=labels[name] if x == 0 else None,
                 )
-            top = max(v for v in (row.real_high, row.gaussian_high, row.advantage_real, 1.0) if pd.notna(v))
+            ends = (row.real_high, row.gaussian_high, row.advantage_real, 1.0)
+            top = max(v for v in ends if pd.notna(v) and v != math.inf)
             ax.annotate(
                 row.verdict,
                 (x, top),
@@ -310,7 +316,7 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
         ax.set_title(f"{model} layer {layer}")
         ax.margins(y=0.2)
     axes[0][0].legend(loc="lower left", fontsize=8)
-    fig.suptitle(f"{title}; hollow markers: a student failed the budget check")
+    fig.suptitle(f"{title}; hollow: a student failed the budget check; ▲ lower bound, ▼ upper bound", fontsize=10)
     _save(fig, pdf, png)
     return fig
 

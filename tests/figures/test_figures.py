@@ -242,13 +242,13 @@ def test_verdict_figure_shows_every_size_and_word(tmp_path):
                 "data": d,
                 "student": s,
                 "seed": 0,
-                "kind": "moe",
+                "kind": "mlp" if s.startswith("mlp") else "moe",
                 "fvu_change": 0.01,
-                "converged": s.endswith("k4"),
+                "converged": not s.endswith("k8"),
                 "advantage_long": 2.0,
             }
             for d in ("activations", "gaussian")
-            for s in set(by_seed.student)
+            for s in [*set(by_seed.student), "mlp_h8"]
         ]
     )
     table = verdict_table(by_seed, check, confidence=0.95, tolerance=0.03)
