@@ -14,12 +14,18 @@ from torch import nn
 from tqdm import tqdm
 
 from secret_moe.batches import ActivationBatches
-from secret_moe.errors import NonFiniteLossError
+from secret_moe.errors import ConfigError, NonFiniteLossError
 from secret_moe.fvu_by_kind import batch_kinds, kind_report
 from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.students.optim import make_optimizer
 
 log = logging.getLogger(__name__)
+
+# `distill.precision`: the dtype of the training step's autocast, None for plain float32.  The authors trained
+# with float16 autocast on GPU; bfloat16 needs no gradient scaler (float32's exponent range).  Parameters,
+# Adam's state and every evaluation stay float32 in all three.
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FULL_PRECISION = "float32"
 
 
 @dataclass
@@ -27,19 +33,50 @@ class TrainConfig:
     epochs: int
     learning_rate: float
     run_name: str
+    precision: str = FULL_PRECISION
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not self.learning_rate > 0:
             raise ValueError(f"run {self.run_name}: epochs and learning rate must be positive")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"distill.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class MixedPrecision:
+    """One student's autocast dtype (None: float32) and, for float16, its own gradient scaler (a scaler's
+    scale follows its student's gradients, so students trained together do not share one)."""
+
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    @classmethod
+    def of(cls, precision: str, device: str | torch.device) -> MixedPrecision:
+        dtype = PRECISIONS[precision]
+        device_type = torch.device(device).type
+        return cls(dtype, torch.amp.GradScaler(device_type) if dtype is torch.float16 else None)
 
 
 def _train_step(
-    student: nn.Module, optimizer: torch.optim.Optimizer, x_BD: torch.Tensor, y_BD: torch.Tensor
+    student: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x_BD: torch.Tensor,
+    y_BD: torch.Tensor,
+    amp: MixedPrecision | None = None,
 ) -> torch.Tensor:
+    """One Adam step on the batch's MSE; with `amp`, the forward under autocast (the loss in float32) and,
+    for float16, the backward on the scaled loss, a step skipped when the gradients overflow."""
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.mse_loss(student(x_BD), y_BD)
-    loss.backward()
-    optimizer.step()
+    dtype = amp.dtype if amp else None
+    with torch.autocast(x_BD.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = nn.functional.mse_loss(student(x_BD).float(), y_BD)
+    if amp and amp.scaler:
+        amp.scaler.scale(loss).backward()
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return loss.detach()
 
 
@@ -107,6 +144,7 @@ def fit_together(
         raise ValueError(f"students trained together need the same epochs, got {sorted(epochs)}")
     (total_epochs,) = epochs
     optimizers = [make_optimizer(s, c.learning_rate) for s, c in zip(students, configs, strict=True)]
+    amps = [MixedPrecision.of(config.precision, train.device) for config in configs]
     schedulers = [
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_epochs * len(train)) for opt in optimizers
     ]
@@ -125,7 +163,7 @@ def fit_together(
         for step, (x_BD, y_BD) in enumerate(progress):
             for i, (student, optimizer, config) in enumerate(zip(students, optimizers, configs, strict=True)):
                 tick = time.perf_counter()
-                loss = _train_step(student, optimizer, x_BD, y_BD).item()
+                loss = _train_step(student, optimizer, x_BD, y_BD, amps[i]).item()
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(
                         f"run {config.run_name}: training loss became {loss} at epoch {epoch + 1}, step {step + 1}"
