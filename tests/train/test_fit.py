@@ -163,7 +163,7 @@ def test_students_trained_together_need_one_budget(stores):
         fit_together(students, train, val, [TrainConfig(1, 1e-3, "a"), TrainConfig(2, 1e-3, "b")], 1.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_training_on_cuda_reduces_the_loss(tmp_path, make_store, gelu_teacher):
     train_group = teacher_store(tmp_path / "train.zarr", make_store, gelu_teacher, 2048, seed=0)
     val_group = teacher_store(tmp_path / "val.zarr", make_store, gelu_teacher, 512, seed=1)
@@ -231,7 +231,7 @@ def test_an_unknown_precision_is_refused_naming_the_key():
         TrainConfig(1, 1e-3, "r", "float8")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_autocast_on_cuda_reaches_the_fvu_of_float32(tmp_path, make_store, gelu_teacher):
     kwargs = {"seed": 0, "group_chunks": 2, "in_memory": True, "device": "cuda"}
     groups = [teacher_store(tmp_path / f"{s}.zarr", make_store, gelu_teacher, n, s) for s, n in ((0, 2048), (1, 512))]
