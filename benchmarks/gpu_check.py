@@ -310,8 +310,6 @@ def project_paper(
 
 def summary(report: dict[str, Any]) -> str:
     lines = [f"GPU check ({report['size']}), {report['seconds']:.0f} s; {report['machine']}"]
-    if report["cuda"] is None:
-        lines.append("no CUDA device: CPU parts only")
     tests = report["cuda_tests"]
     if tests:
         lines.append(f"CUDA tests: {tests['counts']} (exit {tests['returncode']}, {tests['seconds']:.0f} s)")
@@ -369,7 +367,7 @@ def main() -> None:
     if cuda is None:
         print("no CUDA device: skipping the CUDA tests and the CPU/GPU comparison; running the CPU parts only")
     size = SIZES["tiny" if args.tiny else "full"]
-    precisions = list(PRECISIONS) if cuda else ["float32", "bfloat16"]  # float16 on a CPU: slow, and tested
+    precisions = list(PRECISIONS) if cuda else ["float32", "bfloat16"]  # float16 on a CPU: tests/train/test_fit.py
     config = load(REPO / "config.yaml")
     threads = config["distill"]["threads"]
     report: dict[str, Any] = {"size": "tiny" if args.tiny else "full", "cuda": cuda, "device": device}
