@@ -14,19 +14,20 @@ Parts, in order:
    `distill.precision`: samples/s, and FLOP/s and bytes/s (`bench_roofline.step_model`) as shares of the bounds;
 4. one real bundle of the default config (`config.yaml`: the runs of the activations store, seed 0), trained by
    `steps.distill.train_students` for --epochs epochs in each precision on the GPU and in float32 on the CPU,
-   from the same store and seed: validation FVUs side by side, and whether they agree within FVU_TOLERANCE;
+   from the same store and seed: validation FVUs side by side, and whether they agree within FVU_TOLERANCE
+   (a device must; a mixed precision's difference is reported);
    the store is --stores, else built here by the real workflow (Snakemake, the offline GGUF teacher);
 5. a projection of config/paper.yaml's distillation wall time on this card: its runs and epochs from the
    package's plan (`plan.distill_runs`), each run's step time from the roofline model at the shares that
    step 3 measured for its kind of student.
 
-Without CUDA the script says so in one line, runs parts 2-5 on the CPU (the bundle in float32 and bfloat16)
-and exits 0 unless a check failed. Sizing (full, one recent GPU, estimated, not yet measured): the tests
-about 1 minute (most of it collection), bounds and steps under 1 minute (6 students x 3 precisions x 20
-steps of at most ~20 ms, plus building each student), the store 1-3 minutes (GGUF to safetensors, tokenising
-and two captures of 100k and 12k tokens), the bundle (8 runs, 98 steps an epoch) seconds per precision on the
-GPU and ~1 minute on the CPU (3 epochs, as the default's 6-epoch bundle takes ~140 s of one core): under
-8 minutes in all.
+It exits 1 when a CUDA test fails or the GPU's and the CPU's float32 FVUs disagree, else 0.  Without CUDA
+it says so in one line and runs parts 2-5 on the CPU (the bundle in float32 and bfloat16).  Sizing (full, one
+recent GPU; estimated, no GPU has run it yet): the tests about 1 minute (most of it collection), bounds and
+steps under 1 minute (6 students x 3 precisions x 20 steps of at most ~20 ms, plus building each student),
+the store 1-3 minutes (GGUF to safetensors, tokenising, captures of 100k and 12k tokens), the bundle (8 runs,
+98 steps an epoch, 3 epochs) seconds per precision on the GPU and 1-2.5 minutes on one CPU core (144 s
+measured on the loaded 2-core VM): under 8 minutes in all.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ from bench_roofline import machine_bounds, step_model
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("float32", "bfloat16", "float16")
-# Relative FVU difference accepted between two trainings of the same bundle, seed and store that differ in
-# device or precision: they round differently, so after a few epochs each student sits at a slightly different
-# point (the CPU test of tests/train/test_fit.py measured at most 0.5% between float32 and either autocast);
-# 2% keeps 4x of headroom and stays below the 3% by which the budget check calls a student unconverged.
+# Relative final-FVU difference accepted between two float32 trainings of the same bundle, seed and store on
+# two devices: they only round differently (measured on the default's store, 3 epochs: 0.15% between 1 and 2
+# CPU threads for its MoE at lr 0.01); 2% is >10x that and below the 3% by which the budget check calls a
+# student unconverged.  A device beyond it fails the check; a mixed precision beyond it is reported, as a
+# measurement for the user's choice of `distill.precision` (on the CPU, bfloat16 moved that MoE by 2.8%).
 FVU_TOLERANCE = 0.02
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
@@ -254,6 +256,7 @@ def agreement(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "worst_run": worst,
         "tolerance": FVU_TOLERANCE,
         "agree": diffs[worst] <= FVU_TOLERANCE,
+        "kind": "device" if a["device"] != b["device"] else "precision",
     }
 
 
@@ -332,7 +335,9 @@ def summary(report: dict[str, Any]) -> str:
         fvus = ", ".join(f"{r['final_fvu']:.4f}" for r in bundle["runs"].values())
         lines.append(f"bundle {bundle['device']} {bundle['precision']} ({bundle['seconds']:.0f} s): final FVUs {fvus}")
     for check in report["agreement"]:
-        verdict = "agree" if check["agree"] else "DISAGREE"
+        verdict = "within" if check["agree"] else "BEYOND"
+        if check["kind"] == "device":
+            verdict += " (a device beyond it fails the check)"
         lines.append(
             f"{check['compared']}: max relative FVU difference {check['max_relative_difference']:.2%} "
             f"({check['worst_run']}), tolerance {check['tolerance']:.0%}: {verdict}"
@@ -397,7 +402,8 @@ def main() -> None:
     report["output"] = str(args.out / "gpu_check.json")
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
     print(summary(report))
-    failed = (report["cuda_tests"] or {}).get("returncode", 0) != 0 or not all(c["agree"] for c in report["agreement"])
+    devices_agree = all(c["agree"] for c in report["agreement"] if c["kind"] == "device")
+    failed = (report["cuda_tests"] or {}).get("returncode", 0) != 0 or not devices_agree
     sys.exit(1 if failed else 0)
 
 

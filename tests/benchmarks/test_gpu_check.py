@@ -71,7 +71,7 @@ def test_the_bundle_is_the_default_configs_and_trains_in_each_precision(check):
     float32, bfloat16 = (b["runs"] for b in report["bundles"])
     worst = max(abs(bfloat16[r]["final_fvu"] / float32[r]["final_fvu"] - 1) for r in float32)
     assert check_["max_relative_difference"] == pytest.approx(worst)
-    assert check_["agree"] == (worst <= check_["tolerance"]) and check_["agree"]
+    assert check_["agree"] == (worst <= check_["tolerance"]) and check_["agree"] and check_["kind"] == "precision"
 
 
 def test_the_projection_counts_the_paper_configs_runs(check, schema_defaults):
