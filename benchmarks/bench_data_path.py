@@ -54,35 +54,46 @@ def reader_rate(group, batch_size: int, in_memory: bool, group_chunks: int, epoc
     return rows / (time.perf_counter() - tick), setup
 
 
-def training_step(name: str, d_model: int, batch_size: int) -> Callable[[], None]:
-    """One training step (zero_grad, forward, MSE, backward, Adam) of a fresh student on a fixed random batch."""
+def training_step(
+    name: str, d_model: int, batch_size: int, device: str = "cpu", precision: str = "float32"
+) -> Callable[[], None]:
+    """One training step as distillation takes it (`train._train_step`: zero_grad, forward, MSE, backward,
+    Adam, under `distill.precision`'s autocast) of a fresh student on a fixed random batch."""
     import torch
 
     from secret_moe.students import build_student, parse_student
     from secret_moe.students.optim import make_optimizer
+    from secret_moe.train import MixedPrecision, _train_step
 
     torch.manual_seed(0)
-    student = build_student(parse_student(name), d_model)
+    student = build_student(parse_student(name), d_model).to(device)
     optimizer = make_optimizer(student, 1e-3)
-    x, y = torch.randn(batch_size, d_model), torch.randn(batch_size, d_model)
+    x, y = torch.randn(batch_size, d_model, device=device), torch.randn(batch_size, d_model, device=device)
+    amp = MixedPrecision.of(precision, device)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(student(x), y).backward()
-        optimizer.step()
+        _train_step(student, optimizer, x, y, amp)
 
     return step
 
 
-def step_rate(name: str, d_model: int, batch_size: int, steps: int) -> float:
+def step_rate(
+    name: str, d_model: int, batch_size: int, steps: int, device: str = "cpu", precision: str = "float32"
+) -> float:
+    """Samples per second of `training_step`, over `steps` steps after one untimed warm-up."""
+    import torch
+
     from secret_moe.memory import keep_freed_memory
 
     keep_freed_memory()  # as the distillation jobs do
-    step = training_step(name, d_model, batch_size)
+    step = training_step(name, d_model, batch_size, device, precision)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     step()
+    sync()
     tick = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return steps * batch_size / (time.perf_counter() - tick)
 
 

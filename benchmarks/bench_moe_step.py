@@ -6,9 +6,12 @@ One step = zero_grad + forward + MSE + backward + Adam step on a batch of random
 Each (config, implementation) runs in its own process so its peak RSS (getrusage maxrss) is its own;
 `mem` is the peak over the RSS measured just before the model was built (params, grads, Adam state and
 activations).  On CUDA, memory is torch.cuda.max_memory_allocated.  One warm-up step is not timed.
+`--precisions float32 bfloat16` also times ours under each further `distill.precision` (autocast), in the
+worker right after ours in float32: what mixed precision costs or saves on this machine, side by side.
 
     python benchmarks/bench_moe_step.py            # full grid (d 640/1024, m 1e4/1e5, s = k 16/128/512)
     python benchmarks/bench_moe_step.py --quick    # d = 640, m 1e4/1e5, k = 128
+    python benchmarks/bench_moe_step.py --quick --precisions float32 bfloat16
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def worker(args: argparse.Namespace) -> None:
     from secret_moe.students.baseline import PaperStudent
     from secret_moe.students.moe import MoEConfig, MoEStudent
     from secret_moe.students.optim import make_optimizer
+    from secret_moe.train import MixedPrecision, _train_step
 
     torch.manual_seed(0)
     device = args.device
@@ -44,11 +48,10 @@ def worker(args: argparse.Namespace) -> None:
             make_optimizer(model, 1e-3) if args.impl == "ours" else torch.optim.Adam(model.parameters(), lr=1e-3)
         )
 
+    amp = MixedPrecision.of(args.precision, device)
+
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
+        _train_step(model, optimizer, x, y, amp)
 
     def sync() -> None:
         if device == "cuda":
@@ -79,7 +82,11 @@ def main() -> None:
     parser.add_argument(
         "--attribution", action="store_true", help="also time our student with torch.optim.Adam (module speed-up alone)"
     )
+    parser.add_argument(
+        "--precisions", nargs="+", default=["float32"], help="distill.precision values to time ours in (first: float32)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--d", type=int, default=640, help=argparse.SUPPRESS)
@@ -99,17 +106,24 @@ def main() -> None:
         else [(d, m, k) for d in (640, 1024) for m in (10_000, 100_000) for k in (16, 128, 512)]
     )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    impls = ["baseline", "ours"] + (["ours_torch_adam"] if args.attribution else [])
+    mixed = [p for p in args.precisions if p != "float32"]
+    # label -> (implementation, precision), timed in this order
+    impls = {"baseline": ("baseline", "float32"), "ours": ("ours", "float32")}
+    if args.attribution:
+        impls["ours_torch_adam"] = ("ours_torch_adam", "float32")
+    impls.update({f"ours_{p}": ("ours", p) for p in mixed})
     rows = []
     for device in devices:
         for d, m, k in grid:
             result = {}
-            for impl in impls:
-                result[impl] = run_worker(
+            for label, (impl, precision) in impls.items():
+                result[label] = run_worker(
                     __file__,
                     [
                         "--impl",
                         impl,
+                        "--precision",
+                        precision,
                         "--device",
                         device,
                         "--d",
@@ -126,7 +140,7 @@ def main() -> None:
                         str(steps),
                     ],
                 )
-                print(device, d, m, k, impl, result[impl], file=sys.stderr, flush=True)
+                print(device, d, m, k, label, result[label], file=sys.stderr, flush=True)
             base, ours = result["baseline"], result["ours"]
             ratio = (
                 f"{ours['samples_per_s'] / base['samples_per_s']:.2f}x"
@@ -153,6 +167,11 @@ def main() -> None:
             ]
             if args.attribution:
                 row.append(fmt(result["ours_torch_adam"], "samples_per_s", "{:.0f}"))
+            for precision in mixed:
+                other = result[f"ours_{precision}"]
+                row.append(fmt(other, "samples_per_s", "{:.0f}"))
+                ok = "error" not in other and "error" not in ours
+                row.append(f"{other['samples_per_s'] / ours['samples_per_s']:.2f}x" if ok else "-")
             rows.append(row)
     headers = [
         "device",
@@ -168,6 +187,7 @@ def main() -> None:
         "baseline mem MiB",
         "ours mem MiB",
     ] + (["ours w/ torch Adam samples/s"] if args.attribution else [])
+    headers += [h for p in mixed for h in (f"ours {p} samples/s", f"{p} / float32")]
     text = "\n".join(
         [
             (
@@ -182,7 +202,7 @@ def main() -> None:
             "mem: peak RSS (CPU) over the RSS before the model was built, or torch.cuda.max_memory_allocated.",
         ]
     )
-    save("bench_moe_step" + ("_quick" if args.quick else ""), text)
+    save("bench_moe_step" + ("_quick" if args.quick else "") + "".join(f"_{p}" for p in mixed), text)
 
 
 if __name__ == "__main__":

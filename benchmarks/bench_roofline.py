@@ -18,6 +18,7 @@ say what holds it back.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from _common import machine, save, table
@@ -32,7 +33,7 @@ STUDENTS = {
 
 
 def step_model(spec: dict, d: int = D, batch: int = BATCH) -> tuple[float, float]:
-    """(FLOPs, bytes) one training step must at least spend, from the student's shapes."""
+    """(FLOPs, bytes) one training step must at least spend, from the student's shapes (float32 tensors)."""
     params, flops = 0, 0.0
     act_floats = 4 * batch * d  # x read, y read, output written, output gradient written and read
     shared = spec["hidden"] if spec["kind"] == "mlp" else spec["shared"]
@@ -42,36 +43,48 @@ def step_model(spec: dict, d: int = D, batch: int = BATCH) -> tuple[float, float
         params += 2 * d * shared + shared + d
         act_floats += 4 * batch * shared
     if spec["kind"] == "moe":
-        m, k, r = spec["experts"], spec["k"], spec["rank"]
-        flops += 2 * batch * d * r * 2  # query forward, and its weight gradient (dense)
-        flops += 2 * batch * r * m  # dense scores of every expert (the paper's router)
+        m, k = spec["experts"], spec["k"] * spec.get("expert_width", 1)
+        r = spec.get("rank", d)  # the full-rank router scores x itself: rank d, no query
+        if spec["router"] != "fullrank":
+            flops += 2 * batch * d * r * 2  # query forward, and its weight gradient (dense)
+            params += d * r
+        # dense scores of every key: every expert (the paper's router), or two tables of sqrt(m) half-queries
+        keys, width = (2 * math.isqrt(m), r // 2) if spec["router"] == "product_key" else (m, r)
+        flops += 2 * batch * width * keys
         flops += 2 * batch * k * r * 2  # backward through the k kept scores: query and gate gradients
         flops += 2 * batch * k * d * 5  # expert dots and sums forward; their weight and gate gradients
-        params += d * r + m * r + m + 2 * m * d + m + d
-        act_floats += 2 * batch * m  # the score block written and read by top-k
+        params += keys * width + keys + 2 * m * spec.get("expert_width", 1) * d + m + d
+        act_floats += 2 * batch * keys  # the score block written and read by top-k
     bytes_ = 4 * act_floats + 4 * 4 * 2 * params  # Adam: read and write parameter, gradient, two moments
     flops += 10 * params  # Adam's elementwise update
     return flops, bytes_
 
 
-def machine_bounds(threads: int) -> tuple[float, float]:
+def machine_bounds(threads: int, device: str = "cpu", dtype: str = "float32", reps: int = 20) -> tuple[float, float]:
+    """(matmul GFLOP/s of a 1024 x 640 x 4096 product in `dtype`, copy GB/s of a 256 MiB tensor) on `device`."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(1024, 640), torch.randn(640, 4096)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(1024, 640, device=device, dtype=kind), torch.randn(640, 4096, device=device, dtype=kind)
     for _ in range(3):
         a @ b
-    tick, reps = time.perf_counter(), 20
+    sync()
+    tick = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync()
     gflops = 2 * 1024 * 640 * 4096 * reps / (time.perf_counter() - tick) / 1e9
-    src = torch.randn(64 * 2**20)  # 256 MiB
+    src = torch.randn(64 * 2**20, device=device)  # 256 MiB
     dst = torch.empty_like(src)
     dst.copy_(src)
-    tick, reps = time.perf_counter(), 10
-    for _ in range(reps):
+    sync()
+    tick = time.perf_counter()
+    for _ in range(reps // 2):
         dst.copy_(src)
-    gbs = 2 * src.numel() * 4 * reps / (time.perf_counter() - tick) / 1e9
+    sync()
+    gbs = 2 * src.numel() * 4 * (reps // 2) / (time.perf_counter() - tick) / 1e9
     return gflops, gbs
 
 

@@ -27,6 +27,7 @@ from secret_moe.plan import (
     students_by_family,
 )
 from secret_moe.students import STUDENT_PATTERN
+from secret_moe.train import FULL_PRECISION
 
 check_renamed_keys(config)
 validate(config, schema="../config/schema.yaml", set_default=True)
@@ -95,7 +96,12 @@ DISTILL_KEYS = ("batch_size", "group_chunks", "in_memory", "schedule")
 
 
 def distill_params(wildcards=None):
-    return {key: config["distill"][key] for key in DISTILL_KEYS}
+    """The settings that decide a run, recorded in its provenance; `precision` only when it is not float32, so
+    the runs trained before the key existed (all float32) stay finished, and any other precision retrains."""
+    params = {key: config["distill"][key] for key in DISTILL_KEYS}
+    if config["distill"]["precision"] != FULL_PRECISION:
+        params["precision"] = config["distill"]["precision"]
+    return params
 
 
 def run_finished(run):

@@ -28,6 +28,7 @@ rule train_students:
         distill=distill_params,
         seed=config["seed"],
         device=config["device"],
+        precision=config["distill"]["precision"],
     script:
         "../scripts/train_students.py"
 

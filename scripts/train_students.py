@@ -13,5 +13,6 @@ train_students(
     distill=sm.params.distill,
     seed=sm.params.seed,
     device=sm.params.device,
+    precision=sm.params.precision,
     threads=sm.threads,
 )

@@ -30,6 +30,16 @@ ARCHS = sorted(TINY_CONFIGS)  # gemma3_text, gpt2, gpt_neox, llama
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` skip without a CUDA device; `pytest -m cuda` selects them all (benchmarks/gpu_check.py)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def seed() -> int:
     """Every test starts from the same seeded state of python, numpy and torch."""

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from secret_moe.batches import ActivationBatches
-from secret_moe.errors import NonFiniteLossError
+from secret_moe.errors import ConfigError, NonFiniteLossError
 from secret_moe.fvu_by_kind import batch_kinds, kind_report
 from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.schedule import Schedule
@@ -26,25 +26,62 @@ from secret_moe.students.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
+# `distill.precision`: the dtype of the training step's autocast, None for plain float32.  The authors trained
+# with float16 autocast on GPU; bfloat16 needs no gradient scaler (float32's exponent range).  Parameters,
+# Adam's state and every evaluation stay float32 in all three.
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FULL_PRECISION = "float32"
+
 
 @dataclass
 class TrainConfig:
     epochs: int
     learning_rate: float
     run_name: str
+    precision: str = FULL_PRECISION
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not self.learning_rate > 0:
             raise ValueError(f"run {self.run_name}: epochs and learning rate must be positive")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"distill.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class MixedPrecision:
+    """One student's autocast dtype (None: float32) and, for float16, its own gradient scaler (a scaler's
+    scale follows its student's gradients, so students trained together do not share one)."""
+
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    @classmethod
+    def of(cls, precision: str, device: str | torch.device) -> MixedPrecision:
+        dtype = PRECISIONS[precision]
+        device_type = torch.device(device).type
+        return cls(dtype, torch.amp.GradScaler(device_type) if dtype is torch.float16 else None)
 
 
 def _train_step(
-    student: nn.Module, optimizer: torch.optim.Optimizer, x_BD: torch.Tensor, y_BD: torch.Tensor
+    student: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x_BD: torch.Tensor,
+    y_BD: torch.Tensor,
+    amp: MixedPrecision | None = None,
 ) -> torch.Tensor:
+    """One Adam step on the batch's MSE; with `amp`, the forward under autocast (the loss in float32) and,
+    for float16, the backward on the scaled loss, a step skipped when the gradients overflow."""
     optimizer.zero_grad(set_to_none=True)
-    loss = nn.functional.mse_loss(student(x_BD), y_BD)
-    loss.backward()
-    optimizer.step()
+    dtype = amp.dtype if amp else None
+    with torch.autocast(x_BD.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = nn.functional.mse_loss(student(x_BD).float(), y_BD)
+    if amp and amp.scaler:
+        amp.scaler.scale(loss).backward()
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return loss.detach()
 
 
@@ -124,6 +161,7 @@ def fit_together(
     schedule = schedule or Schedule()
     budgets = schedule.budgets(total_epochs)
     optimizers = [make_optimizer(s, c.learning_rate) for s, c in zip(students, configs, strict=True)]
+    amps = [MixedPrecision.of(config.precision, train.device) for config in configs]
     run = _Run(train, val, configs, variance, split, seconds=[0.0] * len(students))
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
     if schedule.kind == "cosine":
@@ -131,7 +169,7 @@ def fit_together(
             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_epochs * len(train)) for opt in optimizers
         ]
         history = run.epochs(
-            students, optimizers, range(total_epochs), label, after_step=lambda i: schedulers[i].step()
+            students, optimizers, amps, range(total_epochs), label, after_step=lambda i: schedulers[i].step()
         )
         rung_histories = [history]
     else:
@@ -141,14 +179,12 @@ def fit_together(
         for budget in budgets:
             start = schedule.cooldown_start(budget)
             rate = partial(_wsd_rate, [c.learning_rate for c in configs], schedule, len(train), budget)
-            part = run.epochs(students, optimizers, range(done, start), label, before_step=rate)
+            part = run.epochs(students, optimizers, amps, range(done, start), label, before_step=rate)
             trunk, done = [t + p for t, p in zip(trunk, part, strict=True)], start
             # a shorter budget cools down a copy; the longest one cools down the trunk itself
             last = budget == budgets[-1]
-            branch_students, branch_optimizers = (students, optimizers) if last else deepcopy((students, optimizers))
-            branch = run.epochs(
-                branch_students, branch_optimizers, range(start, budget), f"{label} e{budget}", before_step=rate
-            )
+            branch = (students, optimizers, amps) if last else deepcopy((students, optimizers, amps))
+            branch = run.epochs(*branch, range(start, budget), f"{label} e{budget}", before_step=rate)
             rung_histories.append([t + b for t, b in zip(trunk, branch, strict=True)])
             if on_rung is not None:
                 on_rung(budget, [[record for record, _ in h] for h in rung_histories[-1]])
@@ -196,6 +232,7 @@ class _Run:
         self,
         students: list[nn.Module],
         optimizers: list[torch.optim.Optimizer],
+        amps: list[MixedPrecision],
         epochs: range,
         label: str,
         before_step: Callable[[int, int], float] | None = None,
@@ -220,7 +257,7 @@ class _Run:
                         rate = before_step(i, epoch * steps + step)
                         for group in optimizer.param_groups:
                             group["lr"] = rate
-                    loss = _train_step(student, optimizer, x_BD, y_BD).item()
+                    loss = _train_step(student, optimizer, x_BD, y_BD, amps[i]).item()
                     if not math.isfinite(loss):
                         raise NonFiniteLossError(
                             f"run {self.configs[i].run_name}: training loss became {loss} at epoch {epoch + 1}, "

@@ -158,7 +158,7 @@ def test_first_and_last_layer_can_be_captured(tiny_models):
     assert not torch.allclose(x0, x_last)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("arch", ARCHS)
 def test_capture_batch_on_cuda_equals_cpu(tiny_models, arch):
     import copy

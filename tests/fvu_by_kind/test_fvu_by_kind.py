@@ -137,7 +137,7 @@ def test_identical_rows_use_only_k_experts(tmp_path, make_store):
     assert usage["token"]["distinct_experts"] > 4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_the_split_on_cuda_equals_the_split_on_cpu(store, kinds_N):
     reports, usages = {}, {}
     for device in ("cpu", "cuda"):

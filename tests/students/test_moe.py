@@ -170,7 +170,7 @@ def test_mlp_student_is_a_gelu_mlp():
         MLPConfig(D, 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("router", ROUTERS)
 @pytest.mark.parametrize("case", CASES)
 def test_forward_and_gradients_on_cuda_equal_cpu(router, case):

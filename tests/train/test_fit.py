@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from secret_moe.batches import ActivationBatches, output_variance
-from secret_moe.errors import NonFiniteLossError
+from secret_moe.errors import ConfigError, NonFiniteLossError
 from secret_moe.models.teacher import TeacherConfig, TeacherMLP
 from secret_moe.schedule import Schedule
 from secret_moe.store import open_store
 from secret_moe.students import build_student, parse_student
 from secret_moe.students.mlp import MLPConfig, MLPStudent
-from secret_moe.train import TrainConfig, evaluate, evaluate_many, fit, fit_together
+from secret_moe.students.optim import make_optimizer
+from secret_moe.train import MixedPrecision, TrainConfig, _train_step, evaluate, evaluate_many, fit, fit_together
 
 D = 8
 
@@ -163,7 +164,7 @@ def test_students_trained_together_need_one_budget(stores):
         fit_together(students, train, val, [TrainConfig(1, 1e-3, "a"), TrainConfig(2, 1e-3, "b")], 1.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_training_on_cuda_reduces_the_loss(tmp_path, make_store, gelu_teacher):
     train_group = teacher_store(tmp_path / "train.zarr", make_store, gelu_teacher, 2048, seed=0)
     val_group = teacher_store(tmp_path / "val.zarr", make_store, gelu_teacher, 512, seed=1)
@@ -219,3 +220,66 @@ def test_a_cosine_run_is_unchanged_by_the_schedule_argument(stores):
     second = fit(b, train, val, TrainConfig(3, 3e-3, "b"), variance, schedule=Schedule(kind="cosine"))
     assert first["history"] == second["history"] and "rungs" not in first
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+# Mixed precision (`distill.precision`): the tolerance on the FVU after 8 epochs at these tiny sizes.  bfloat16
+# keeps 8 bits of mantissa, so each forward is off by ~0.4% relative; over 8 epochs of 16 steps the runs
+# drift apart by a few thousandths of FVU (measured: at most 0.0015 here), far below the gaps between students.
+FVU_TOLERANCE = 0.01
+
+
+def precision_fvus(stores, name: str, precisions: list[str], device: str = "cpu") -> dict[str, dict]:
+    train, val = stores
+    variance = output_variance(val)
+    results = {}
+    for precision in precisions:
+        torch.manual_seed(0)
+        student = build_student(parse_student(name), D).to(device)
+        result = fit(student, train, val, TrainConfig(8, 1e-2, name, precision), variance)
+        results[precision] = {"fvu": result["history"][-1]["val_fvu"], "state": student.state_dict()}
+    return results
+
+
+@pytest.mark.parametrize("name", ["mlp_h16", "moe_lowrank_r4_m16_s4_k4", "moe_fullrank_m16_s0_k4"])
+def test_autocast_reaches_the_fvu_of_float32(stores, name):
+    """bfloat16 and float16 autocast (float16 with its gradient scaler) train on a CPU to float32's FVU,
+    within FVU_TOLERANCE, while really computing in the lower precision (the weights differ)."""
+    results = precision_fvus(stores, name, ["float32", "bfloat16", "float16"])
+    reference = results["float32"]
+    assert reference["fvu"] < 0.5
+    for precision in ("bfloat16", "float16"):
+        assert results[precision]["fvu"] == pytest.approx(reference["fvu"], abs=FVU_TOLERANCE), precision
+        state = results[precision]["state"]
+        assert all(v.dtype == torch.float32 for v in state.values())  # parameters stay float32
+        assert any(not torch.equal(v, reference["state"][k]) for k, v in state.items()), precision
+
+
+def test_float16_skips_a_step_whose_scaled_gradients_overflow():
+    """The gradient scaler: a loss whose scaled gradients overflow float16 leaves the weights as they were and
+    halves the scale; float32 takes the same step."""
+    torch.manual_seed(0)
+    student = MLPStudent(MLPConfig(D, 4))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    x, y = torch.randn(64, D), torch.full((64, D), 3e4)
+    amp = MixedPrecision.of("float16", "cpu")
+    scale = amp.scaler.get_scale()
+    _train_step(student, make_optimizer(student, 1e-3), x, y, amp)
+    assert amp.scaler.get_scale() == scale / 2
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items())
+    _train_step(student, make_optimizer(student, 1e-3), x, y, MixedPrecision.of("float32", "cpu"))
+    assert all(not torch.equal(v, before[k]) for k, v in student.state_dict().items())
+
+
+def test_an_unknown_precision_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match="distill.precision: 'float8' is not one of float32, bfloat16, float16"):
+        TrainConfig(1, 1e-3, "r", "float8")
+
+
+@pytest.mark.cuda
+def test_autocast_on_cuda_reaches_the_fvu_of_float32(tmp_path, make_store, gelu_teacher):
+    kwargs = {"seed": 0, "group_chunks": 2, "in_memory": True, "device": "cuda"}
+    groups = [teacher_store(tmp_path / f"{s}.zarr", make_store, gelu_teacher, n, s) for s, n in ((0, 2048), (1, 512))]
+    stores = [ActivationBatches(g, 128, shuffle=not i, **kwargs) for i, g in enumerate(groups)]
+    results = precision_fvus(stores, "moe_lowrank_r4_m16_s4_k4", ["float32", "bfloat16", "float16"], "cuda")
+    for precision in ("bfloat16", "float16"):
+        assert results[precision]["fvu"] == pytest.approx(results["float32"]["fvu"], abs=FVU_TOLERANCE), precision

@@ -154,6 +154,26 @@ def test_a_second_run_has_nothing_to_do(run):
     assert "Nothing to be done" in again.output, again.output[-3000:]
 
 
+def test_a_new_precision_retrains_every_run(run):
+    """`distill.precision` decides a run: bfloat16 makes all 40 runs stale (in bundles), and float32 written out
+    is the float32 the runs were trained in (nothing to do)."""
+    config = run["dir"] / "config.yaml"
+    original = config.read_text()
+    settings = yaml.safe_load(original)
+    try:
+        plans = {}
+        for precision in ("bfloat16", "float32"):
+            settings["distill"]["precision"] = precision
+            write_config(config, settings)
+            plans[precision] = snakemake(run["dir"], "-n", "figures/all")
+            assert plans[precision].returncode == 0, plans[precision].output[-3000:]
+    finally:
+        config.write_text(original)
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", plans["bfloat16"].output, re.MULTILINE)}
+    assert counts["collect_run"] == 40 and 0 < counts["train_students"] < 40
+    assert "Nothing to be done" in plans["float32"].output, plans["float32"].output[-3000:]
+
+
 def test_report_is_a_self_contained_html_file(run):
     report = run["dir"] / "report.html"
     result = snakemake(run["dir"], "--report", str(report))

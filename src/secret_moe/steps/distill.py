@@ -30,7 +30,7 @@ from secret_moe.schedule import Schedule
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
 from secret_moe.students.moe import MoEStudent
-from secret_moe.train import TrainConfig, fit_together
+from secret_moe.train import FULL_PRECISION, TrainConfig, fit_together
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,11 @@ def train_students(
     device: str,
     threads: int,
     on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
+    precision: str = FULL_PRECISION,
 ) -> None:
     """Train every run of one bundle together; each run's files go to `bundle_dir/<student>_lr<lr>/`.
+    `distill` holds the settings that decide a run (recorded in its provenance); `precision` is
+    `distill.precision`, which is among them unless float32 (rules/common.smk `distill_params`).
     `on_rung` as for `train.fit_together` (each rung of a budget ladder, as soon as it is done)."""
     keys = {(r["model"], r["layer"], r["data"], r["epochs"], r["seed"]) for r in runs}
     if len(keys) != 1:
@@ -78,7 +81,7 @@ def train_students(
     for run in runs:
         set_seed(run_seed)  # each student starts as it would alone
         students.append(build_student(parse_student(run["student"]), train.d_model).to(device))
-    configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run)) for run in runs]
+    configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision) for run in runs]
     log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
     schedule = Schedule(**distill.get("schedule", {}))
     results = fit_together(students, train, val, configs, variance, split, schedule, on_rung)
@@ -108,6 +111,7 @@ def train_students(
             "train_rows": train.rows,
             "val_rows": val.rows,
             "device": device,
+            "precision": precision,
             "provenance": provenance({"distill": distill, "seed": seed}, inputs),
         }
         timing = {

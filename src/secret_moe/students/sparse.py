@@ -226,5 +226,9 @@ def topk_linear(
 ) -> tuple[torch.Tensor, Pairs]:
     """(top-k values, their `Pairs`) of q Wᵀ + b, differentiable in the kept values; `scratch` (a dict the
     caller keeps) holds the score buffer between calls.  The pairs' row-major sort is shared with whatever
-    else uses the same selection (`MoEStudent`'s expert tables)."""
+    else uses the same selection (`MoEStudent`'s expert tables).  Under autocast the scores are computed in
+    the autocast dtype, as autocast runs a Linear (the expert kernels, not autocast ops, stay float32)."""
+    if torch.is_autocast_enabled(q_BR.device.type):
+        dtype = torch.get_autocast_dtype(q_BR.device.type)
+        q_BR, w_MR, b_M = q_BR.to(dtype), w_MR.to(dtype), b_M.to(dtype) if b_M is not None else None
     return TopKLinear.apply(q_BR, w_MR, b_M, k, scratch)
