@@ -1,0 +1,219 @@
+// Fused CPU kernels for the MoE student's sparse experts and its router's sparse backward.
+//
+// A selection idx (B, K) picks K rows of the expert tables per token.  Its B·K (token, row) pairs are
+// sorted by row once (a stable counting sort: token order within a row) and then walked expert-major,
+// once in the forward and once in the backward; each table row is read once per pass (and stays in L1
+// while its pairs use it), and a pair's token rows (x, the output and its gradient: (B, D) each) come
+// from cache:
+//   forward:  pre = x[b]·W_in[i] + b_in[i],  out[b] += gelu(pre)·g·W_out[i]               (then + b_out)
+//   backward: ga = G[b]·W_out[i],  grad g = ga·gelu(pre),  gp = ga·g·gelu'(pre),
+//             grad W_out[i] += gelu(pre)·g·G[b],  grad W_in[i] += gp·x[b],  grad b_in[i] += gp,
+//             grad x[b] += gp·W_in[i]  (only when x needs a gradient)
+// The router's backward through its k kept scores s = q·W[i] + c[i] is the same walk over its pairs.
+//
+// Determinism: every sum runs in a fixed order (a row's pairs in token order; a token's terms in row
+// order) and nothing is atomic.  With T threads the rows are split into T ranges of about equal pair
+// counts; each thread scatters into its own copy of the token-side outputs, and the copies are added in
+// thread order, so a given (input, T) always gives the same bytes.
+//
+// Vector code: plain loops the compiler vectorises (`omp simd`).  On x86-64 each kernel is also compiled for
+// x86-64-v3 (AVX2 + FMA) and the CPU's features pick the version at load time (GCC's `target_clones`), so
+// one build runs on any x86-64 machine.  Plain C ABI, loaded with ctypes: no Python or torch headers.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SMOE_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SMOE_CLONES
+#endif
+#define SMOE_INLINE static inline __attribute__((always_inline))
+
+namespace {
+
+SMOE_INLINE float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t t = 0; t < n; ++t) s += a[t] * b[t];
+  return s;
+}
+
+SMOE_INLINE void axpy(float alpha, const float* __restrict x, float* __restrict y, int64_t n) {
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) y[t] += alpha * x[t];
+}
+
+// torch.nn.functional.gelu (approximate="none") and its derivative, as ATen writes them.
+SMOE_INLINE float gelu(float v) { return 0.5f * v * (1.f + std::erf(v * static_cast<float>(M_SQRT1_2))); }
+SMOE_INLINE float gelu_grad(float v) {
+  const float alpha = static_cast<float>(M_2_SQRTPI * M_SQRT1_2 * 0.5);
+  const float cdf = 0.5f * (1.f + std::erf(v * static_cast<float>(M_SQRT1_2)));
+  return cdf + v * alpha * std::exp(-0.5f * v * v);
+}
+
+struct Pairs {
+  int64_t K;               // pairs per token
+  const int64_t* order;    // positions b·K + j of the pairs, sorted by row
+  const int64_t* offsets;  // (rows + 1,) where each row's pairs begin
+};
+
+SMOE_CLONES void forward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t D, const float* x, const float* w_in,
+                              const float* b_in, const float* w_out, const float* g, float* pre, float* out) {
+  for (int64_t i = lo; i < hi; ++i) {
+    const float *wi = w_in + i * D, *wo = w_out + i * D;
+    for (int64_t q = pr.offsets[i]; q < pr.offsets[i + 1]; ++q) {
+      const int64_t p = pr.order[q], b = p / pr.K;
+      const float v = dot(x + b * D, wi, D) + b_in[i];
+      pre[p] = v;
+      axpy(gelu(v) * g[p], wo, out + b * D, D);
+    }
+  }
+}
+
+SMOE_CLONES void backward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t D, const float* grad_out, const float* x,
+                               const float* w_in, const float* w_out, const float* g, const float* pre,
+                               float* grad_g, float* grad_w_in, float* grad_b_in, float* grad_w_out, float* grad_x) {
+  for (int64_t i = lo; i < hi; ++i) {
+    const float *wi = w_in + i * D, *wo = w_out + i * D;
+    float *gwi = grad_w_in + i * D, *gwo = grad_w_out + i * D;
+    std::memset(gwi, 0, D * sizeof(float));
+    std::memset(gwo, 0, D * sizeof(float));
+    float gb = 0.f;
+    for (int64_t q = pr.offsets[i]; q < pr.offsets[i + 1]; ++q) {
+      const int64_t p = pr.order[q], b = p / pr.K;
+      const float* gob = grad_out + b * D;
+      const float ga = dot(gob, wo, D), v = pre[p], h = gelu(v), gp = ga * g[p] * gelu_grad(v);
+      grad_g[p] = ga * h;
+      axpy(h * g[p], gob, gwo, D);
+      axpy(gp, x + b * D, gwi, D);
+      gb += gp;
+      if (grad_x) axpy(gp, wi, grad_x + b * D, D);
+    }
+    grad_b_in[i] = gb;
+  }
+}
+
+// Router: grad q[b] += c[p]·W[i], grad W[i] = Σ c[p]·q[b], grad bias[i] = Σ c[p].
+SMOE_CLONES void linear_backward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t R, const float* c, const float* q,
+                                      const float* w, float* grad_q, float* grad_w, float* grad_b) {
+  for (int64_t i = lo; i < hi; ++i) {
+    const float* wi = w + i * R;
+    float* gw = grad_w ? grad_w + i * R : nullptr;
+    if (gw) std::memset(gw, 0, R * sizeof(float));
+    float gb = 0.f;
+    for (int64_t s = pr.offsets[i]; s < pr.offsets[i + 1]; ++s) {
+      const int64_t p = pr.order[s], b = p / pr.K;
+      if (gw) axpy(c[p], q + b * R, gw, R);
+      if (grad_q) axpy(c[p], wi, grad_q + b * R, R);
+      gb += c[p];
+    }
+    if (grad_b) grad_b[i] = gb;
+  }
+}
+
+// Row ranges of about equal pair counts, one per thread: bounds[t] .. bounds[t + 1].
+std::vector<int64_t> split_rows(const int64_t* offsets, int64_t rows, int threads) {
+  std::vector<int64_t> bounds(threads + 1, rows);
+  bounds[0] = 0;
+  const int64_t total = offsets[rows];
+  int64_t i = 0;
+  for (int t = 1; t < threads; ++t) {
+    const int64_t target = total * t / threads;
+    while (i < rows && offsets[i] < target) ++i;
+    bounds[t] = i;
+  }
+  return bounds;
+}
+
+// Runs body(lo, hi, token_out) over row ranges on T threads; thread 0 scatters into `out`, the others into zeroed copies
+// that are then added to `out` in thread order.  `out` (n floats) may be null (nothing scattered).
+template <class Body>
+void run_split(const int64_t* offsets, int64_t rows, int threads, float* out, int64_t n, Body body) {
+  if (threads <= 1 || rows < 2) {
+    body(0, rows, out);
+    return;
+  }
+  const std::vector<int64_t> bounds = split_rows(offsets, rows, threads);
+  std::vector<float> copies(out ? static_cast<size_t>(threads - 1) * n : 0, 0.f);
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int t = 0; t < threads; ++t) {
+    float* mine = !out ? nullptr : t == 0 ? out : copies.data() + static_cast<size_t>(t - 1) * n;
+    body(bounds[t], bounds[t + 1], mine);
+  }
+  if (out)
+    for (int t = 1; t < threads; ++t) {
+      const float* c = copies.data() + static_cast<size_t>(t - 1) * n;
+      for (int64_t e = 0; e < n; ++e) out[e] += c[e];
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Stable counting sort of the P = B·K pairs of idx by row: order, token and row of each sorted pair,
+// offsets (rows + 1).  Returns -1 if an index is out of range, else 0.
+int smoe_sort_pairs(const int64_t* idx, int64_t P, int64_t K, int64_t rows, int64_t* order, int64_t* token,
+                    int64_t* row, int64_t* offsets) {
+  std::memset(offsets, 0, (rows + 1) * sizeof(int64_t));
+  for (int64_t p = 0; p < P; ++p) {
+    if (idx[p] < 0 || idx[p] >= rows) return -1;
+    ++offsets[idx[p] + 1];
+  }
+  for (int64_t i = 0; i < rows; ++i) offsets[i + 1] += offsets[i];
+  std::vector<int64_t> next(offsets, offsets + rows);
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t s = next[idx[p]]++;
+    order[s] = p;
+    token[s] = p / K;
+    row[s] = idx[p];
+  }
+  return 0;
+}
+
+// out (B, D) = Σ over pairs of gelu(x·W_in + b_in)·g·W_out, + b_out; pre (B, K) is saved for the backward.
+void smoe_experts_forward(int64_t B, int64_t K, int64_t D, int64_t N, const int64_t* order, const int64_t* offsets,
+                          const float* x, const float* w_in, const float* b_in, const float* w_out,
+                          const float* b_out, const float* g, float* pre, float* out, int threads) {
+  std::memset(out, 0, B * D * sizeof(float));
+  const Pairs pr{K, order, offsets};
+  run_split(offsets, N, threads, out, B * D, [&](int64_t lo, int64_t hi, float* o) {
+    forward_rows(lo, hi, pr, D, x, w_in, b_in, w_out, g, pre, o);
+  });
+  for (int64_t b = 0; b < B; ++b) {
+    float* ob = out + b * D;
+#pragma omp simd
+    for (int64_t t = 0; t < D; ++t) ob[t] += b_out[t];
+  }
+}
+
+// Gradients of the forward's inputs given grad_out (B, D); grad_x may be null.
+void smoe_experts_backward(int64_t B, int64_t K, int64_t D, int64_t N, const int64_t* order,
+                           const int64_t* offsets, const float* grad_out, const float* x, const float* w_in,
+                           const float* w_out, const float* g, const float* pre, float* grad_g, float* grad_w_in,
+                           float* grad_b_in, float* grad_w_out, float* grad_x, int threads) {
+  if (grad_x) std::memset(grad_x, 0, B * D * sizeof(float));
+  const Pairs pr{K, order, offsets};
+  run_split(offsets, N, threads, grad_x, B * D, [&](int64_t lo, int64_t hi, float* gx) {
+    backward_rows(lo, hi, pr, D, grad_out, x, w_in, w_out, g, pre, grad_g, grad_w_in, grad_b_in, grad_w_out, gx);
+  });
+}
+
+// Router backward through the kept scores s[b, j] = q[b]·W[idx[b, j]] (+ c[idx]); any output may be null.
+void smoe_linear_backward(int64_t B, int64_t K, int64_t R, int64_t N, const int64_t* order, const int64_t* offsets,
+                          const float* grad, const float* q, const float* w, float* grad_q, float* grad_w,
+                          float* grad_b, int threads) {
+  if (grad_q) std::memset(grad_q, 0, B * R * sizeof(float));
+  const Pairs pr{K, order, offsets};
+  run_split(offsets, N, threads, grad_q, B * R, [&](int64_t lo, int64_t hi, float* gq) {
+    linear_backward_rows(lo, hi, pr, R, grad, q, w, gq, grad_w, grad_b);
+  });
+}
+
+}  // extern "C"
