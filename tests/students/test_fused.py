@@ -186,3 +186,24 @@ def test_falls_back_with_one_log_line_without_a_compiler(tmp_path):
     student = MoEStudent(MoEConfig(d_model=8, shared=2, experts=20, k=3, router="lowrank", rank=4))
     x = torch.randn(5, 8)
     assert float(proc.stdout.split()[-1]) == pytest.approx(student(x).sum().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("cols", [1024, 4096, 1003, 40, 33])
+def test_topk_equals_torch_topk(cols):
+    """Values and indices of `torch.topk` (distinct scores); with ties, the same values, lower columns first."""
+    torch.manual_seed(5)
+    k = 32 if cols >= 32 else 7
+    scores = torch.randperm(50 * cols).float().view(50, cols) / cols  # distinct
+    values, indices = torch.empty(50, k), torch.empty(50, k, dtype=torch.int64)
+    fused.topk(scores, k, values, indices)
+    expected = torch.topk(scores, k)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+    ties = torch.randint(0, 4, (50, cols)).float()
+    fused.topk(ties, k, values, indices)
+    assert torch.equal(values, torch.topk(ties, k).values)
+    assert torch.equal(ties.gather(1, indices), values)
+    for row, chosen in zip(ties, indices, strict=True):  # among equal scores the lowest columns are kept, in order
+        for value in row[chosen].unique():
+            assert torch.equal(
+                chosen[row[chosen] == value], (row == value).nonzero().flatten()[: int((row[chosen] == value).sum())]
+            )

@@ -38,7 +38,7 @@ ENABLED = os.environ.get(ENV, "1") != "0"
 SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_experts.cpp"
 # -O3 and no -march: one build runs on every CPU of its architecture (the source picks AVX2 + FMA at load time
 # where the CPU has them); -fopenmp: threads for torch.get_num_threads() > 1 (torch's own libgomp serves them)
-FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp"]
+FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-Wno-psabi"]
 
 _P, _I, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
@@ -46,6 +46,7 @@ _SIGNATURES = {
     "smoe_experts_forward": ([_I, _I, _I, _I, _P, _P] + [_P] * 8 + [_N], None),
     "smoe_experts_backward": ([_I, _I, _I, _I, _P, _P] + [_P] * 11 + [_N], None),
     "smoe_linear_backward": ([_I, _I, _I, _I, _P, _P] + [_P] * 6 + [_N], None),
+    "smoe_topk": ([_P, _I, _I, _I, _P, _P, _N], None),
 }
 
 _library: ctypes.CDLL | None = None
@@ -161,3 +162,12 @@ def linear_backward(
         *map(_ptr, (grad_q, grad_w, grad_b)), torch.get_num_threads(),
     )  # fmt: skip
     return grad_q, grad_w, grad_b
+
+
+def topk(scores: torch.Tensor, k: int, values: torch.Tensor, indices: torch.Tensor) -> None:
+    """Write the top k of each row of scores (rows, cols) into values and indices (rows, k), best first (ties:
+    the lower column first), as `torch.topk(scores, k)` gives them up to the order of ties."""
+    scores = scores.contiguous()
+    rows, cols = scores.shape
+    assert values.is_contiguous() and indices.is_contiguous() and values.shape == indices.shape == (rows, k)
+    library().smoe_topk(_ptr(scores), rows, cols, k, _ptr(values), _ptr(indices), torch.get_num_threads())

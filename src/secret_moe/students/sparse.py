@@ -208,7 +208,10 @@ def topk_scores(
         torch.mm(q_BR[start : start + rows], w_MR.T, out=scores)
         if b_M is not None:
             scores.add_(b_M)
-        values[start : start + rows], indices[start : start + rows] = row_topk(scores, k)
+        if fused.applies(scores):
+            fused.topk(scores, k, values[start : start + rows], indices[start : start + rows])
+        else:
+            values[start : start + rows], indices[start : start + rows] = row_topk(scores, k)
     return values, indices
 
 

@@ -9,16 +9,19 @@
 //   backward: ga = G[b]·W_out[i],  grad g = ga·gelu(pre),  gp = ga·g·gelu'(pre),
 //             grad W_out[i] += gelu(pre)·g·G[b],  grad W_in[i] += gp·x[b],  grad b_in[i] += gp,
 //             grad x[b] += gp·W_in[i]  (only when x needs a gradient)
-// The router's backward through its k kept scores s = q·W[i] + c[i] is the same walk over its pairs.
+// The router's backward through its k kept scores s = q·W[i] + c[i] is the same walk over its pairs, and its
+// top-k (`smoe_topk`) is a threshold-and-sort pass over each row of the score block.
 //
 // Determinism: every sum runs in a fixed order (a row's pairs in token order; a token's terms in row
 // order) and nothing is atomic.  With T threads the rows are split into T ranges of about equal pair
 // counts; each thread scatters into its own copy of the token-side outputs, and the copies are added in
 // thread order, so a given (input, T) always gives the same bytes.
 //
-// Vector code: plain loops the compiler vectorises (`omp simd`).  On x86-64 each kernel is also compiled for
-// x86-64-v3 (AVX2 + FMA) and the CPU's features pick the version at load time (GCC's `target_clones`), so
-// one build runs on any x86-64 machine.  Plain C ABI, loaded with ctypes: no Python or torch headers.
+// Vector code: GCC/Clang vector extensions (8 floats; the compiler picks the instructions).  On x86-64 each
+// kernel is compiled twice, for x86-64-v3 (AVX2 + FMA) and for the baseline, and the CPU's features pick
+// the version at load time (`target_clones`), so one build runs on any x86-64 machine.  Plain C ABI,
+// loaded with ctypes: no Python or torch headers.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -37,16 +40,44 @@
 
 namespace {
 
+// 8 floats in a vector register (one AVX2 register, two SSE ones in the default build), read and written
+// unaligned through a may_alias type (a memcpy into a local vector can go through the stack).
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+
+SMOE_INLINE v8 load8(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+SMOE_INLINE void store8(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+
+// x·y with four independent vector accumulators (one would wait on each add's latency), added in a fixed
+// order at the end.
 SMOE_INLINE float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t t = 0; t < n; ++t) s += a[t] * b[t];
-  return s;
+  v8 s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  int64_t t = 0;
+  for (; t + 32 <= n; t += 32) {
+    s0 += load8(a + t) * load8(b + t);
+    s1 += load8(a + t + 8) * load8(b + t + 8);
+    s2 += load8(a + t + 16) * load8(b + t + 16);
+    s3 += load8(a + t + 24) * load8(b + t + 24);
+  }
+  for (; t + 8 <= n; t += 8) s0 += load8(a + t) * load8(b + t);
+  const v8 s = (s0 + s1) + (s2 + s3);
+  float total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; t < n; ++t) total += a[t] * b[t];
+  return total;
+}
+
+// Software prefetch of a row that a later pair will read: the pairs' token rows are scattered, so the
+// hardware prefetcher cannot see them coming.
+SMOE_INLINE void prefetch_row(const float* row, int64_t n) {
+  for (int64_t t = 0; t < n; t += 16) __builtin_prefetch(row + t);
 }
 
 SMOE_INLINE void axpy(float alpha, const float* __restrict x, float* __restrict y, int64_t n) {
-#pragma omp simd
-  for (int64_t t = 0; t < n; ++t) y[t] += alpha * x[t];
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) {
+    store8(y + t, load8(y + t) + alpha * load8(x + t));
+  }
+  for (; t < n; ++t) y[t] += alpha * x[t];
 }
 
 // torch.nn.functional.gelu (approximate="none") and its derivative, as ATen writes them.
@@ -57,8 +88,14 @@ SMOE_INLINE float gelu_grad(float v) {
   return cdf + v * alpha * std::exp(-0.5f * v * v);
 }
 
+#ifndef SMOE_AHEAD
+#define SMOE_AHEAD 2
+#endif
+constexpr int64_t kAhead = SMOE_AHEAD;  // prefetch the token rows of the pair this many places ahead
+
 struct Pairs {
   int64_t K;               // pairs per token
+  int64_t total;           // pairs in all
   const int64_t* order;    // positions b·K + j of the pairs, sorted by row
   const int64_t* offsets;  // (rows + 1,) where each row's pairs begin
 };
@@ -69,6 +106,11 @@ SMOE_CLONES void forward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t D, const
     const float *wi = w_in + i * D, *wo = w_out + i * D;
     for (int64_t q = pr.offsets[i]; q < pr.offsets[i + 1]; ++q) {
       const int64_t p = pr.order[q], b = p / pr.K;
+      if (q + kAhead < pr.total) {
+        const int64_t ahead = pr.order[q + kAhead] / pr.K;
+        prefetch_row(x + ahead * D, D);
+        prefetch_row(out + ahead * D, D);
+      }
       const float v = dot(x + b * D, wi, D) + b_in[i];
       pre[p] = v;
       axpy(gelu(v) * g[p], wo, out + b * D, D);
@@ -87,6 +129,12 @@ SMOE_CLONES void backward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t D, cons
     float gb = 0.f;
     for (int64_t q = pr.offsets[i]; q < pr.offsets[i + 1]; ++q) {
       const int64_t p = pr.order[q], b = p / pr.K;
+      if (q + kAhead < pr.total) {
+        const int64_t ahead = pr.order[q + kAhead] / pr.K;
+        prefetch_row(x + ahead * D, D);
+        prefetch_row(grad_out + ahead * D, D);
+        if (grad_x) prefetch_row(grad_x + ahead * D, D);
+      }
       const float* gob = grad_out + b * D;
       const float ga = dot(gob, wo, D), v = pre[p], h = gelu(v), gp = ga * g[p] * gelu_grad(v);
       grad_g[p] = ga * h;
@@ -153,9 +201,54 @@ void run_split(const int64_t* offsets, int64_t rows, int threads, float* out, in
     }
 }
 
+// Top k of each row of scores (rows, cols), sorted by value descending (ties: lower column first).  A lower
+// bound tau on the k-th largest value is the k-th largest of the maxima of G >= k chunks of the row (k chunks
+// hold a value >= tau); the scores >= tau are few (at least k), and sorting them gives the answer.
+SMOE_CLONES void topk_rows(int64_t lo, int64_t hi, const float* scores, int64_t cols, int64_t k, float* values,
+                           int64_t* indices) {
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(16, cols / (2 * k)));
+  const int64_t chunks = cols / chunk;
+  std::vector<float> maxima(chunks);
+  std::vector<std::pair<float, int64_t>> kept;
+  kept.reserve(4 * k);
+  const auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  for (int64_t r = lo; r < hi; ++r) {
+    const float* row = scores + r * cols;
+    for (int64_t g = 0; g < chunks; ++g) {
+      float best = row[g * chunk];
+      for (int64_t t = 1; t < chunk; ++t) best = std::max(best, row[g * chunk + t]);
+      maxima[g] = best;
+    }
+    std::nth_element(maxima.begin(), maxima.begin() + (k - 1), maxima.end(), std::greater<float>());
+    const float tau = maxima[k - 1];
+    kept.clear();
+    for (int64_t c = 0; c < cols; ++c)
+      if (row[c] >= tau) kept.emplace_back(row[c], c);
+    std::partial_sort(kept.begin(), kept.begin() + k, kept.end(), better);
+    for (int64_t j = 0; j < k; ++j) {
+      values[r * k + j] = kept[j].first;
+      indices[r * k + j] = kept[j].second;
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
+
+// values, indices (rows, k): the top k of each row of scores (rows, cols), best first.
+void smoe_topk(const float* scores, int64_t rows, int64_t cols, int64_t k, float* values, int64_t* indices,
+               int threads) {
+  if (threads <= 1 || rows < 2) {
+    topk_rows(0, rows, scores, cols, k, values, indices);
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < threads; ++t)
+    topk_rows(rows * t / threads, rows * (t + 1) / threads, scores, cols, k, values, indices);
+}
 
 // Stable counting sort of the P = B·K pairs of idx by row: order, token and row of each sorted pair,
 // offsets (rows + 1).  Returns -1 if an index is out of range, else 0.
@@ -182,7 +275,7 @@ void smoe_experts_forward(int64_t B, int64_t K, int64_t D, int64_t N, const int6
                           const float* x, const float* w_in, const float* b_in, const float* w_out,
                           const float* b_out, const float* g, float* pre, float* out, int threads) {
   std::memset(out, 0, B * D * sizeof(float));
-  const Pairs pr{K, order, offsets};
+  const Pairs pr{K, offsets[N], order, offsets};
   run_split(offsets, N, threads, out, B * D, [&](int64_t lo, int64_t hi, float* o) {
     forward_rows(lo, hi, pr, D, x, w_in, b_in, w_out, g, pre, o);
   });
@@ -199,7 +292,7 @@ void smoe_experts_backward(int64_t B, int64_t K, int64_t D, int64_t N, const int
                            const float* w_out, const float* g, const float* pre, float* grad_g, float* grad_w_in,
                            float* grad_b_in, float* grad_w_out, float* grad_x, int threads) {
   if (grad_x) std::memset(grad_x, 0, B * D * sizeof(float));
-  const Pairs pr{K, order, offsets};
+  const Pairs pr{K, offsets[N], order, offsets};
   run_split(offsets, N, threads, grad_x, B * D, [&](int64_t lo, int64_t hi, float* gx) {
     backward_rows(lo, hi, pr, D, grad_out, x, w_in, w_out, g, pre, grad_g, grad_w_in, grad_b_in, grad_w_out, gx);
   });
@@ -210,7 +303,7 @@ void smoe_linear_backward(int64_t B, int64_t K, int64_t R, int64_t N, const int6
                           const float* grad, const float* q, const float* w, float* grad_q, float* grad_w,
                           float* grad_b, int threads) {
   if (grad_q) std::memset(grad_q, 0, B * R * sizeof(float));
-  const Pairs pr{K, order, offsets};
+  const Pairs pr{K, offsets[N], order, offsets};
   run_split(offsets, N, threads, grad_q, B * R, [&](int64_t lo, int64_t hi, float* gq) {
     linear_backward_rows(lo, hi, pr, R, grad, q, w, gq, grad_w, grad_b);
   });
