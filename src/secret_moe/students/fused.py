@@ -43,9 +43,9 @@ FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-Wno-psabi"]
 _P, _I, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
     "smoe_sort_pairs": ([_P, _I, _I, _I, _P, _P, _P, _P], ctypes.c_int),
-    "smoe_experts_forward": ([_I, _I, _I, _I, _P, _P] + [_P] * 8 + [_N], None),
-    "smoe_experts_backward": ([_I, _I, _I, _I, _P, _P] + [_P] * 11 + [_N], None),
-    "smoe_linear_backward": ([_I, _I, _I, _I, _P, _P] + [_P] * 6 + [_N], None),
+    "smoe_experts_forward": ([_I, _I, _I, _I] + [_P] * 13 + [_N], None),
+    "smoe_experts_backward": ([_I, _I, _I, _I] + [_P] * 15 + [_N], None),
+    "smoe_linear_backward": ([_I, _I, _I, _I] + [_P] * 9 + [_N], None),
     "smoe_topk": ([_P, _I, _I, _I, _P, _P, _N], None),
 }
 
@@ -123,25 +123,26 @@ class FusedExperts(torch.autograd.Function):
     def forward(ctx, x_BD, w_in, b_in, w_out, b_out, gates_BK, pairs):  # type: ignore[override]
         x_BD, gates_BK, w_in, w_out = x_BD.contiguous(), gates_BK.contiguous(), w_in.contiguous(), w_out.contiguous()
         (batch, d), (rows, k) = x_BD.shape, (w_in.shape[0], gates_BK.shape[1])
-        order, offsets = pairs.by_row()[0], pairs.offsets()
-        out_BD, pre_BK = x_BD.new_empty(batch, d), x_BD.new_empty(batch, k)
+        order, token, _, _ = pairs.by_row()
+        offsets, idx_BK = pairs.offsets(), pairs.idx_BK.contiguous()
+        out_BD, h_BK, dh_BK = x_BD.new_empty(batch, d), x_BD.new_empty(batch, k), x_BD.new_empty(batch, k)
         library().smoe_experts_forward(
-            batch, k, d, rows, *map(_ptr, (order, offsets, x_BD, w_in, b_in.contiguous(), w_out)),
-            *map(_ptr, (b_out.contiguous(), gates_BK, pre_BK, out_BD)), torch.get_num_threads(),
+            batch, k, d, rows, *map(_ptr, (order, token, offsets, idx_BK, x_BD, w_in, b_in.contiguous(), w_out)),
+            *map(_ptr, (b_out.contiguous(), gates_BK, h_BK, dh_BK, out_BD)), torch.get_num_threads(),
         )  # fmt: skip
-        ctx.save_for_backward(x_BD, w_in, w_out, gates_BK, pre_BK, order, offsets)
+        ctx.save_for_backward(x_BD, w_in, w_out, gates_BK, h_BK, dh_BK, order, token, offsets)
         return out_BD
 
     @staticmethod
     def backward(ctx, grad_BD):  # type: ignore[override]
-        x_BD, w_in, w_out, gates_BK, pre_BK, order, offsets = ctx.saved_tensors
+        x_BD, w_in, w_out, gates_BK, h_BK, dh_BK, order, token, offsets = ctx.saved_tensors
         grad_BD = grad_BD.contiguous()
         (batch, d), (rows, k) = x_BD.shape, (w_in.shape[0], gates_BK.shape[1])
         grad_gates, grad_w_in, grad_w_out = torch.empty_like(gates_BK), torch.empty_like(w_in), torch.empty_like(w_out)
         grad_b_in = w_in.new_empty(rows)
         grad_x = torch.empty_like(x_BD) if ctx.needs_input_grad[0] else None
         library().smoe_experts_backward(
-            batch, k, d, rows, *map(_ptr, (order, offsets, grad_BD, x_BD, w_in, w_out, gates_BK, pre_BK)),
+            batch, k, d, rows, *map(_ptr, (order, token, offsets, grad_BD, x_BD, w_in, w_out, gates_BK, h_BK, dh_BK)),
             *map(_ptr, (grad_gates, grad_w_in, grad_b_in, grad_w_out, grad_x)), torch.get_num_threads(),
         )  # fmt: skip
         grad_b_out = grad_BD.sum(0) if ctx.needs_input_grad[4] else None
@@ -158,7 +159,7 @@ def linear_backward(
     grad_w = torch.empty_like(w_MR) if need_w else None
     grad_b = w_MR.new_empty(rows) if need_b else None
     library().smoe_linear_backward(
-        batch, k, rank, rows, *map(_ptr, (pairs.by_row()[0], pairs.offsets(), grad_BK, q_BR, w_MR)),
+        batch, k, rank, rows, *map(_ptr, (*pairs.by_row()[:2], pairs.offsets(), grad_BK, q_BR, w_MR)),
         *map(_ptr, (grad_q, grad_w, grad_b)), torch.get_num_threads(),
     )  # fmt: skip
     return grad_q, grad_w, grad_b

@@ -97,29 +97,42 @@ struct Pairs {
   int64_t K;               // pairs per token
   int64_t total;           // pairs in all
   const int64_t* order;    // positions b·K + j of the pairs, sorted by row
+  const int64_t* token;    // b of each sorted pair
   const int64_t* offsets;  // (rows + 1,) where each row's pairs begin
 };
 
+// Forward, expert-major: pre-activations, and gelu and its derivative at them (saved for the backward).
 SMOE_CLONES void forward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t D, const float* x, const float* w_in,
-                              const float* b_in, const float* w_out, const float* g, float* pre, float* out) {
+                              const float* b_in, float* h, float* dh) {
   for (int64_t i = lo; i < hi; ++i) {
-    const float *wi = w_in + i * D, *wo = w_out + i * D;
+    const float* wi = w_in + i * D;
     for (int64_t q = pr.offsets[i]; q < pr.offsets[i + 1]; ++q) {
-      const int64_t p = pr.order[q], b = p / pr.K;
-      if (q + kAhead < pr.total) {
-        const int64_t ahead = pr.order[q + kAhead] / pr.K;
-        prefetch_row(x + ahead * D, D);
-        prefetch_row(out + ahead * D, D);
-      }
-      const float v = dot(x + b * D, wi, D) + b_in[i];
-      pre[p] = v;
-      axpy(gelu(v) * g[p], wo, out + b * D, D);
+      if (q + kAhead < pr.total) prefetch_row(x + pr.token[q + kAhead] * D, D);
+      const int64_t p = pr.order[q];
+      const float v = dot(x + pr.token[q] * D, wi, D) + b_in[i];
+      h[p] = gelu(v);
+      dh[p] = gelu_grad(v);
     }
   }
 }
 
+// Forward, token-major: out[b] = Σ_j g·h·W_out[idx[b, j]] + b_out (out[b] stays in L1 over its K pairs).
+SMOE_CLONES void output_rows(int64_t lo, int64_t hi, int64_t K, int64_t D, const int64_t* idx, const float* w_out,
+                             const float* b_out, const float* g, const float* h, float* out) {
+  for (int64_t b = lo; b < hi; ++b) {
+    float* ob = out + b * D;
+    std::memset(ob, 0, D * sizeof(float));
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t p = b * K + j;
+      if (j + 1 < K) prefetch_row(w_out + idx[p + 1] * D, D);
+      axpy(g[p] * h[p], w_out + idx[p] * D, ob, D);
+    }
+    for (int64_t t = 0; t < D; ++t) ob[t] += b_out[t];
+  }
+}
+
 SMOE_CLONES void backward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t D, const float* grad_out, const float* x,
-                               const float* w_in, const float* w_out, const float* g, const float* pre,
+                               const float* w_in, const float* w_out, const float* g, const float* h, const float* dh,
                                float* grad_g, float* grad_w_in, float* grad_b_in, float* grad_w_out, float* grad_x) {
   for (int64_t i = lo; i < hi; ++i) {
     const float *wi = w_in + i * D, *wo = w_out + i * D;
@@ -128,17 +141,17 @@ SMOE_CLONES void backward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t D, cons
     std::memset(gwo, 0, D * sizeof(float));
     float gb = 0.f;
     for (int64_t q = pr.offsets[i]; q < pr.offsets[i + 1]; ++q) {
-      const int64_t p = pr.order[q], b = p / pr.K;
       if (q + kAhead < pr.total) {
-        const int64_t ahead = pr.order[q + kAhead] / pr.K;
+        const int64_t ahead = pr.token[q + kAhead];
         prefetch_row(x + ahead * D, D);
         prefetch_row(grad_out + ahead * D, D);
         if (grad_x) prefetch_row(grad_x + ahead * D, D);
       }
+      const int64_t p = pr.order[q], b = pr.token[q];
       const float* gob = grad_out + b * D;
-      const float ga = dot(gob, wo, D), v = pre[p], h = gelu(v), gp = ga * g[p] * gelu_grad(v);
-      grad_g[p] = ga * h;
-      axpy(h * g[p], gob, gwo, D);
+      const float ga = dot(gob, wo, D), gp = ga * g[p] * dh[p];
+      grad_g[p] = ga * h[p];
+      axpy(h[p] * g[p], gob, gwo, D);
       axpy(gp, x + b * D, gwi, D);
       gb += gp;
       if (grad_x) axpy(gp, wi, grad_x + b * D, D);
@@ -156,7 +169,7 @@ SMOE_CLONES void linear_backward_rows(int64_t lo, int64_t hi, Pairs pr, int64_t 
     if (gw) std::memset(gw, 0, R * sizeof(float));
     float gb = 0.f;
     for (int64_t s = pr.offsets[i]; s < pr.offsets[i + 1]; ++s) {
-      const int64_t p = pr.order[s], b = p / pr.K;
+      const int64_t p = pr.order[s], b = pr.token[s];
       if (gw) axpy(c[p], q + b * R, gw, R);
       if (grad_q) axpy(c[p], wi, grad_q + b * R, R);
       gb += c[p];
@@ -234,6 +247,17 @@ SMOE_CLONES void topk_rows(int64_t lo, int64_t hi, const float* scores, int64_t 
   }
 }
 
+// Runs body(lo, hi) over T contiguous ranges of the B tokens, one per thread.
+template <class Body>
+void run_tokens(int64_t B, int threads, Body body) {
+  if (threads <= 1 || B < 2) {
+    body(0, B);
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int t = 0; t < threads; ++t) body(B * t / threads, B * (t + 1) / threads);
+}
+
 }  // namespace
 
 extern "C" {
@@ -270,40 +294,36 @@ int smoe_sort_pairs(const int64_t* idx, int64_t P, int64_t K, int64_t rows, int6
   return 0;
 }
 
-// out (B, D) = Σ over pairs of gelu(x·W_in + b_in)·g·W_out, + b_out; pre (B, K) is saved for the backward.
-void smoe_experts_forward(int64_t B, int64_t K, int64_t D, int64_t N, const int64_t* order, const int64_t* offsets,
-                          const float* x, const float* w_in, const float* b_in, const float* w_out,
-                          const float* b_out, const float* g, float* pre, float* out, int threads) {
-  std::memset(out, 0, B * D * sizeof(float));
-  const Pairs pr{K, offsets[N], order, offsets};
-  run_split(offsets, N, threads, out, B * D, [&](int64_t lo, int64_t hi, float* o) {
-    forward_rows(lo, hi, pr, D, x, w_in, b_in, w_out, g, pre, o);
-  });
-  for (int64_t b = 0; b < B; ++b) {
-    float* ob = out + b * D;
-#pragma omp simd
-    for (int64_t t = 0; t < D; ++t) ob[t] += b_out[t];
-  }
+// out (B, D) = Σ over pairs of gelu(x·W_in + b_in)·g·W_out, + b_out; h and dh (B, K), gelu and its
+// derivative at each pair's pre-activation, are saved for the backward.
+void smoe_experts_forward(int64_t B, int64_t K, int64_t D, int64_t N, const int64_t* order, const int64_t* token,
+                          const int64_t* offsets, const int64_t* idx, const float* x, const float* w_in,
+                          const float* b_in, const float* w_out, const float* b_out, const float* g, float* h,
+                          float* dh, float* out, int threads) {
+  const Pairs pr{K, offsets[N], order, token, offsets};
+  run_split(offsets, N, threads, nullptr, 0,
+            [&](int64_t lo, int64_t hi, float*) { forward_rows(lo, hi, pr, D, x, w_in, b_in, h, dh); });
+  run_tokens(B, threads, [&](int64_t lo, int64_t hi) { output_rows(lo, hi, K, D, idx, w_out, b_out, g, h, out); });
 }
 
 // Gradients of the forward's inputs given grad_out (B, D); grad_x may be null.
-void smoe_experts_backward(int64_t B, int64_t K, int64_t D, int64_t N, const int64_t* order,
+void smoe_experts_backward(int64_t B, int64_t K, int64_t D, int64_t N, const int64_t* order, const int64_t* token,
                            const int64_t* offsets, const float* grad_out, const float* x, const float* w_in,
-                           const float* w_out, const float* g, const float* pre, float* grad_g, float* grad_w_in,
-                           float* grad_b_in, float* grad_w_out, float* grad_x, int threads) {
+                           const float* w_out, const float* g, const float* h, const float* dh, float* grad_g,
+                           float* grad_w_in, float* grad_b_in, float* grad_w_out, float* grad_x, int threads) {
   if (grad_x) std::memset(grad_x, 0, B * D * sizeof(float));
-  const Pairs pr{K, offsets[N], order, offsets};
+  const Pairs pr{K, offsets[N], order, token, offsets};
   run_split(offsets, N, threads, grad_x, B * D, [&](int64_t lo, int64_t hi, float* gx) {
-    backward_rows(lo, hi, pr, D, grad_out, x, w_in, w_out, g, pre, grad_g, grad_w_in, grad_b_in, grad_w_out, gx);
+    backward_rows(lo, hi, pr, D, grad_out, x, w_in, w_out, g, h, dh, grad_g, grad_w_in, grad_b_in, grad_w_out, gx);
   });
 }
 
 // Router backward through the kept scores s[b, j] = q[b]·W[idx[b, j]] (+ c[idx]); any output may be null.
-void smoe_linear_backward(int64_t B, int64_t K, int64_t R, int64_t N, const int64_t* order, const int64_t* offsets,
-                          const float* grad, const float* q, const float* w, float* grad_q, float* grad_w,
-                          float* grad_b, int threads) {
+void smoe_linear_backward(int64_t B, int64_t K, int64_t R, int64_t N, const int64_t* order, const int64_t* token,
+                          const int64_t* offsets, const float* grad, const float* q, const float* w, float* grad_q,
+                          float* grad_w, float* grad_b, int threads) {
   if (grad_q) std::memset(grad_q, 0, B * R * sizeof(float));
-  const Pairs pr{K, offsets[N], order, offsets};
+  const Pairs pr{K, offsets[N], order, token, offsets};
   run_split(offsets, N, threads, grad_q, B * R, [&](int64_t lo, int64_t hi, float* gq) {
     linear_backward_rows(lo, hi, pr, R, grad, q, w, gq, grad_w, grad_b);
   });
