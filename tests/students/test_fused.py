@@ -135,7 +135,7 @@ def test_router_backward_matches_the_pytorch_path(monkeypatch):
 
 
 def test_training_gives_the_same_fvus(tmp_path, make_store, monkeypatch):
-    """Six epochs of a small MoE on a GELU teacher's outputs: the validation FVUs of both paths agree to 1e-4."""
+    """Six epochs of a small MoE on a GELU teacher's outputs: the validation FVUs of both paths agree to 1e-6."""
     rng = np.random.default_rng(0)
     d = 16
     w1, w2 = rng.standard_normal((d, 32)).astype(np.float32), rng.standard_normal((32, d)).astype(np.float32) / 4
@@ -157,7 +157,7 @@ def test_training_gives_the_same_fvus(tmp_path, make_store, monkeypatch):
         result = fit(student, train, val, TrainConfig(6, 1e-2, f"fused={enabled}"), variance)
         fvus[enabled] = np.array([h["val_fvu"] for h in result["history"]])
     assert fvus[True][-1] < 0.7 * fvus[True][0]  # it learns
-    np.testing.assert_allclose(fvus[True], fvus[False], rtol=1e-4)
+    np.testing.assert_allclose(fvus[True], fvus[False], rtol=1e-6)
 
 
 def test_falls_back_with_one_log_line_without_a_compiler(tmp_path):
