@@ -129,6 +129,53 @@ def compare_paths(rounds: int, round_steps: int) -> dict[str, dict[bool, tuple[f
     return results
 
 
+def compare_parts(rounds: int) -> list[list[str]]:
+    """Median CPU ms of the two parts the fused kernels replace, on each path, alternating: the experts'
+    forward + backward on a router's real selection (x needs no gradient, as in training) and the top-k of
+    the router's scores (the whole batch's (B, m) scores at once)."""
+    import torch
+
+    from secret_moe.students import fused, sparse
+    from secret_moe.students.moe import MoEConfig, MoEStudent
+
+    rows = []
+    for label, name in FUSED_STUDENTS.items():
+        torch.manual_seed(0)
+        experts = int(name.split("_m")[1].split("_")[0])
+        student = MoEStudent(MoEConfig(d_model=D, shared=32, experts=experts, k=32, router="lowrank"))
+        x, grad = torch.randn(BATCH, D), torch.randn(BATCH, D)
+        with torch.no_grad():
+            query = student.router.key_proj(x)
+            scores, pairs = student.router.route(x)
+        gates = torch.softmax(scores, -1).requires_grad_()
+
+        def experts_step(student=student, x=x, gates=gates, grad=grad, idx=pairs.idx_BK, m=experts) -> None:
+            student.experts_forward(x, gates, sparse.Pairs(idx, m)).backward(grad)
+
+        scores_BM = (query @ student.router.gate.weight.T + student.router.gate.bias).detach()
+        values, indices = torch.empty(BATCH, 32), torch.empty(BATCH, 32, dtype=torch.int64)
+
+        def topk_step(scores=scores_BM, values=values, indices=indices) -> None:
+            if fused.ENABLED:
+                fused.topk(scores, 32, values, indices)
+            else:
+                sparse.row_topk(scores, 32)
+
+        for part, run in (("experts fwd + bwd", experts_step), ("router top-k", topk_step)):
+            cpu = {True: [], False: []}
+            for _ in range(rounds):
+                for path in (False, True):
+                    fused.ENABLED = path
+                    tock = time.thread_time()
+                    run()
+                    run()
+                    cpu[path].append((time.thread_time() - tock) / 2)
+            fused.ENABLED = True
+            today, ours = statistics.median(cpu[False]), statistics.median(cpu[True])
+            rows.append([label, part, f"{today * 1e3:.1f}", f"{ours * 1e3:.1f}", f"{today / ours:.2f}x"])
+    return rows
+
+
 def paths_table(threads: int, rounds: int, round_steps: int, gflops_peak: float, gbs_peak: float) -> str:
     from secret_moe.students import parse_student
 
@@ -160,6 +207,9 @@ def paths_table(threads: int, rounds: int, round_steps: int, gflops_peak: float,
             f"{rounds} alternating rounds of {round_steps} steps (after one warm-up step each)",
             table(headers, rows),
             "bound ms: the step's FLOPs at the matmul bound or its bytes at the copy bandwidth, whichever is longer",
+            "",
+            f"The parts the fused kernels replace, CPU ms per call (medians of {rounds} alternating rounds):",
+            table(["MoE s=k=32", "part", "today CPU ms", "fused CPU ms", "ratio"], compare_parts(rounds)),
         ]
     )
 

@@ -1,17 +1,18 @@
-"""Fused CPU kernels for the MoE student's sparse experts (`csrc/fused_experts.cpp`), compiled on first use.
+"""Fused CPU kernels for the MoE student (`csrc/fused_experts.cpp`), compiled on first use.
 
 Today's PyTorch path (`sparse.GatherDot`, `sparse.BagSum`, an elementwise gelu and gate in between, and the
-router's `TopKLinear` backward) walks the B·k selected (token, expert) pairs eight times per training step,
-each pass gathering one row per pair, plus a sort and several (B, k) index passes.  The fused kernels sort
-the pairs by expert once (a counting sort) and walk them expert-major once in the forward, once in the
-experts' backward and once in the router's backward: each table row is read once per pass, and the token
-rows a pair needs come from cache.  Sums run in a fixed order with no atomics (see the source), so the same
-inputs and thread count give the same bytes.
+router's `TopKLinear` backward) makes seven passes over the B·k selected (token, expert) pairs per training
+step, each gathering one row per pair, plus a `torch.sort`, several (B, k) index passes and a `torch.topk`
+of the router's scores.  The fused kernels sort the pairs by expert once (a counting sort), then run the
+experts' forward in two passes (expert-major pre-activations, token-major output), their backward in one
+expert-major pass, and the router's backward in one.  The router's top-k is a threshold-and-sort pass over
+each score row.  Sums run in a fixed order with no atomics (see the source), so the same inputs and thread
+count give the same bytes.  Measured against today's path: docs/performance.md.
 
 The source is plain C++ with a C ABI, compiled with the system's C++ compiler (`$CXX`, else `c++`: g++ from
 Debian's `g++` package, or clang++) into `<cache>/secret_moe/fused-<hash>.so` (`$XDG_CACHE_HOME` or
 ~/.cache; the hash covers the source, the flags, the compiler's version and the machine) and loaded with
-ctypes; the first use on a machine compiles (about 2 s), later ones load the cached library.  Where it
+ctypes; the first use on a machine compiles (about 3 s), later ones load the cached library.  Where it
 cannot be built (no compiler, a failed build) the student falls back to today's path, with one warning in
 the log; `SECRET_MOE_FUSED=0` in the environment (or `ENABLED = False`) selects today's path on purpose.
 CUDA tensors, and dtypes other than float32, always take today's path.

@@ -1,21 +1,21 @@
 // Fused CPU kernels for the MoE student's sparse experts and its router's sparse backward.
 //
 // A selection idx (B, K) picks K rows of the expert tables per token.  Its B·K (token, row) pairs are
-// sorted by row once (a stable counting sort: token order within a row) and then walked expert-major,
-// once in the forward and once in the backward; each table row is read once per pass (and stays in L1
-// while its pairs use it), and a pair's token rows (x, the output and its gradient: (B, D) each) come
-// from cache:
-//   forward:  pre = x[b]·W_in[i] + b_in[i],  out[b] += gelu(pre)·g·W_out[i]               (then + b_out)
-//   backward: ga = G[b]·W_out[i],  grad g = ga·gelu(pre),  gp = ga·g·gelu'(pre),
-//             grad W_out[i] += gelu(pre)·g·G[b],  grad W_in[i] += gp·x[b],  grad b_in[i] += gp,
+// sorted by row once (a stable counting sort: token order within a row).  Expert-major passes keep the
+// expert's table rows (and gradient rows) in L1 while its pairs use them; the token-major pass keeps the
+// token's output row in L1 over its K pairs:
+//   forward, expert-major: v = x[b]·W_in[i] + b_in[i];  h = gelu(v), dh = gelu'(v)  (saved)
+//   forward, token-major:  out[b] = Σ_j g·h·W_out[idx[b, j]] + b_out
+//   backward, expert-major: ga = G[b]·W_out[i],  grad g = ga·h,  gp = ga·g·dh,
+//             grad W_out[i] += g·h·G[b],  grad W_in[i] += gp·x[b],  grad b_in[i] += gp,
 //             grad x[b] += gp·W_in[i]  (only when x needs a gradient)
 // The router's backward through its k kept scores s = q·W[i] + c[i] is the same walk over its pairs, and its
 // top-k (`smoe_topk`) is a threshold-and-sort pass over each row of the score block.
 //
-// Determinism: every sum runs in a fixed order (a row's pairs in token order; a token's terms in row
-// order) and nothing is atomic.  With T threads the rows are split into T ranges of about equal pair
-// counts; each thread scatters into its own copy of the token-side outputs, and the copies are added in
-// thread order, so a given (input, T) always gives the same bytes.
+// Determinism: every sum runs in a fixed order (a row's pairs in token order; a token's terms in selection
+// order) and nothing is atomic.  With T threads an expert-major pass splits the rows into T ranges of about
+// equal pair counts, each thread adding into its own copy of the token-side outputs, and the copies are
+// added in thread order; a token-major pass splits the tokens.  So a given (input, T) gives the same bytes.
 //
 // Vector code: GCC/Clang vector extensions (8 floats; the compiler picks the instructions).  On x86-64 each
 // kernel is compiled twice, for x86-64-v3 (AVX2 + FMA) and for the baseline, and the CPU's features pick
