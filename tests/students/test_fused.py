@@ -24,7 +24,7 @@ from secret_moe.students.moe import MoEConfig, MoEStudent
 from secret_moe.students.optim import make_optimizer
 from secret_moe.train import TrainConfig, fit
 
-pytestmark = pytest.mark.skipif(fused.library() is None, reason="the fused kernels could not be built here")
+needs_kernels = pytest.mark.skipif(fused.library() is None, reason="the fused kernels could not be built here")
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -63,6 +63,7 @@ SHAPES = [
 ]
 
 
+@needs_kernels
 @pytest.mark.parametrize("router", ["lowrank", "fullrank", "product_key"])
 @pytest.mark.parametrize(("shape", "batch"), SHAPES)
 def test_same_outputs_and_gradients_as_the_pytorch_path(router, shape, batch, monkeypatch):
@@ -74,6 +75,7 @@ def test_same_outputs_and_gradients_as_the_pytorch_path(router, shape, batch, mo
         close(grads_fused[name], grad, f"gradient of {name}")
 
 
+@needs_kernels
 def test_fused_path_is_taken_and_bit_reproducible(monkeypatch):
     """Two fresh runs of three training steps give the same bytes; the fused kernels are what ran."""
     config = MoEConfig(d_model=32, shared=4, experts=100, k=6, router="lowrank", rank=8)
@@ -86,6 +88,7 @@ def test_fused_path_is_taken_and_bit_reproducible(monkeypatch):
         assert torch.equal(a, b), name
 
 
+@needs_kernels
 def test_threads_split_the_rows_and_agree(monkeypatch):
     """With 2 threads the experts are split in two ranges whose token-side outputs are added in order."""
     config = MoEConfig(d_model=24, shared=0, experts=300, k=8, router="fullrank")
@@ -105,6 +108,7 @@ def test_threads_split_the_rows_and_agree(monkeypatch):
         assert torch.equal(grads_2[name], grads_2b[name]), name
 
 
+@needs_kernels
 def test_counting_sort_is_a_stable_sort():
     torch.manual_seed(3)
     idx = torch.randint(0, 40, (17, 5))  # rows 40.. never picked (rows = 45), repeats within the batch
@@ -119,6 +123,7 @@ def test_counting_sort_is_a_stable_sort():
         fused.sort_pairs(idx, 30)
 
 
+@needs_kernels
 def test_router_backward_matches_the_pytorch_path(monkeypatch):
     torch.manual_seed(4)
     q, w, b = (torch.randn(*shape, requires_grad=True) for shape in ((19, 6), (70, 6), (70,)))
@@ -134,6 +139,7 @@ def test_router_backward_matches_the_pytorch_path(monkeypatch):
         close(a, e, name)
 
 
+@needs_kernels
 def test_training_gives_the_same_fvus(tmp_path, make_store, monkeypatch):
     """Six epochs of a small MoE on a GELU teacher's outputs: the validation FVUs of both paths agree to 1e-6."""
     rng = np.random.default_rng(0)
@@ -188,6 +194,7 @@ def test_falls_back_with_one_log_line_without_a_compiler(tmp_path):
     assert float(proc.stdout.split()[-1]) == pytest.approx(student(x).sum().item(), rel=1e-5)
 
 
+@needs_kernels
 @pytest.mark.parametrize("cols", [1024, 4096, 1003, 40, 33])
 def test_topk_equals_torch_topk(cols):
     """Values and indices of `torch.topk` (distinct scores); with ties, the same values, lower columns first."""
