@@ -12,6 +12,11 @@ parameter, gradient and both moments). The bound that applies is the one the ari
 (FLOPs / bytes) points to; a step below 30% of it gets the top operators of a torch.profiler trace, which
 say what holds it back.
 
+A second table times the MoE student's step on today's PyTorch path and on the fused CPU kernels
+(`students/fused.py`) side by side at m = 1,024 and 4,096 (s = k = 32): both steps are built in this process,
+and --rounds rounds alternate between them (--round-steps steps each), so load from other processes falls on
+both alike; it reports medians of wall and CPU (thread) time per step.
+
     python benchmarks/bench_roofline.py
 """
 
@@ -19,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
-from _common import machine, save, table
+from _common import load, machine, save, table
 from bench_data_path import step_rate, training_step
 
 D, BATCH = 640, 1024
@@ -105,10 +111,129 @@ def time_step(name: str, steps: int, profile: bool) -> tuple[float, str]:
     return seconds, top
 
 
+FUSED_STUDENTS = {"m=1024": "moe_lowrank_r128_m1024_s32_k32", "m=4096": "moe_lowrank_r128_m4096_s32_k32"}
+
+
+def compare_paths(rounds: int, round_steps: int) -> dict[str, dict[bool, tuple[float, float]]]:
+    """{label: {fused: (median wall s, median CPU s) per step}}, the two paths alternating round by round."""
+    from secret_moe.memory import keep_freed_memory
+    from secret_moe.students import fused
+
+    keep_freed_memory()
+    if fused.library() is None:
+        raise SystemExit("the fused kernels could not be built on this machine")
+    results = {}
+    for label, name in FUSED_STUDENTS.items():
+        steps, wall, cpu = {}, {True: [], False: []}, {True: [], False: []}
+        for path in (False, True):
+            fused.ENABLED = path
+            steps[path] = training_step(name, D, BATCH)
+            steps[path]()  # warm-up
+        for _ in range(rounds):
+            for path in (False, True):
+                fused.ENABLED = path
+                tick, tock = time.perf_counter(), time.thread_time()
+                for _ in range(round_steps):
+                    steps[path]()
+                cpu[path].append((time.thread_time() - tock) / round_steps)
+                wall[path].append((time.perf_counter() - tick) / round_steps)
+        fused.ENABLED = True
+        results[label] = {p: (statistics.median(wall[p]), statistics.median(cpu[p])) for p in (False, True)}
+    return results
+
+
+def compare_parts(rounds: int) -> list[list[str]]:
+    """Median CPU ms of the two parts the fused kernels replace, on each path, alternating: the experts'
+    forward + backward on a router's real selection (x needs no gradient, as in training) and the top-k of
+    the router's scores (the whole batch's (B, m) scores at once)."""
+    import torch
+
+    from secret_moe.students import fused, sparse
+    from secret_moe.students.moe import MoEConfig, MoEStudent
+
+    rows = []
+    for label, name in FUSED_STUDENTS.items():
+        torch.manual_seed(0)
+        experts = int(name.split("_m")[1].split("_")[0])
+        student = MoEStudent(MoEConfig(d_model=D, shared=32, experts=experts, k=32, router="lowrank"))
+        x, grad = torch.randn(BATCH, D), torch.randn(BATCH, D)
+        with torch.no_grad():
+            query = student.router.key_proj(x)
+            scores, pairs = student.router.route(x)
+        gates = torch.softmax(scores, -1).requires_grad_()
+
+        def experts_step(student=student, x=x, gates=gates, grad=grad, idx=pairs.idx_BK, m=experts) -> None:
+            student.experts_forward(x, gates, sparse.Pairs(idx, m)).backward(grad)
+
+        scores_BM = (query @ student.router.gate.weight.T + student.router.gate.bias).detach()
+        values, indices = torch.empty(BATCH, 32), torch.empty(BATCH, 32, dtype=torch.int64)
+
+        def topk_step(scores=scores_BM, values=values, indices=indices) -> None:
+            if fused.ENABLED:
+                fused.topk(scores, 32, values, indices)
+            else:
+                sparse.row_topk(scores, 32)
+
+        for part, run in (("experts fwd + bwd", experts_step), ("router top-k", topk_step)):
+            cpu = {True: [], False: []}
+            for _ in range(rounds):
+                for path in (False, True):
+                    fused.ENABLED = path
+                    tock = time.thread_time()
+                    run()
+                    run()
+                    cpu[path].append((time.thread_time() - tock) / 2)
+            fused.ENABLED = True
+            today, ours = statistics.median(cpu[False]), statistics.median(cpu[True])
+            rows.append([label, part, f"{today * 1e3:.1f}", f"{ours * 1e3:.1f}", f"{today / ours:.2f}x"])
+    return rows
+
+
+def paths_table(threads: int, rounds: int, round_steps: int, gflops_peak: float, gbs_peak: float) -> str:
+    from secret_moe.students import parse_student
+
+    rows = []
+    for label, timing in compare_paths(rounds, round_steps).items():
+        flops, bytes_ = step_model(parse_student(FUSED_STUDENTS[label]))
+        bound = max(flops / (gflops_peak * 1e9), bytes_ / (gbs_peak * 1e9))  # seconds the roofline allows
+        for path in (False, True):
+            wall, cpu = timing[path]
+            rows.append(
+                [
+                    label,
+                    "fused" if path else "today (PyTorch)",
+                    f"{wall * 1e3:.1f}",
+                    f"{cpu * 1e3:.1f}",
+                    f"{timing[False][0] / wall:.2f}x" if path else "",
+                    f"{timing[False][1] / cpu:.2f}x" if path else "",
+                    f"{flops / 1e9:.2f}",
+                    f"{bytes_ / 1e6:.0f}",
+                    f"{bound * 1e3:.1f}",
+                    f"{bound / wall:.0%}",
+                ]
+            )
+    headers = ["MoE s=k=32", "path", "wall ms/step", "CPU ms/step", "wall ratio", "CPU ratio"]
+    headers += ["GFLOP/step", "MB/step", "bound ms", "of bound (wall)"]
+    return "\n".join(
+        [
+            f"Today's path vs the fused CPU kernels, d = {D}, batch {BATCH}, {threads} torch thread(s): medians of "
+            f"{rounds} alternating rounds of {round_steps} steps (after one warm-up step each)",
+            table(headers, rows),
+            "bound ms: the step's FLOPs at the matmul bound or its bytes at the copy bandwidth, whichever is longer",
+            "",
+            f"The parts the fused kernels replace, CPU ms per call (medians of {rounds} alternating rounds):",
+            table(["MoE s=k=32", "part", "today CPU ms", "fused CPU ms", "ratio"], compare_parts(rounds)),
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (config distill.threads)")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of today's path vs fused")
+    parser.add_argument("--round-steps", type=int, default=5, help="steps per path per round")
+    parser.add_argument("--paths-only", action="store_true", help="only the table of today's path vs fused")
     args = parser.parse_args()
 
     from secret_moe.students import parse_student
@@ -116,7 +241,7 @@ def main() -> None:
     gflops_peak, gbs_peak = machine_bounds(args.threads)
     balance = gflops_peak / gbs_peak  # FLOP per byte where the two bounds meet
     rows, notes = [], []
-    for label, name in STUDENTS.items():
+    for label, name in {} if args.paths_only else STUDENTS.items():
         flops, bytes_ = step_model(parse_student(name))
         intensity = flops / bytes_
         seconds, top = time_step(name, args.steps if "1e5" not in label else max(2, args.steps // 5), False)
@@ -146,15 +271,26 @@ def main() -> None:
             f"measured bounds, same run: matmul {gflops_peak:.1f} GFLOP/s (1024 x 640 x 4096), "
             f"copy bandwidth {gbs_peak:.1f} GB/s (256 MiB, read + write); balance {balance:.1f} FLOP/byte",
             "",
-            table(
-                ["student", "GFLOP/step", "MB/step", "FLOP/byte", "ms/step", "GFLOP/s", "GB/s", "bound", "of bound"],
-                rows,
+            *(
+                []
+                if args.paths_only
+                else [
+                    table(
+                        ["student", "GFLOP/step", "MB/step", "FLOP/byte", "ms/step", "GFLOP/s", "GB/s", "bound"]
+                        + ["of bound"],
+                        rows,
+                    ),
+                    "",
+                    *notes,
+                    "",
+                ]
             ),
+            paths_table(args.threads, args.rounds, args.round_steps, gflops_peak, gbs_peak),
             "",
-            *notes,
+            f"machine after the run: {load()}",
         ]
     )
-    save(f"bench_roofline_t{args.threads}", text)
+    save(f"bench_roofline_t{args.threads}" + ("_paths" if args.paths_only else ""), text)
 
 
 if __name__ == "__main__":

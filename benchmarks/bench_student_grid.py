@@ -14,9 +14,12 @@ learning rates, the first seed) for --epochs epochs, on 2 cores, three ways:
   students together on the same batches.
 
 Every process uses one torch thread.  It prints student-epochs per core-second for each path and checks
-that every run's validation FVU history is the same in all three: bundled students see exactly the batches
-and updates they see alone, and this code's step computes what the present code's did, bit for bit at the
-default's widths (`tests/students/test_fast_equivalence.py`).
+that bundled students see exactly the batches and updates they see alone (the same weights, bit for bit,
+in both paths of this code).  Against the present code the MoE students' weights differ in the last bits
+where this code's MoE step runs on the fused CPU kernels (`students/fused.py`: sums in another order), so
+there the check is that every run's validation FVU history agrees to a relative 5e-2 (1e-12, and the same
+weights, with `SECRET_MOE_FUSED=0`, which selects today's PyTorch path and computes what the present code
+did, bit for bit at the default's widths: `tests/students/test_fast_equivalence.py`).
 
 By default the store is a synthetic one shaped like the default's (--rows x d_model 640, y from a random
 GELU MLP of x); --train and --validation point at real stores instead, e.g.
@@ -42,6 +45,9 @@ from _common import machine, save, table
 
 REPO = Path(__file__).resolve().parents[1]
 FVU_TOLERANCE = 1e-12
+# this code on the fused kernels vs the present code: float32 rounding differences that top-k routing amplifies
+# (a selection flips, and the runs drift apart); measured 9.5e-3 at 2 epochs on the default store
+FUSED_FVU_TOLERANCE = 5e-2
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -227,7 +233,12 @@ def main() -> None:
 
         histories = [[fvus(folder) for folder in three] for three in folders]
         spread = max(abs(x - y) / y for a, b, c in histories for x, y in zip(a + b + c, a * 3, strict=True))
+        bundled_same = [same_weights(*three[1:]) for three in folders]  # this code: alone and bundled
         identical = [same_weights(*three) for three in folders]
+        from secret_moe.students import fused
+
+        fused_on = fused.ENABLED and fused.library() is not None
+        tolerance = FUSED_FVU_TOLERANCE if fused_on else FVU_TOLERANCE
 
         # where the bundled path's time goes: each student's own steps and evaluations (timing.json)
         own = {}
@@ -257,14 +268,21 @@ def main() -> None:
             f"this code per run / {args.present_rev} per run: {wall[paths[0]] / wall[paths[1]]:.2f}x)",
             f"bundled: the students' own steps and evaluations take {own_share:.0%} of the bundles' core time; "
             f"ms per batch (mean over learning rates): {per_step}",
-            f"trained weights identical, bit for bit, in all three paths in {sum(identical)} of {len(identical)} runs",
+            f"this code's MoE step: {'fused CPU kernels' if fused_on else 'PyTorch path'}",
+            f"trained weights identical, bit for bit, in all three paths in {sum(identical)} of {len(identical)} runs; "
+            f"in this code's two paths in {sum(bundled_same)} of {len(bundled_same)}",
             f"validation FVU histories: largest relative difference between the paths {spread:.1e} (tolerance "
-            f"{FVU_TOLERANCE:.0e}: the float64 sum of the squared validation errors is accumulated in a different "
-            "order: per batch in the present code, per row and then per row kind in this code)",
+            f"{tolerance:.0e}: "
+            + (
+                "the fused kernels sum in another order than the present code's PyTorch kernels)"
+                if fused_on
+                else "the float64 sum of the squared validation errors is accumulated in a different "
+                "order: per batch in the present code, per row and then per row kind in this code)"
+            ),
         ]
     )
     save(f"bench_student_grid_e{args.epochs}", text)
-    if not all(identical) or spread > FVU_TOLERANCE:
+    if not all(bundled_same) or (not fused_on and not all(identical)) or spread > tolerance:
         raise SystemExit("the paths disagree")
 
 

@@ -100,8 +100,10 @@ def code_of(root: Path, stage: Stage) -> list[str]:
         if module not in seen:
             seen[module] = None
             todo += _imports(root, module)
+    # C++ a module compiles at run time (`students/fused.py`: its folder's csrc/) is code of the stage too
+    compiled = [c for m in seen if '"csrc"' in m.read_text() for c in sorted((m.parent / "csrc").glob("*.cpp"))]
     listed += [str(s.relative_to(root)) for s in scripts]
-    return listed + sorted(str(m.relative_to(root)) for m in seen)
+    return listed + sorted(str(m.relative_to(root)) for m in [*seen, *compiled])
 
 
 def _dep(kind: str, stage: Stage, model: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from secret_moe.students import sparse
+from secret_moe.students import fused, sparse
 from secret_moe.students.baseline import PaperStudent, paper_from_student, student_grads
 from secret_moe.students.moe import MoEConfig, MoEStudent
 from secret_moe.students.optim import make_optimizer
@@ -152,14 +152,22 @@ def test_row_topk_matches_torch_topk(width: int) -> None:
     assert torch.equal(indices, expected.indices)
 
 
+@pytest.mark.parametrize("fused_path", [False, True])
 @pytest.mark.parametrize(("expert_width", "sorts"), [(1, 1), (2, 2)])
-def test_one_sort_per_selection(monkeypatch: pytest.MonkeyPatch, expert_width: int, sorts: int) -> None:
-    """The router's gate and single-neuron experts share one sort of the selection per step."""
+def test_one_sort_per_selection(
+    monkeypatch: pytest.MonkeyPatch, expert_width: int, sorts: int, fused_path: bool
+) -> None:
+    """The router's gate and single-neuron experts share one sort of the selection per step (`torch.sort` on
+    today's path, the fused kernels' counting sort on theirs)."""
+    if fused_path and fused.library() is None:
+        pytest.skip("the fused kernels could not be built here")
+    monkeypatch.setattr(fused, "ENABLED", fused_path)
     torch.manual_seed(10)
     config = MoEConfig(d_model=16, shared=4, experts=500, k=4, router="lowrank", rank=8, expert_width=expert_width)
     student = MoEStudent(config)
     calls = []
-    real_sort = torch.sort
-    monkeypatch.setattr(torch, "sort", lambda *a, **kw: calls.append(1) or real_sort(*a, **kw))
+    module, name = (fused, "sort_pairs") if fused_path else (torch, "sort")
+    real_sort = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **kw: calls.append(1) or real_sort(*a, **kw))
     _loss(student, torch.randn(8, 16), torch.randn(8, 16)).backward()
     assert len(calls) == sorts

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from secret_moe.errors import ConfigError
+from secret_moe.students.fused import FusedExperts, applies
 from secret_moe.students.mlp import MLPConfig, MLPStudent
 from secret_moe.students.routers import ROUTERS, build_router
 from secret_moe.students.sparse import BagSum, GatherDot, Pairs
@@ -75,6 +76,8 @@ class MoEStudent(nn.Module):
         if width > 1:
             pairs = Pairs(self.neurons_of(pairs.idx_BK), self.w_in.shape[0])
             gates_BN = gates_BK.repeat_interleave(width, dim=1)
+        if applies(x_BD, self.w_in, gates_BN):  # CPU: the fused kernels (`students/fused.py`)
+            return FusedExperts.apply(x_BD, self.w_in, self.b_in, self.w_out, self.b_out, gates_BN, pairs)
         pre_BN = GatherDot.apply(x_BD, self.w_in, pairs)
         act_BN = nn.functional.gelu(pre_BN + self.b_in[pairs.idx_BK]) * gates_BN
         return BagSum.apply(pairs, self.w_out, act_BN) + self.b_out

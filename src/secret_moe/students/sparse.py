@@ -32,6 +32,8 @@ import math
 import torch
 from torch import nn
 
+from secret_moe.students import fused
+
 # Private ATen kernels (present in every PyTorch 2.x); the fallbacks compute the same with public ops.
 _PER_SAMPLE_DOT = getattr(torch.ops.aten, "_embedding_bag_per_sample_weights_backward", None)
 USE_ATEN_KERNELS = _PER_SAMPLE_DOT is not None
@@ -54,9 +56,14 @@ class Pairs:
     def __init__(self, idx_BK: torch.Tensor, rows: int) -> None:
         self.idx_BK, self.rows = idx_BK, rows
         self._by_row: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._offsets: torch.Tensor | None = None
 
     def by_row(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(order, token, row, starts) of the row-major order."""
+        """(order, token, row, starts) of the row-major order (stable, i.e. token order within a row, where
+        the fused kernels sort; `torch.sort`'s order otherwise)."""
+        if self._by_row is None and fused.sorts(self.idx_BK):
+            order_P, token_P, row_P, offsets_N1 = fused.sort_pairs(self.idx_BK, self.rows)
+            self._by_row, self._offsets = (order_P, token_P, row_P, offsets_N1[:-1]), offsets_N1
         if self._by_row is None:
             k = self.idx_BK.shape[1]
             row_P, order_P = torch.sort(self.idx_BK.reshape(-1))
@@ -64,6 +71,13 @@ class Pairs:
             torch.cumsum(torch.bincount(row_P, minlength=self.rows)[:-1], 0, out=starts_N[1:])
             self._by_row = (order_P, torch.div(order_P, k, rounding_mode="floor"), row_P, starts_N)
         return self._by_row
+
+    def offsets(self) -> torch.Tensor:
+        """(rows + 1,): where each row's pairs begin in the row-major order, then the number of pairs."""
+        if self._offsets is None:
+            order_P, _, _, starts_N = self.by_row()
+            self._offsets = torch.cat([starts_N, starts_N.new_tensor([order_P.numel()])])
+        return self._offsets
 
 
 def gather_dot(x_BD: torch.Tensor, w_ND: torch.Tensor, pairs: Pairs) -> torch.Tensor:
@@ -194,7 +208,10 @@ def topk_scores(
         torch.mm(q_BR[start : start + rows], w_MR.T, out=scores)
         if b_M is not None:
             scores.add_(b_M)
-        values[start : start + rows], indices[start : start + rows] = row_topk(scores, k)
+        if fused.applies(scores):
+            fused.topk(scores, k, values[start : start + rows], indices[start : start + rows])
+        else:
+            values[start : start + rows], indices[start : start + rows] = row_topk(scores, k)
     return values, indices
 
 
@@ -212,6 +229,11 @@ class TopKLinear(torch.autograd.Function):
         q_BR, w_MR = ctx.saved_tensors
         if grad_BK is None:
             return None, None, None, None, None
+        if fused.applies(grad_BK, q_BR, w_MR):
+            grad_q, grad_w, grad_b = fused.linear_backward(
+                grad_BK, q_BR, w_MR, ctx.pairs, *ctx.needs_input_grad[:2], ctx.has_bias and ctx.needs_input_grad[2]
+            )
+            return grad_q, grad_w, grad_b, None, None
         grad_q = bag_sum(ctx.pairs, w_MR, grad_BK) if ctx.needs_input_grad[0] else None
         grad_w = scatter_outer(ctx.pairs, grad_BK, q_BR) if ctx.needs_input_grad[1] else None
         grad_b = None
