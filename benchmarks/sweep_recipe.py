@@ -132,6 +132,8 @@ def summarise(out: Path) -> pd.DataFrame:
         lambda fvu: (fvu.shift(1) - fvu).abs() / fvu
     )
     best.to_csv(out / "sweep.csv", index=False)
+    advantage = _advantage(best)
+    advantage.to_csv(out / "sweep_advantage.csv", index=False)
     lines = [f"Machine: {machine()}", ""]
     for (recipe, data), group in best.groupby(["recipe", "data"], sort=True):
         budgets = sorted(group.budget.unique())
@@ -144,10 +146,47 @@ def summarise(out: Path) -> pd.DataFrame:
                 cells.append(f"{row.best_fvu:.3f}{change} lr {row.lr:g} ep {row.best_epoch}")
             lines.append(f"| {student} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["### MoE advantage (matching MLP width / active neurons, the package's rule)", ""]
+    lines += ["| recipe | student | budget | real | Gaussian |", "|---|---|---|---|---|"]
+    for (recipe, student, budget), rows in advantage.groupby(["recipe", "student", "epochs"], sort=True):
+        cells = {row.data: _advantage_cell(row) for _, row in rows.iterrows()}
+        lines.append(
+            f"| {recipe} | {student} | {budget} | {cells.get('activations', '')} | {cells.get('gaussian', '')} |"
+        )
+    lines.append("")
     (out / "sweep_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     _figure(best, out / "sweep.png")
     return best
+
+
+def _advantage(best: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe, MoE student and budget: its advantage on each data, from the MLPs of the same recipe and
+    budget (`aggregate.advantage_per_seed`: log-log interpolation, a bound beyond the measured widths)."""
+    from secret_moe.aggregate import advantage_per_seed
+    from secret_moe.students import active_neurons, parse_student
+
+    tables = []
+    for (recipe, budget), group in best.groupby(["recipe", "budget"], sort=True):
+        specs = group.student.map(parse_student)
+        points = group.assign(
+            model="gemma3-270m",
+            layer=9,
+            seed=0,
+            kind=specs.map(lambda spec: spec["kind"]),
+            active_neurons=specs.map(active_neurons),
+            families="main",
+        )
+        tables.append(advantage_per_seed(points).assign(recipe=recipe, epochs=budget))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def _advantage_cell(row: pd.Series) -> str:
+    if row.bound == "lower":
+        return f">= {row.advantage_bound:.2f}"
+    if row.bound == "upper":
+        return f"<= {row.advantage_bound:.2f}"
+    return f"{row.advantage:.2f}"
 
 
 def _figure(best: pd.DataFrame, target: Path) -> None:
@@ -168,7 +207,13 @@ def _figure(best: pd.DataFrame, target: Path) -> None:
         height=3.5,
         facet_kws={"sharey": True},
     )
-    grid.set(xscale="log", xlabel="budget (epochs)", ylabel="validation FVU (best over lr and epochs)")
+    grid.set(xscale="log", xlabel="Budget, epochs (log scale)", ylabel="Validation FVU (best over lr and epochs)")
+    budgets = sorted(best.budget.unique())
+    titles = {"activations": "real activations", "gaussian": "Gaussian control"}
+    for data, ax in grid.axes_dict.items():
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_title(titles.get(data, data))
     grid.savefig(target, dpi=120)
 
 
