@@ -42,7 +42,8 @@ def aggregate_runs(
     out: dict[str, str],
 ) -> None:
     """Write the results tables (`out` maps each table's name to its path): runs, best, best_by_seed,
-    curves, moe_advantage, advantage_by_seed, budget_check, verdict and fvu_by_kind (each table: docs/artifacts.md and its caption in report/)."""
+    curves, moe_advantage, advantage_by_seed, budget_check, verdict and fvu_by_kind (docs/artifacts.md;
+    captions in report/)."""
     metrics = read_metrics(metric_paths)
     membership: dict[tuple[str, int, str], list[str]] = {}
     for model, layer, by_family in families:
