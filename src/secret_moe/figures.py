@@ -316,9 +316,11 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
 
 
 def _short(student: str) -> str:
-    """m and s + k of an MoE student name, for tick labels."""
-    parts = dict((p[0], p[1:]) for p in student.split("_") if p[:1] in "msk" and p[1:].isdigit())
-    return f"m={parts.get('m')}, {parts.get('s')}+{parts.get('k')}"
+    """m and s + k (× the expert width, when wider than 1) of an MoE student, for tick labels; the name is
+    read by students/spec.py, the grammar's one statement."""
+    spec = parse_student(student)
+    width = f"×{spec['expert_width']}" if spec["expert_width"] != 1 else ""
+    return f"m={spec['experts']}, {spec['shared']}+{spec['k']}{width}"
 
 
 def what_fvu_measures(

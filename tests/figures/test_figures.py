@@ -305,3 +305,15 @@ def test_what_fvu_measures_shows_three_measures_and_the_pad_share(tmp_path):
         assert round(float(expected), 9) in values
     assert ax.get_title().endswith("\npad rows: 60% of the rows, 90% of Var(y)")
     assert ax.get_xlabel() == "Active neurons (log scale)"
+
+
+@pytest.mark.parametrize(
+    ("student", "label"),
+    [
+        ("moe_lowrank_r128_m4096_s32_k32", "m=4096, 32+32"),
+        ("moe_fullrank_m64_s4_k2_e2", "m=64, 4+2×2"),  # 8 active neurons: 4 shared + 2 experts of width 2
+        ("moe_product_key_r8_m256_s0_k4", "m=256, 0+4"),
+    ],
+)
+def test_verdict_tick_labels_read_students_with_the_grammar(student, label):
+    assert figures._short(student) == label

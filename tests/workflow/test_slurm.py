@@ -23,13 +23,14 @@ from typing import Any
 import pytest
 import yaml
 
+from secret_moe import workflow_rules
 from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
 SLURM_SCRIPTS = REPO / "tests" / "slurm"
 SNAKEMAKE_SECONDS = 1200  # ends a hung status loop; one run took 3-11 min on a busy 2-core machine
-LOCAL_RULES = {"collect_run", "aggregate_runs", "plot_figure", "plot_layer_sweep", "plot_verdict", "all_figures"}
+LOCAL_RULES = set(workflow_rules.LOCAL_RULES)
 STUDENTS = ("mlp_h4", "moe_lowrank_r8_m64_s4_k4")
 BAD_LR = 1e15  # Adam steps this large overflow float32 at once: the trainer raises NonFiniteLossError
 
