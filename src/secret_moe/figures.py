@@ -63,8 +63,9 @@ def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Fig
             dashes=False,
             ax=ax,
         )
-        _log2_axis(ax)
         ax.set_title(DATA_TITLES[name])
+    for ax in axes[0]:  # after every panel is drawn: a shared log axis would make seaborn average in log space
+        _log2_axis(ax)
     fig.suptitle(title)
     _save(fig, pdf, png)
     return fig
@@ -160,11 +161,12 @@ def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> plt
             legend=name == data[-1],
             errorbar=None,
         )
-        ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Validation FVU (log scale)")
         ax.set_title(DATA_TITLES[name])
+    for ax in axes[0]:  # after every panel is drawn, as in fvu_vs_active
+        ax.set_yscale("log")
     if axes[0][-1].get_legend():
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7, title="Student")
     fig.suptitle(title)
@@ -195,8 +197,9 @@ def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: s
             ax=ax,
             errorbar=None,
         )
-        _log2_axis(ax)
         ax.set_title(DATA_TITLES[name])
+    for ax in axes[0]:  # after every panel is drawn: a shared log axis would make seaborn average in log space
+        _log2_axis(ax)
     fig.suptitle(title)
     _save(fig, pdf, png)
     return fig
