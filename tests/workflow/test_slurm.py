@@ -9,6 +9,7 @@ slurmdbd) then says what Slurm itself ran.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -198,10 +199,12 @@ def test_every_job_runs_as_a_slurm_job_and_distillation_runs_share_submissions(
 
 
 def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
-    paper_run: dict[str, Any], cluster: dict[str, Any]
+    paper_run: dict[str, Any], cluster: dict[str, Any], tmp_path: Path
 ) -> None:
-    workdir, profile, config = paper_run["workdir"], paper_run["profile"], paper_run["config"]
     assert paper_run["result"].returncode == 0
+    # a copy of the finished run (copytree keeps the files' times), so that the module's run stays as it was
+    workdir, profile, config = tmp_path / "work", paper_run["profile"], copy.deepcopy(paper_run["config"])
+    shutil.copytree(paper_run["workdir"], workdir, symlinks=True)
 
     # extend the grid with a good and a diverging learning rate: only the new runs are scheduled
     config["distill"]["learning_rates"] = [0.001, 0.003, 0.01, BAD_LR]
