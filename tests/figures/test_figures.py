@@ -377,6 +377,15 @@ def test_verdict_figure_shows_every_size_and_word(tmp_path):
     assert_rendered(pdf, png)
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.texts] == ["supports", "undecided"]
+    # every seed's advantage is a dot, on real data left of each size and on the Gaussian right of it
+    dots = sorted(_key(x, y) for c in ax.collections if len(c.get_offsets()) == 3 for x, y in c.get_offsets())
+    expected = [
+        _key(x + (-0.12 if data == "activations" else 0.12), value)
+        for x, student in enumerate(["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s8_k8"])
+        for data in ("activations", "gaussian")
+        for value in by_seed[(by_seed.student == student) & (by_seed.data == data)].advantage
+    ]
+    assert dots == sorted(expected)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8 active\nm=64, 4+4", "16 active\nm=64, 8+8"]
     assert "advantage" in ax.get_ylabel().lower()
 
