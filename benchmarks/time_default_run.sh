@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default run from a clean clone, timed as README "Results of the default run" reports it:
+# The default run from a clean clone, timed as README "Run" reports it:
 # git clone, the README install, `snakemake --cores 2 figures/all`, then a dry run (must have nothing to do)
 # and the HTML report. Run it on an otherwise idle machine.
 #   bash benchmarks/time_default_run.sh [REPO] [WORKDIR]   (defaults: this checkout, /tmp/secret-moe-default-run)

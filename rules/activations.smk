@@ -16,9 +16,9 @@ rule capture_activations:
     priority: STORE_PRIORITY
     conda:
         ENV
-    threads: 2
+    threads: config["resources"]["capture_activations"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb("capture_activations"),
     params:
         spec=model_spec,
         capture=capture_config,

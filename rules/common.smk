@@ -28,6 +28,7 @@ from secret_moe.plan import (
 )
 from secret_moe.students import STUDENT_PATTERN
 from secret_moe.train import FULL_PRECISION
+from secret_moe.workflow_rules import LOCAL_RULES
 
 check_renamed_keys(config)
 validate(config, schema="../config/schema.yaml", set_default=True)
@@ -38,6 +39,14 @@ check_config(config)
 # at the end), and among bundles the longer budgets start first (priority = the bundle's epochs).
 STORE_PRIORITY = 1000
 ENV = "../envs/secret-moe.yaml"
+
+# Rules that run where Snakemake runs, never as cluster jobs: listed once, in secret_moe.workflow_rules.
+workflow.localrules(*LOCAL_RULES)
+
+
+def mem_mb(rule):
+    """A rule's memory request (MiB), from the config's `resources:` section (schema defaults)."""
+    return config["resources"][rule]["mem_mb"]
 
 
 wildcard_constraints:

@@ -3,10 +3,6 @@
 # gets its own folder, the unit Snakemake tracks: a finished run is never retrained, a new one trains alone.
 
 
-localrules:
-    collect_run,  # a file copy: not worth a cluster job
-
-
 rule train_students:
     input:
         train=lambda w: data_store(w.data, "train"),
@@ -22,7 +18,7 @@ rule train_students:
         ENV
     threads: config["distill"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("train_students"),
     params:
         runs=lambda w: BUNDLES[(w.model, int(w.layer), w.data, w.bundle)],
         distill=distill_params,

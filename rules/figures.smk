@@ -1,17 +1,6 @@
 # Figures per (model, layer) from the results tables; `figures/all` lists every one of them.
 
 
-localrules:
-    aggregate_runs,
-    plot_figure,
-    plot_layer_sweep,
-    plot_control,
-    plot_verdict,
-    plot_what_fvu_measures,
-    plot_ladder,
-    all_figures,  # seconds of CPU: not worth a cluster job
-
-
 rule plot_figure:
     input:
         best=path("table", name="best"),

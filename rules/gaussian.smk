@@ -8,9 +8,13 @@ rule fit_gaussian:
         path("moments"),
     log:
         "logs/fit_gaussian/{model}/layer{layer}.log",
+    benchmark:
+        "logs/benchmarks/fit_gaussian/{model}/layer{layer}.tsv"
     priority: STORE_PRIORITY
     conda:
         ENV
+    resources:
+        mem_mb=mem_mb("fit_gaussian"),
     params:
         block_rows=config["gaussian"]["block_rows"],
     script:
@@ -26,9 +30,13 @@ rule sample_gaussian:
         directory(path("gaussian")),
     log:
         "logs/sample_gaussian/{model}/layer{layer}/{split}.log",
+    benchmark:
+        "logs/benchmarks/sample_gaussian/{model}/layer{layer}/{split}.tsv"
     priority: STORE_PRIORITY
     conda:
         ENV
+    resources:
+        mem_mb=mem_mb("sample_gaussian"),
     params:
         # each split draws its own points: seed + gaussian.split_seeds[split]
         seed=lambda w: config["seed"] + config["gaussian"]["split_seeds"][w.split],

@@ -7,8 +7,12 @@ rule prepare_tokenizer:
         directory(path("tokenizer")),
     log:
         "logs/prepare_tokenizer/{model}.log",
+    benchmark:
+        "logs/benchmarks/prepare_tokenizer/{model}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=mem_mb("prepare_tokenizer"),
     params:
         spec=model_spec,
     script:
@@ -29,7 +33,7 @@ rule prepare_model:
     conda:
         ENV
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb("prepare_model"),
     params:
         spec=model_spec,
         seed=config["seed"],
@@ -44,9 +48,13 @@ rule export_teacher:
         directory(path("teacher")),
     log:
         "logs/export_teacher/{model}/layer{layer}.log",
+    benchmark:
+        "logs/benchmarks/export_teacher/{model}/layer{layer}.tsv"
     priority: STORE_PRIORITY
     conda:
         ENV
+    resources:
+        mem_mb=mem_mb("export_teacher"),
     params:
         spec=model_spec,
     script:

@@ -9,8 +9,12 @@ rule tokenise_corpus:
         validation=directory(path("tokens", split="validation")),
     log:
         "logs/tokenise_corpus/{model}.log",
+    benchmark:
+        "logs/benchmarks/tokenise_corpus/{model}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=mem_mb("tokenise_corpus"),
     params:
         corpus=config["corpus"],
         seed=config["seed"],

@@ -1,4 +1,4 @@
-"""Rule aggregate_runs: the results tables, from every run's metrics (README "Results tables")."""
+"""Rule aggregate_runs: the results tables, from every run's metrics (docs/artifacts.md; captions in report/)."""
 
 from secret_moe.logs import log_to
 from secret_moe.steps import aggregate_runs

@@ -61,7 +61,7 @@ BY_KIND_COLUMNS = [
 
 
 def fvu_by_kind_table(metrics: list[dict[str, Any]], families: dict[tuple[str, int, str], list[str]]) -> pd.DataFrame:
-    """One row per run and row kind at the run's best epoch (README "FVU by row kind"): its rows, its shares
+    """One row per run and row kind at the run's best epoch (docs/padding.md, "FVU by row kind"): its rows, its shares
     of the variance and of the squared error, its FVU against its part of the all-rows variance (Σ
     variance_share · fvu = the run's best FVU) and against its own, and, for MoE students, how many experts
     its rows' top-k selections use and the gate mass share of its most used experts.  Row kind "all" is the

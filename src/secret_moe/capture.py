@@ -10,7 +10,7 @@ Memory holds one window plus one chunk, whatever the corpus size.  Each row's po
 
 `keep_padding` reproduces the authors' loader instead (their public code, activation_loader.py): batches
 of `padding_batch_lines` sequences in random order, padded on the tokenizer's side, and *every* position
-recorded, padding included.  Only for comparing with the published numbers: see README "Padding".
+recorded, padding included.  Only for comparing with the published numbers: see docs/padding.md.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
 
 One stage per stage group and model (`foreach` over config.yaml's `models` and `padding_controls`).  Each stage
 lists the outputs of its rules, what they read from other stages, the config keys that decide them (its own
-and every upstream stage's) and its code: the rule files, the rule scripts and every module of this package
-the scripts import, followed through their imports.  tests/workflow/test_dag_map.py fails when the committed
-dvc.yaml differs from this command's output.
+and every upstream stage's) and its code: the workflow files every job's params come through (`WORKFLOW_FILES`),
+the rule files, the rule scripts and every module of this package they import, followed through their imports.
+tests/workflow/test_dag_map.py fails when the committed dvc.yaml differs from this command's output.
 """
 
 from __future__ import annotations
@@ -38,11 +38,20 @@ HEADER = """\
 # stage's outputs).  Each stage lists the files its rules read, its code, and the config.yaml keys its rules
 # read together with those of every stage upstream, as Snakemake reruns every job downstream of a changed
 # parameter: `dvc status` then names the same stale stages as `snakemake -n`.
-# Every key listed must be present in config.yaml (DVC does not see the schema's defaults).
+# Every key listed must be present in config.yaml, defaults included: DVC does not see the schema's defaults
+# (tests/workflow/test_dag_map.py checks that no default reaches a job of config.yaml).  Every stage also
+# depends on Snakefile and rules/common.smk (and what they import), which compute every job's params: an edit
+# there marks every stage stale, where Snakemake reruns only the jobs whose params or code changed.
 #
 # Record a finished run:   snakemake --cores all figures/all && dvc commit -f && dvc push
 # Bring it back:           python -m secret_moe.restore [STAGE or PATH ...]
 """
+
+
+# Read when Snakemake parses the workflow: the config's validation and every input and params function, so a
+# change to them can change any job.  (config/schema.yaml is not listed: its defaults reach no job, as every key
+# a stage lists is written out in config.yaml.)
+WORKFLOW_FILES = ("Snakefile", "rules/common.smk")
 
 
 def rule_sources(root: Path) -> dict[str, tuple[str, str | None]]:
@@ -66,11 +75,21 @@ def _module_file(root: Path, dotted: str) -> Path | None:
     return None
 
 
+def _python_of(source: Path) -> str:
+    """The Python of a file; of a Snakemake file, its import statements only (the rest is not Python)."""
+    text = source.read_text()
+    if source.suffix == ".py":
+        return text
+    return "\n".join(
+        re.findall(r"^(?:from [\w.]+ import \([^)]*\)|from [\w.]+ import .+|import .+)$", text, re.MULTILINE)
+    )
+
+
 def _imports(root: Path, source: Path) -> list[Path]:
     """Files of this package that `source` imports; `from secret_moe.steps import f` resolves to the steps module
     that defines f."""
     files = []
-    for node in ast.walk(ast.parse(source.read_text())):
+    for node in ast.walk(ast.parse(_python_of(source))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -91,10 +110,10 @@ def code_of(root: Path, stage: Stage) -> list[str]:
     missing = [rule for rule in stage.rules if rule not in sources]
     if missing:
         raise SystemExit(f"rules {missing} are named in secret_moe.layout.STAGES but defined in no rules/*.smk")
-    listed = list(dict.fromkeys(sources[rule][0] for rule in stage.rules))
+    listed = [*WORKFLOW_FILES, *dict.fromkeys(sources[rule][0] for rule in stage.rules)]
     scripts = [root / script for rule in stage.rules if (script := sources[rule][1])]
     seen: dict[Path, None] = {}
-    todo = [f for script in scripts for f in _imports(root, script)]
+    todo = [f for source in [*(root / w for w in WORKFLOW_FILES), *scripts] for f in _imports(root, source)]
     while todo:
         module = todo.pop(0)
         if module not in seen:

@@ -65,8 +65,9 @@ def fvu_vs_active(best: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Fig
             dashes=False,
             ax=ax,
         )
-        _log2_axis(ax)
         ax.set_title(DATA_TITLES[name])
+    for ax in axes[0]:  # after every panel is drawn: a shared log axis would make seaborn average in log space
+        _log2_axis(ax)
     fig.suptitle(title)
     _save(fig, pdf, png)
     return fig
@@ -162,11 +163,12 @@ def learning_curves(curves: pd.DataFrame, title: str, pdf: str, png: str) -> plt
             legend=name == data[-1],
             errorbar=None,
         )
-        ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Validation FVU (log scale)")
         ax.set_title(DATA_TITLES[name])
+    for ax in axes[0]:  # after every panel is drawn, as in fvu_vs_active
+        ax.set_yscale("log")
     if axes[0][-1].get_legend():
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7, title="Student")
     fig.suptitle(title)
@@ -197,8 +199,9 @@ def paper_comparison(ours: pd.DataFrame, paper: pd.DataFrame, title: str, pdf: s
             ax=ax,
             errorbar=None,
         )
-        _log2_axis(ax)
         ax.set_title(DATA_TITLES[name])
+    for ax in axes[0]:  # after every panel is drawn: a shared log axis would make seaborn average in log space
+        _log2_axis(ax)
     fig.suptitle(title)
     _save(fig, pdf, png)
     return fig
@@ -322,9 +325,11 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
 
 
 def _short(student: str) -> str:
-    """m and s + k of an MoE student name, for tick labels."""
-    parts = dict((p[0], p[1:]) for p in student.split("_") if p[:1] in "msk" and p[1:].isdigit())
-    return f"m={parts.get('m')}, {parts.get('s')}+{parts.get('k')}"
+    """m and s + k (× the expert width, when wider than 1) of an MoE student, for tick labels; the name is
+    read by students/spec.py, the grammar's one statement."""
+    spec = parse_student(student)
+    width = f"×{spec['expert_width']}" if spec["expert_width"] != 1 else ""
+    return f"m={spec['experts']}, {spec['shared']}+{spec['k']}{width}"
 
 
 def what_fvu_measures(

@@ -2,7 +2,7 @@
 
 Families share the same distillation rule and results table; a student belongs to every family that
 lists it.  `main` is the paper's comparison (MLP widths, and MoE with s = k); the others are the
-ablations of README "Experiments".
+ablations of docs/configuration.md, "Experiments".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bring a pushed run back with DVC so that Snakemake sees it as finished (README "Sharing results with DVC").
+"""Bring a pushed run back with DVC so that Snakemake sees it as finished (docs/dvc.md).
 
     python -m secret_moe.restore [-r REMOTE] [-j JOBS] [TARGET ...]
 

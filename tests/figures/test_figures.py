@@ -1,4 +1,6 @@
-"""Every figure renders a PDF and a PNG from a small results table built like the workflow builds it."""
+"""Every figure renders a PDF and a PNG from a small results table built like the workflow builds it, and draws
+that table: the points of every plotted line (or bar, or scatter) are compared with the rows it was drawn
+from, so a figure that drops a curve, the paper's points or the control's model fails."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ import pandas as pd
 import pytest
 
 from secret_moe import figures
-from secret_moe.aggregate import advantage_per_seed, best_over_lr, best_per_seed, moe_advantage, runs_table
+from secret_moe.aggregate import (
+    advantage_per_seed,
+    best_over_lr,
+    best_per_seed,
+    moe_advantage,
+    runs_table,
+    student_label,
+)
 from secret_moe.layout import RUN_KEYS
 from secret_moe.steps import plot_control, plot_figure
 from secret_moe.students import active_neurons, parse_student
@@ -81,6 +90,52 @@ def tables():
     return build_tables()
 
 
+def _key(x: float, y: float) -> tuple[float, float]:
+    return round(float(x), 9), round(float(y), 9)
+
+
+def drawn_points(ax) -> set[tuple[float, float]]:
+    """The (x, y) data points of every line in the axes (markers included), without reference lines such as
+    `axhline` (drawn from x = 0 to 1 in axes coordinates)."""
+    points = set()
+    for line in ax.get_lines():
+        x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        if line.get_transform() != ax.transData and list(x) == [0.0, 1.0]:
+            continue  # axhline: x in axes coordinates
+        points |= {_key(a, b) for a, b in zip(x, y, strict=True) if np.isfinite(a) and np.isfinite(b)}
+    return points
+
+
+def expected_points(table: pd.DataFrame, groups: list[str], x: str, y: str) -> set[tuple[float, float]]:
+    """The points seaborn draws for `table`: one per line (the groups) and x, the mean of y."""
+    means = table.groupby([*groups, x])[y].mean().reset_index()
+    return {_key(a, b) for a, b in zip(means[x], means[y], strict=True)}
+
+
+def panels(fig) -> dict[str, object]:
+    """The figure's axes by data kind, from their titles."""
+    names = {title: data for data, title in figures.DATA_TITLES.items()}
+    return {names[ax.get_title()]: ax for ax in fig.axes if ax.get_title() in names}
+
+
+def line_points_by_label(ax) -> dict[str, set[tuple[float, float]]]:
+    """Points of the lines of each legend entry, matched by colour (one hue per entry)."""
+    legend = ax.get_legend()
+    colours = {
+        tuple(h.get_color()) if not isinstance(h.get_color(), str) else h.get_color(): text.get_text()
+        for h, text in zip(legend.legend_handles, legend.get_texts(), strict=True)
+    }
+    by_label: dict[str, set] = {}
+    for line in ax.get_lines():
+        colour = line.get_color()
+        label = colours.get(tuple(colour) if not isinstance(colour, str) else colour)
+        if label is not None:
+            by_label.setdefault(label, set()).update(
+                _key(a, b) for a, b in zip(line.get_xdata(), line.get_ydata(), strict=True) if np.isfinite(b)
+            )
+    return by_label
+
+
 def paper_rows():
     paper = pd.read_csv(PAPER)
     return paper[(paper.model == "EleutherAI/pythia-70m") & (paper.layer == 3) & paper.in_notebook_figure]
@@ -97,22 +152,66 @@ def test_best_table_figures(tables, tmp_path, name):
     assert_rendered(pdf, png)
 
 
-def test_learning_curves(tables, tmp_path):
+def test_fvu_vs_active_draws_every_main_student(tables, tmp_path):
+    best, _, _ = tables
+    fig = figures.fvu_vs_active(best, "t", str(tmp_path / "a.pdf"), str(tmp_path / "a.png"))
+    main = best[best.families.str.contains("main")]
+    assert set(panels(fig)) == {"activations", "gaussian"}
+    for data, ax in panels(fig).items():
+        rows = main[main.data == data]
+        assert drawn_points(ax) == {_key(a, b) for a, b in zip(rows.active_neurons, rows.best_fvu, strict=True)}
+        # one line per MLP family and per MoE router and expert count: here the MLPs and one MoE line
+        assert {text.get_text() for text in ax.get_legend().get_texts()} == set(main.apply(student_label, axis=1))
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "x", "groups"),
+    [
+        ("shared_split", "shared_split", "shared_share", ["data"]),
+        ("expert_width", "expert_width", "expert_width", ["data"]),
+        ("num_experts", "num_experts", "experts", ["data", "router"]),
+    ],
+)
+def test_ablation_figures_draw_their_familys_points(tables, tmp_path, name, family, x, groups):
+    best, _, _ = tables
+    sub = best[best.families.str.contains(family)].copy()
+    sub["shared_share"] = sub.shared.fillna(sub.active_neurons) / sub.active_neurons
+    fig = getattr(figures, name)(best, name, str(tmp_path / "a.pdf"), str(tmp_path / "a.png"))
+    (ax,) = fig.axes
+    assert drawn_points(ax) == expected_points(sub, groups, x, "best_fvu")
+    assert {text.get_text() for text in ax.get_legend().get_texts()} >= set(sub.data)
+
+
+def test_router_comparison_draws_a_bar_per_router_and_data(tables, tmp_path):
+    best, _, _ = tables
+    fig = figures.router_comparison(best, "routers", str(tmp_path / "r.pdf"), str(tmp_path / "r.png"))
+    (ax,) = fig.axes
+    labels = [text.get_text() for text in ax.get_xticklabels()]
+    assert sorted(labels) == ["full rank", "low rank 4", "low rank 8", "product key 8"]
+    sub = best[best.families.str.contains("router_rank")]
+    expected = sub.groupby(["data", "router", "rank"], dropna=False).best_fvu.mean()
+    heights = sorted(round(p.get_height(), 9) for p in ax.patches if p.get_height() > 0)
+    assert heights == sorted(round(v, 9) for v in expected)
+
+
+def test_learning_curves_draw_every_students_curve(tables, tmp_path):
     _, curves, _ = tables
-    figures.learning_curves(curves, "tiny layer 1", str(tmp_path / "c.pdf"), str(tmp_path / "c.png"))
+    fig = figures.learning_curves(curves, "tiny layer 1", str(tmp_path / "c.pdf"), str(tmp_path / "c.png"))
     assert_rendered(tmp_path / "c.pdf", tmp_path / "c.png")
+    for data, ax in panels(fig).items():
+        rows = curves[curves.data == data]
+        assert drawn_points(ax) == expected_points(rows, ["student"], "epoch", "val_fvu")
+        assert len([line for line in ax.get_lines() if len(line.get_xdata())]) == rows.student.nunique()
 
 
-def test_layer_sweep(tmp_path):
+def test_layer_sweep_draws_every_layers_advantage(tmp_path):
     _, _, advantage = build_tables(layers=(1, 2, 3))
     assert set(advantage.layer) == {1, 2, 3}
-    figures.layer_sweep(advantage, "tiny by layer", str(tmp_path / "s.pdf"), str(tmp_path / "s.png"))
+    fig = figures.layer_sweep(advantage, "tiny by layer", str(tmp_path / "s.pdf"), str(tmp_path / "s.png"))
     assert_rendered(tmp_path / "s.pdf", tmp_path / "s.png")
-
-
-def test_router_comparison_labels_every_router(tables):
-    sub = tables[0][tables[0].families.str.contains("router_rank")]
-    assert set(sub.router) == {"lowrank", "fullrank", "product_key"}
+    (ax,) = fig.axes
+    drawn = advantage.dropna(subset=["advantage"])
+    assert drawn_points(ax) == expected_points(drawn, ["data", "active_neurons"], "layer", "advantage")
 
 
 def test_control_from_csv(tmp_path):
@@ -120,7 +219,7 @@ def test_control_from_csv(tmp_path):
     _, _, trained = build_tables(model="tiny", layers=(1, 2))  # layer 2: a sweep layer the control lacks
     _, _, random = build_tables(model="tiny-random", moe_factor=1.0)
     pd.concat([trained, random]).to_csv(tmp_path / "advantage.csv", index=False)
-    plot_control(
+    fig = plot_control(
         str(tmp_path / "advantage.csv"),
         model="tiny-random",
         base="tiny",
@@ -130,6 +229,13 @@ def test_control_from_csv(tmp_path):
         png=str(tmp_path / "i.png"),
     )
     assert_rendered(tmp_path / "i.pdf", tmp_path / "i.png")
+    # each legend entry's line holds the advantages of the model it names, at the control's layer only
+    for data, ax in panels(fig).items():
+        drawn = line_points_by_label(ax)
+        assert set(drawn) == {"random weights", "pretrained"}
+        for label, source in (("random weights", random), ("pretrained", trained[trained.layer == 1])):
+            rows = source[(source.data == data)].dropna(subset=["advantage"])
+            assert drawn[label] == expected_points(rows, [], "active_neurons", "advantage"), label
 
 
 def test_single_data_kind_still_renders(tmp_path):
@@ -160,6 +266,19 @@ def test_plot_figure_step_from_csv(tables, tmp_path, name):
         png=str(png),
     )
     assert_rendered(pdf, png)
+
+
+def test_paper_comparison_draws_our_points_and_the_papers(tables, tmp_path):
+    best, _, _ = tables
+    paper = paper_rows()
+    fig = figures.paper_comparison(best, paper, "paper", str(tmp_path / "p.pdf"), str(tmp_path / "p.png"))
+    main = best[best.families.str.contains("main")]
+    for data, ax in panels(fig).items():
+        rows = main[main.data == data]
+        ours = {_key(a, b) for a, b in zip(rows.active_neurons, rows.best_fvu, strict=True)}
+        published = expected_points(paper[paper.data == data], ["family"], "active_neurons", "best_fvu")
+        assert published and ours and drawn_points(ax) == ours | published
+        assert {"this run", "paper"} <= {text.get_text() for text in ax.get_legend().get_texts()}
 
 
 def test_learning_curves_legend_lists_students_by_size_and_axes_are_labelled_in_words(tmp_path):
@@ -258,6 +377,15 @@ def test_verdict_figure_shows_every_size_and_word(tmp_path):
     assert_rendered(pdf, png)
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.texts] == ["supports", "undecided"]
+    # every seed's advantage is a dot, on real data left of each size and on the Gaussian right of it
+    dots = sorted(_key(x, y) for c in ax.collections if len(c.get_offsets()) == 3 for x, y in c.get_offsets())
+    expected = [
+        _key(x + (-0.12 if data == "activations" else 0.12), value)
+        for x, student in enumerate(["moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s8_k8"])
+        for data in ("activations", "gaussian")
+        for value in by_seed[(by_seed.student == student) & (by_seed.data == data)].advantage
+    ]
+    assert dots == sorted(expected)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8 active\nm=64, 4+4", "16 active\nm=64, 8+8"]
     assert "advantage" in ax.get_ylabel().lower()
 
@@ -305,3 +433,15 @@ def test_what_fvu_measures_shows_three_measures_and_the_pad_share(tmp_path):
         assert round(float(expected), 9) in values
     assert ax.get_title().endswith("\npad rows: 60% of the rows, 90% of Var(y)")
     assert ax.get_xlabel() == "Active neurons (log scale)"
+
+
+@pytest.mark.parametrize(
+    ("student", "label"),
+    [
+        ("moe_lowrank_r128_m4096_s32_k32", "m=4096, 32+32"),
+        ("moe_fullrank_m64_s4_k2_e2", "m=64, 4+2×2"),  # 8 active neurons: 4 shared + 2 experts of width 2
+        ("moe_product_key_r8_m256_s0_k4", "m=256, 0+4"),
+    ],
+)
+def test_verdict_tick_labels_read_students_with_the_grammar(student, label):
+    assert figures._short(student) == label

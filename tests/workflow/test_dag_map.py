@@ -28,6 +28,33 @@ def test_the_committed_dvc_yaml_is_generated_from_the_map():
     assert committed == render(REPO), "dvc.yaml is stale: run `python -m secret_moe.dvc_yaml > dvc.yaml`"
 
 
+def schema_defaults_filled_in(raw: dict, resolved: dict, prefix: str = "") -> list[str]:
+    """Keys that the schema's defaults added to `raw` (as dotted paths)."""
+    filled = []
+    for key, value in resolved.items():
+        if not isinstance(raw, dict) or key not in raw:
+            filled.append(prefix + key)
+        elif isinstance(value, dict):
+            filled += schema_defaults_filled_in(raw[key], value, f"{prefix}{key}.")
+    return filled
+
+
+def test_no_schema_default_reaches_a_job_of_config_yaml(schema_defaults):
+    """DVC reads the params of dvc.yaml from config.yaml alone: a default that only the schema gives would reach
+    the jobs (Snakemake reruns them when it changes) unseen by `dvc status`, so config.yaml writes each one out.
+    `resources` (memory and threads) decides where jobs run, not what they write."""
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    resolved = schema_defaults(yaml.safe_load((REPO / "config.yaml").read_text()))
+    assert [key for key in schema_defaults_filled_in(raw, resolved) if key != "resources"] == []
+
+
+def test_the_workflow_files_are_code_of_every_stage():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        deps = (stage.get("do") or stage)["deps"]
+        assert {"Snakefile", "rules/common.smk", "src/secret_moe/plan.py"} <= set(deps), name
+
+
 def test_every_rule_belongs_to_one_stage_and_every_script_is_named_after_its_rule():
     sources = rule_sources(REPO)
     staged = [rule for stage in layout.STAGES.values() for rule in stage.rules]

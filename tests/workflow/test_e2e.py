@@ -1,16 +1,17 @@
 """The real Snakefile, end to end on the tiny config: activation stores, then every figure, then a report.
 
-Runs once per module (about two minutes on a 2-core CPU): first the activation-store targets alone
-(timed), then `figures/all`; the tests inspect what the run left behind.
+Runs once per module: first the activation-store targets alone, then `figures/all`; the tests inspect what
+the run left behind and never change it (the one that edits the config works on a copy), so each passes
+alone and in any order.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -74,26 +75,27 @@ def run(tmp_path_factory):
     (run_dir / "work").mkdir()
 
     cores = ["--cores", "2"]
-    tick = time.perf_counter()
     stores = snakemake(run_dir, *ACTIVATIONS, *cores)  # targets first: --resources takes many values
-    stores_seconds = time.perf_counter() - tick
     assert stores.returncode == 0, stores.output[-4000:] + logs_of(run_dir)
-
-    tick = time.perf_counter()
+    stores_jobs = job_counts(stores.output)
     full = snakemake(run_dir, "figures/all", *cores)
-    full_seconds = time.perf_counter() - tick
     assert full.returncode == 0, full.output[-4000:] + logs_of(run_dir)
-    return {
-        "dir": run_dir,
-        "work": run_dir / "work",
-        "stores_seconds": stores_seconds,
-        "full": full,
-        "full_seconds": full_seconds,
+    return {"dir": run_dir, "work": run_dir / "work", "stores_jobs": stores_jobs, "full": full}
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule in Snakemake's job-stats table."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", output, re.MULTILINE)}
+
+
+def test_activation_stores_alone_need_only_their_upstream_jobs(run):
+    # the store targets alone run the model's preparation, tokens and the two captures, nothing downstream
+    assert {k: v for k, v in run["stores_jobs"].items() if k != "total"} == {
+        "prepare_tokenizer": 1,
+        "tokenise_corpus": 1,
+        "prepare_model": 1,
+        "capture_activations": 2,
     }
-
-
-def test_activation_stores_alone_finish_in_under_two_minutes(run):
-    assert run["stores_seconds"] < 120
     for store in ACTIVATIONS:
         group = zarr.open_group(str(run["work"] / store), mode="r")
         assert group["x"].shape[0] > 0 and group["x"].shape == group["y"].shape
@@ -123,7 +125,12 @@ def test_results_table_has_the_expected_runs(run):
     assert sorted(set(runs.lr)) == [0.001, 0.003]
     assert runs.groupby(["data", "student"]).size().eq(2).all()
     assert np.isfinite(runs.best_fvu).all() and (runs.best_fvu > 0).all()
-    assert (runs.best_fvu <= runs.final_fvu + 1e-12).all()
+    # each run's best and final FVU are those of its learning curve (another table, from the same metrics)
+    curves = pd.read_csv(run["work"] / "results" / "aggregate" / "curves.csv")
+    per_run = curves[curves.epochs == 2].groupby(["data", "student", "lr"]).val_fvu
+    indexed = runs.set_index(["data", "student", "lr"])
+    assert np.allclose(indexed.best_fvu, per_run.min().loc[indexed.index])
+    assert np.allclose(indexed.final_fvu, per_run.last().loc[indexed.index])
     best = pd.read_csv(run["work"] / "results" / "aggregate" / "best.csv")
     assert len(best) == 14
     for _, row in best.iterrows():
@@ -191,7 +198,13 @@ def test_verdict_and_budget_check_tables(run):
     check = pd.read_csv(aggregate / "budget_check.csv")
     assert len(check) == 6  # the 3 main students on 2 data, seed 0
     assert set(check.epochs) == {2} and set(check.epochs_long) == {4}
-    assert np.isfinite(check.fvu_long).all() and (check.fvu_change >= 0).all()
+    # both budgets' FVUs are the runs' best over learning rates, and the change is relative to the longer one
+    runs = pd.read_csv(aggregate / "runs.csv")
+    for row in check.itertuples():
+        point = runs[(runs.data == row.data) & (runs.student == row.student) & (runs.seed == 0)]
+        assert row.fvu == pytest.approx(point[point.epochs == 2].best_fvu.min())
+        assert row.fvu_long == pytest.approx(point[point.epochs == 4].best_fvu.min())
+        assert row.fvu_change == pytest.approx(abs(row.fvu_long - row.fvu) / row.fvu_long)
     verdict = pd.read_csv(aggregate / "verdict.csv")
     assert list(verdict.student) == ["moe_lowrank_r8_m64_s4_k4"]
     row = verdict.iloc[0]
@@ -209,17 +222,20 @@ def test_each_run_folder_holds_only_its_files_and_bundles_are_gone(run):
         assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json", "student.safetensors", "timing.json"]
 
 
-def test_adding_a_student_trains_only_that_student(run):
-    """Runs last: it adds an MLP width to the config, then checks that nothing finished is redone."""
-    config = run["dir"] / "config.yaml"
+def test_adding_a_student_trains_only_that_student(run, tmp_path):
+    """Adds an MLP width to the config of a copy of the run, then checks that nothing finished is redone."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run["dir"], copy, symlinks=True)  # copy2 keeps the files' times, which Snakemake compares
+    work = copy / "work"
+    assert "Nothing to be done" in snakemake(copy, "-n", "figures/all").output  # the copy is the finished run
+    config = copy / "config.yaml"
     settings = yaml.safe_load(config.read_text())
     settings["distill"]["mlp_widths"].append(6)
-    config.rename(run["dir"] / "original.yaml")
     write_config(config, settings)
-    finished = {p: p.stat().st_mtime_ns for p in (run["work"] / "results" / "distill").rglob("metrics.json")}
-    plan = snakemake(run["dir"], "-n", "figures/all")
+    finished = {p: p.stat().st_mtime_ns for p in (work / "results" / "distill").rglob("metrics.json")}
+    plan = snakemake(copy, "-n", "figures/all")
     assert plan.returncode == 0, plan.output[-3000:]
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", plan.output, re.MULTILINE)}
+    counts = job_counts(plan.output)
     # mlp_h6 joins the main comparison: 2 data x 2 learning rates at 2 epochs, and the budget check's
     # 2 data x 2 learning rates at 4 epochs; one bundle per store and budget, holding only the new runs
     assert counts["collect_run"] == 8 and counts["train_students"] == 4
@@ -229,8 +245,8 @@ def test_adding_a_student_trains_only_that_student(run):
         "plot_verdict",
         "all_figures",
     }
-    new = snakemake(run["dir"], "figures/all", "--cores", "2")
-    assert new.returncode == 0, new.output[-3000:] + logs_of(run["dir"])
+    new = snakemake(copy, "figures/all", "--cores", "2")
+    assert new.returncode == 0, new.output[-3000:] + logs_of(copy)
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in finished.items())
-    runs = pd.read_csv(run["work"] / "results" / "aggregate" / "runs.csv")
+    runs = pd.read_csv(work / "results" / "aggregate" / "runs.csv")
     assert len(runs[runs.student == "mlp_h6"]) == 8 and len(runs) == 48

@@ -43,7 +43,8 @@ def aggregate_runs(
     ladder: list[int] | None = None,
 ) -> None:
     """Write the results tables (`out` maps each table's name to its path): runs, best, best_by_seed,
-    curves, moe_advantage, advantage_by_seed, budget_check, verdict, ladder and fvu_by_kind (layout.RESULT_TABLES).
+    curves, moe_advantage, advantage_by_seed, budget_check, verdict, ladder and fvu_by_kind (docs/artifacts.md;
+    captions in report/).
 
     With a budget `ladder` (its budgets, shortest first; the last is `epochs`) the budget check compares the
     last two rungs of every seed instead of runs at `budget_check.factor` times the epochs, and `ladder` holds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from secret_moe import figures
@@ -19,7 +20,7 @@ def plot_figure(
     epochs: int,
     pdf: str,
     png: str,
-) -> None:
+) -> plt.Figure:
     best = pd.read_csv(best_csv, keep_default_na=False, na_values=[""])
     best = best[(best.model == model) & (best.layer == layer)]
     title = f"{model} layer {layer}"
@@ -30,13 +31,12 @@ def plot_figure(
         curves = curves[(curves.model == model) & (curves.layer == layer)].merge(
             chosen, left_on=["data", "student", "lr"], right_on=["data", "student", "best_lr"]
         )
-        figures.learning_curves(curves, title, pdf, png)
+        return figures.learning_curves(curves, title, pdf, png)
     elif figure == "paper_comparison":
         paper = pd.read_csv(paper_csv)
         paper = paper[(paper.model == hf_id) & (paper.layer == layer) & paper.in_notebook_figure]
-        figures.paper_comparison(best, paper, f"{title} vs paper ({hf_id})", pdf, png)
-    else:
-        getattr(figures, figure)(best, title, pdf, png)
+        return figures.paper_comparison(best, paper, f"{title} vs paper ({hf_id})", pdf, png)
+    return getattr(figures, figure)(best, title, pdf, png)
 
 
 def plot_layer_sweep(advantage_csv: str, *, model: str, pdf: str, png: str) -> None:
@@ -44,14 +44,16 @@ def plot_layer_sweep(advantage_csv: str, *, model: str, pdf: str, png: str) -> N
     figures.layer_sweep(advantage[advantage.model == model], f"{model}: MoE advantage by layer", pdf, png)
 
 
-def plot_control(advantage_csv: str, *, model: str, base: str, label: str, base_label: str, pdf: str, png: str) -> None:
+def plot_control(
+    advantage_csv: str, *, model: str, base: str, label: str, base_label: str, pdf: str, png: str
+) -> plt.Figure:
     """`model` is a control (random weights, or padded positions kept) of `base`: their MoE advantages."""
     advantage = pd.read_csv(advantage_csv)
     layers = set(advantage.layer[advantage.model == model])  # the base may have more (a layer sweep)
     both = advantage[advantage.model.isin([model, base]) & advantage.layer.isin(layers)].copy()
     both["variant"] = both.model.map({base: base_label, model: label})
     layers = ", ".join(map(str, sorted(set(both.layer))))
-    figures.control(both, [base_label, label], f"{base} layer {layers}: {base_label} vs {label}", pdf, png)
+    return figures.control(both, [base_label, label], f"{base} layer {layers}: {base_label} vs {label}", pdf, png)
 
 
 def plot_verdict(verdict_csv: str, by_seed_csv: str, *, pdf: str, png: str) -> None:

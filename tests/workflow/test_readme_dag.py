@@ -1,0 +1,77 @@
+"""The DAG diagram at the top of README.md is the workflow's rule graph.
+
+The README draws the transitive reduction of `snakemake --rulegraph` (each rule linked to the rules that
+need it directly, and no edge that a path already implies) as a Mermaid flowchart; this test asks
+Snakemake for the rule graph of a tiny config that runs every rule (every experiment family, a random-weight
+control and a padding control) and compares the two edge sets.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from secret_moe.testing import every_family, tiny_config, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_edges(text: str) -> set[tuple[str, str]]:
+    """Edges of the README's Mermaid block: `a --> b & c --> d` links a to b and c, and b and c to d."""
+    block = re.search(r"```mermaid\n(.*?)```", text, re.DOTALL)
+    assert block, "README.md has no ```mermaid block"
+    edges = set()
+    for line in block.group(1).splitlines()[1:]:  # the first line is `flowchart ...`
+        groups = [[name.strip() for name in part.split("&")] for part in line.split("-->")]
+        for sources, targets in zip(groups, groups[1:], strict=False):
+            edges.update((a, b) for a in sources for b in targets if a and b)
+    return edges
+
+
+def rule_graph(dot: str) -> set[tuple[str, str]]:
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.MULTILINE))
+    return {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.MULTILINE)}
+
+
+def transitive_reduction(edges: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    children: dict[str, set[str]] = {}
+    for a, b in edges:
+        children.setdefault(a, set()).add(b)
+
+    def implied(a: str, b: str) -> bool:
+        """Whether b is reachable from a through another child of a."""
+        seen, todo = set(), [child for child in children[a] if child != b]
+        while todo:
+            node = todo.pop()
+            if node == b:
+                return True
+            if node not in seen:
+                seen.add(node)
+                todo.extend(children.get(node, ()))
+        return False
+
+    return {(a, b) for a, b in edges if not implied(a, b)}
+
+
+def test_transitive_reduction_drops_only_implied_edges():
+    edges = {("a", "b"), ("b", "c"), ("a", "c"), ("c", "d")}
+    assert transitive_reduction(edges) == {("a", "b"), ("b", "c"), ("c", "d")}
+
+
+def test_readme_diagram_is_the_rule_graph(tiny_model_dir, tiny_corpus, tmp_path):
+    config = tiny_config(tiny_model_dir, copy.deepcopy(tiny_corpus))
+    config["models"]["tiny-random"] = {**config["models"]["tiny"], "init": "random"}
+    config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1]}}
+    config["experiments"] = every_family()
+    write_config(tmp_path / "config.yaml", config)
+    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile")]
+    command += ["--configfile", str(tmp_path / "config.yaml"), "-d", str(tmp_path / "work"), "--rulegraph"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    graph = rule_graph(result.stdout)
+    rules = {rule for edge in graph for rule in edge}
+    assert {"prepare_tokenizer", "plot_control", "plot_layer_sweep", "plot_what_fvu_measures"} <= rules
+    assert readme_edges((REPO / "README.md").read_text()) == transitive_reduction(graph)
