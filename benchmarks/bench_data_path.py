@@ -61,9 +61,10 @@ def training_step(
     Adam, under `distill.precision`'s autocast) of a fresh student on a fixed random batch."""
     import torch
 
+    from secret_moe.precision import MixedPrecision
     from secret_moe.students import build_student, parse_student
     from secret_moe.students.optim import make_optimizer
-    from secret_moe.train import MixedPrecision, _train_step
+    from secret_moe.train import _train_step
 
     torch.manual_seed(0)
     student = build_student(parse_student(name), d_model).to(device)

@@ -28,10 +28,11 @@ from _common import machine, maxrss_mib, run_worker, save, table
 def worker(args: argparse.Namespace) -> None:
     import torch
 
+    from secret_moe.precision import MixedPrecision
     from secret_moe.students.baseline import PaperStudent
     from secret_moe.students.moe import MoEConfig, MoEStudent
     from secret_moe.students.optim import make_optimizer
-    from secret_moe.train import MixedPrecision, _train_step
+    from secret_moe.train import _train_step
 
     torch.manual_seed(0)
     device = args.device

@@ -27,7 +27,7 @@ from secret_moe.plan import (
     students_by_family,
 )
 from secret_moe.students import STUDENT_PATTERN
-from secret_moe.train import FULL_PRECISION
+from secret_moe.precision import FULL_PRECISION
 from secret_moe.workflow_rules import LOCAL_RULES
 
 check_renamed_keys(config)

@@ -20,17 +20,12 @@ from tqdm import tqdm
 from secret_moe.batches import ActivationBatches
 from secret_moe.errors import ConfigError, NonFiniteLossError
 from secret_moe.fvu_by_kind import batch_kinds, kind_report
+from secret_moe.precision import FULL_PRECISION, PRECISIONS, MixedPrecision
 from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.schedule import Schedule
 from secret_moe.students.optim import make_optimizer
 
 log = logging.getLogger(__name__)
-
-# `distill.precision`: the dtype of the training step's autocast, None for plain float32.  The authors trained
-# with float16 autocast on GPU; bfloat16 needs no gradient scaler (float32's exponent range).  Parameters,
-# Adam's state and every evaluation stay float32 in all three.
-PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-FULL_PRECISION = "float32"
 
 
 @dataclass
@@ -45,21 +40,6 @@ class TrainConfig:
             raise ValueError(f"run {self.run_name}: epochs and learning rate must be positive")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"distill.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-
-
-@dataclass
-class MixedPrecision:
-    """One student's autocast dtype (None: float32) and, for float16, its own gradient scaler (a scaler's
-    scale follows its student's gradients, so students trained together do not share one)."""
-
-    dtype: torch.dtype | None
-    scaler: torch.amp.GradScaler | None
-
-    @classmethod
-    def of(cls, precision: str, device: str | torch.device) -> MixedPrecision:
-        dtype = PRECISIONS[precision]
-        device_type = torch.device(device).type
-        return cls(dtype, torch.amp.GradScaler(device_type) if dtype is torch.float16 else None)
 
 
 def _train_step(

@@ -11,12 +11,13 @@ import torch
 from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.errors import ConfigError, NonFiniteLossError
 from secret_moe.models.teacher import TeacherConfig, TeacherMLP
+from secret_moe.precision import MixedPrecision
 from secret_moe.schedule import Schedule
 from secret_moe.store import open_store
 from secret_moe.students import build_student, parse_student
 from secret_moe.students.mlp import MLPConfig, MLPStudent
 from secret_moe.students.optim import make_optimizer
-from secret_moe.train import MixedPrecision, TrainConfig, _train_step, evaluate, evaluate_many, fit, fit_together
+from secret_moe.train import TrainConfig, _train_step, evaluate, evaluate_many, fit, fit_together
 
 D = 8
 

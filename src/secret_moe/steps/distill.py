@@ -24,13 +24,14 @@ from secret_moe.fvu_by_kind import kind_split, router_usage
 from secret_moe.layout import RUN_FILES, TIMING_FILE
 from secret_moe.memory import keep_freed_memory
 from secret_moe.plan import run_name
+from secret_moe.precision import FULL_PRECISION
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.rows import read_kinds
 from secret_moe.schedule import Schedule
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
 from secret_moe.students.moe import MoEStudent
-from secret_moe.train import FULL_PRECISION, TrainConfig, fit_together
+from secret_moe.train import TrainConfig, fit_together
 
 log = logging.getLogger(__name__)
 
