@@ -59,7 +59,7 @@ def test_a_disabled_family_needs_no_other_key(workflow_config, schema_defaults):
     assert set(students_by_family(config, "tiny", 1)) == {"main"}
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "config/extended.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize("path", ["config.yaml", "config/extended.yaml", "config/paper.yaml", "config/verdict.yaml"])
 def test_the_shipped_configs_validate(schema_defaults, path):
     config = schema_defaults(yaml.safe_load((REPO / path).read_text()))
     enabled = {family for family, spec in config["experiments"].items() if spec["enabled"]}
