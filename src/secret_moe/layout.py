@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from secret_moe.workflow_rules import PLOT_RULES
+
 PATHS = {
     "tokenizer": "resources/tokenizers/{model}",
     "model": "resources/models/{model}",
@@ -127,15 +129,7 @@ STAGES = {  # in the workflow's order
     ),
     "aggregate": Stage(("aggregate_runs",), ("table",), reads=("run",), per_model=False),
     "figures": Stage(
-        (
-            "plot_figure",
-            "plot_layer_sweep",
-            "plot_control",
-            "plot_verdict",
-            "plot_what_fvu_measures",
-            "plot_ladder",
-            "all_figures",
-        ),
+        (*PLOT_RULES, "all_figures"),
         ("figure", "model_figure", "summary_figure", "all_figures"),
         reads=(
             *(

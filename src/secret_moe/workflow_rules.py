@@ -8,14 +8,18 @@ threads, where it uses more than one) from the config's `resources:` section and
 
 from __future__ import annotations
 
-LOCAL_RULES = (
-    "collect_run",  # a file copy
-    "aggregate_runs",  # the tables: seconds of CPU
+# the rules that draw figures, each calling the step function of its own name (steps/figures.py)
+PLOT_RULES = (
     "plot_figure",
     "plot_layer_sweep",
     "plot_control",
     "plot_verdict",
     "plot_what_fvu_measures",
     "plot_ladder",
+)
+LOCAL_RULES = (
+    "collect_run",  # a file copy
+    "aggregate_runs",  # the tables: seconds of CPU
+    *PLOT_RULES,
     "all_figures",
 )

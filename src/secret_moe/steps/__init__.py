@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from secret_moe.workflow_rules import PLOT_RULES
+
 _MODULES = {  # steps/<module>.py holds the steps of rules/<module>.smk (tokens: rules/tokenise.smk)
     "models": ("prepare_tokenizer", "prepare_model", "export_teacher"),
     "tokens": ("tokenise_corpus",),
@@ -17,14 +19,7 @@ _MODULES = {  # steps/<module>.py holds the steps of rules/<module>.smk (tokens:
     "gaussian": ("fit_gaussian", "sample_gaussian"),
     "distill": ("train_students", "collect_run"),
     "aggregate": ("read_metrics", "aggregate_runs"),
-    "figures": (
-        "plot_figure",
-        "plot_layer_sweep",
-        "plot_control",
-        "plot_verdict",
-        "plot_what_fvu_measures",
-        "plot_ladder",
-    ),
+    "figures": PLOT_RULES,  # each step is named after its rule
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
