@@ -87,9 +87,9 @@ def side_interval(
     mean, low, high = interval(values, confidence)
     lower = LOWER in bounds or not moe_converged
     upper = UPPER in bounds or not mlps_converged
-    if lower:
+    if lower and not math.isnan(high):  # without an interval (one seed, an unmatched seed) there is no bound
         high = math.inf
-    if upper:
+    if upper and not math.isnan(low):
         low = 0.0
     reasons = []
     if LOWER in bounds:
