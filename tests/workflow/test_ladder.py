@@ -118,22 +118,31 @@ def test_the_ladder_figure_draws_every_students_mean_fvu_at_every_rung(project):
         assert np.allclose(y, [expected[(data, student, e)] for e in x])
 
 
+def _training(project: Path) -> bool:
+    """A train_students job has logged a finished epoch: Snakemake is in the middle of the ladder's runs."""
+    return any("epoch 1:" in log.read_text() for log in (project / "work/logs/train_students").rglob("*.log"))
+
+
 def test_an_interrupted_ladder_run_resumes_to_the_same_bytes(project):
     finished = metrics_bytes(project)
-    shutil.rmtree(project / "work/results/distill")
-    process = subprocess.Popen(
-        command(project, "figures/all", "--cores", "1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 600
-    while not metrics_bytes(project) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # Snakemake and its running job, as a killed session would
-    process.wait()
-    partial = metrics_bytes(project)
-    assert 0 < len(partial) < len(finished), "the kill should land between the first and the last run"
+    for done in ("results/distill", "results/aggregate", "figures", "logs/train_students"):  # all after the stores
+        shutil.rmtree(project / "work" / done)
+    with open(project / "interrupted.log", "w") as output:
+        process = subprocess.Popen(
+            command(project, "figures/all", "--cores", "1"),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 600
+        while not _training(project) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        if process.poll() is not None:
+            tail = (project / "interrupted.log").read_text()[-3000:]
+            pytest.fail(f"Snakemake ended (exit {process.returncode}) before it could be interrupted:\n{tail}")
+        os.killpg(process.pid, signal.SIGKILL)  # Snakemake and its running job, as a killed session would
+        process.wait()
+    assert len(metrics_bytes(project)) < len(finished), "the kill should land before the last run"
     snakemake(project, "--unlock")  # the killed Snakemake left its lock, as after a killed session
     snakemake(project, "figures/all", "--cores", "2", "--rerun-incomplete")
     assert metrics_bytes(project) == finished
