@@ -167,26 +167,29 @@ def fit_together(
             branch = run.epochs(*branch, range(start, budget), f"{label} e{budget}", before_step=rate)
             rung_histories.append([t + b for t, b in zip(trunk, branch, strict=True)])
             if on_rung is not None:
-                on_rung(budget, [[record for record, _ in h] for h in rung_histories[-1]])
+                on_rung(budget, [_history(h, False)["history"] for h in rung_histories[-1]])
     results = []
     for i in range(len(students)):
         result = {
-            "history": [record for record, _ in rung_histories[-1][i]],
-            "by_kind": [report for _, report in rung_histories[-1][i]] if split is not None else [],
+            **_history(rung_histories[-1][i], split is not None),
             "seconds": run.seconds[i],
             "samples_per_second": run.rows_seen / run.seconds[i],
         }
         if len(budgets) > 1:
             result["rungs"] = [
-                {
-                    "epochs": budget,
-                    "history": [record for record, _ in histories[i]],
-                    "by_kind": [report for _, report in histories[i]] if split is not None else [],
-                }
+                {"epochs": budget, **_history(histories[i], split is not None)}
                 for budget, histories in zip(budgets, rung_histories, strict=True)
             ]
         results.append(result)
     return results
+
+
+def _history(entries: list[tuple[dict[str, Any], dict[str, Any] | None]], by_kind: bool) -> dict[str, list]:
+    """One student's (record, per-kind report) per epoch, as its `history` and `by_kind` lists."""
+    return {
+        "history": [record for record, _ in entries],
+        "by_kind": [report for _, report in entries] if by_kind else [],
+    }
 
 
 def _wsd_rate(
