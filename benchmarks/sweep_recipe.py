@@ -49,6 +49,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         "learning_rates": [0.001],
         "students": STUDENTS,
     },
+    # the rate that fails at 48 epochs under cosine decay (issue 19), under warmup-stable-decay
+    "wsd_lr1e-2": {
+        "schedule": {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 3},
+        "epochs": 48,
+        "learning_rates": [0.01],
+        "students": STUDENTS,
+    },
     # fewer experts: each expert gets k/m = 1/8 of a batch instead of 1/32
     "wsd_m256": {
         "schedule": {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 3},
