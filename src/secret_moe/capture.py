@@ -167,34 +167,36 @@ def _window_rows(
         for name, values_BT in batch_rows(ids_BT, mask_BT, padding.special_ids, padding.left).items():
             parts[(name, None)].append(values_BT[keep_BT].numpy())
         stats["padded_tokens"] += ids_BT.numel()
-    arrays = [np.concatenate(parts[name]) for name in names]
-    perm = rng.permutation(len(arrays[0]))
-    return tuple(a[perm] for a in arrays)
+    perm = rng.permutation(sum(len(part) for part in parts[names[0]]))
+    # one array at a time, its parts dropped once joined: the window is held once, not three times
+    return tuple(np.concatenate(parts.pop(name))[perm] for name in names)
 
 
 def _chunks_of_windows(
     rows_iter: Iterator[tuple[np.ndarray, ...]], chunk_rows: int, skip: int
 ) -> Iterator[tuple[np.ndarray, ...]]:
     """Regroup a stream of row blocks (tuples of aligned arrays) into whole chunks, dropping the first `skip`
-    rows."""
-    buffers: list[list[np.ndarray]] = []
+    rows.  One chunk is copied at a time: a block is cut into views, and the rows left at its end are copied, so
+    that the block is freed before the next one is made (memory: one window, not two)."""
+    pending: list[tuple[np.ndarray, ...]] = []  # pieces of the next chunk, fewer than chunk_rows rows in all
     held = 0
     for arrays in rows_iter:
         if skip:
             cut = min(skip, len(arrays[0]))
             arrays, skip = tuple(a[cut:] for a in arrays), skip - cut
-        buffers = buffers or [[] for _ in arrays]
-        for buffer, a in zip(buffers, arrays, strict=True):
-            buffer.append(a)
-        held += len(arrays[0])
-        if held >= chunk_rows:  # one concatenation per block, then every whole chunk it completes
-            joined = [np.concatenate(buffer) for buffer in buffers]
-            full = held - held % chunk_rows
-            for start in range(0, full, chunk_rows):
-                yield tuple(a[start : start + chunk_rows] for a in joined)
-            buffers, held = [[a[full:]] for a in joined], held - full
+        start, rows = 0, len(arrays[0])
+        while held + rows - start >= chunk_rows:
+            stop = start + chunk_rows - held
+            head = tuple(a[start:stop] for a in arrays)
+            yield tuple(np.concatenate(column) for column in zip(*pending, head, strict=True))
+            del head  # no view of the block outlives it
+            pending, held, start = [], 0, stop
+        if start < rows:
+            pending.append(tuple(a[start:].copy() for a in arrays))
+            held += rows - start
+        del arrays
     if held:
-        yield tuple(np.concatenate(buffer) for buffer in buffers)
+        yield tuple(np.concatenate(column) for column in zip(*pending, strict=True))
 
 
 def capture_layers(
@@ -262,6 +264,7 @@ def capture_layers(
             block = _window_rows(model, layers, sequences, plans[w], padding, device, rng, stats, keep_padding)
             stats["model_seconds"] += time.perf_counter() - tick
             yield block
+            del block  # before the next window is made
 
     row = resume
     for arrays in _chunks_of_windows(window_blocks(), chunk_rows, skip=resume - int(starts[first])):
