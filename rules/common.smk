@@ -9,6 +9,7 @@ from snakemake.utils import validate
 from secret_moe.families import CAPTIONS, LAYER_FIGURES
 from secret_moe.layout import PATHS, RESULT_TABLES, RUN_FILES, RUN_KEYS, SPLITS, TIMING_FILE, path
 from secret_moe.plan import (
+    CAPTURE_SCHEDULING_KEYS,
     SOURCE_KEYS,
     budget_check,
     ladder_budgets,
@@ -22,6 +23,7 @@ from secret_moe.plan import (
     run_dir,
     layers_of,
     model_layers,
+    one_pass_layers,
     resolve_variants,
     resource_model,
     students_by_family,
@@ -82,16 +84,23 @@ def resource(kind, split=None):
 
 
 def capture_config(wildcards):
-    """The extraction settings of one model: config `capture`, plus the padding keys of a keep_padding variant."""
+    """The extraction settings of one model: config `capture` without its scheduling keys (which decide no store's
+    content), plus the padding keys of a keep_padding variant."""
     spec = config["models"][wildcards.model]
+    settings = {key: value for key, value in config["capture"].items() if key not in CAPTURE_SCHEDULING_KEYS}
     if not spec.get("keep_padding"):
-        return config["capture"]
+        return settings
     return {
-        **config["capture"],
+        **settings,
         "keep_padding": True,
         "padding_batch_lines": spec["padding_batch_lines"],
         "max_tokens": spec["max_tokens"],
     }
+
+
+# capture.one_pass: the layers whose stores rule capture_layers makes in one pass per model and split (those all
+# missing now; the stores that exist stay with capture_activations, see secret_moe.plan.one_pass_layers).
+ONE_PASS_LAYERS = one_pass_layers(config, lambda store: Path(store).exists())
 
 
 def data_store(data, split):

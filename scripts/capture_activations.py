@@ -1,19 +1,19 @@
-"""Rule capture_activations: stream layer ℓ's MLP inputs and outputs into a Zarr store (resumable)."""
+"""Rules capture_activations and capture_layers: stream the MLP inputs and outputs of one layer, or of several in
+one forward pass, into a Zarr store per layer (resumable)."""
 
 import torch
 
 from secret_moe.logs import log_to
-from secret_moe.steps import capture_activations
+from secret_moe.steps import capture_layers
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
-capture_activations(
+capture_layers(
     sm.input.model,
     sm.input.tokenizer,
     sm.input.tokens,
-    sm.output[0],
-    layer=int(sm.wildcards.layer),
+    sm.params.stores,
     model_spec=sm.params.spec,
     settings=sm.params.capture,
     seed=sm.params.seed,

@@ -1,12 +1,15 @@
-"""Capture one layer's MLP inputs x and outputs y: one batch (`capture_batch`, a forward hook that stops the
-forward pass right after the MLP), or every non-padding token of a corpus streamed into a Zarr store
-(`capture_activations`).
+"""Capture the MLP inputs x and outputs y of one or several layers: one batch (`capture_layers_batch`, forward
+hooks on the layers' MLPs, the forward pass stopped right after the deepest one), or every non-padding token of
+a corpus streamed into one Zarr store per layer (`capture_layers`).  One layer is the one-layer case of the same
+code (`capture_batch`, `capture_activations`), so a store written in a pass over several layers holds the same
+bytes as one written alone.
 
 Order of work, fixed by the seed so an interrupted run resumes to identical bytes: sequences are
 shuffled and cut into windows; inside a window they are sorted by length and packed into batches of
 at most `batch_tokens` padded tokens (little padding); the window's rows are shuffled and appended.
-Memory holds one window plus one chunk, whatever the corpus size.  Each row's position, token id and kind
-(`rows.py`) are stored beside x and y, in the same order.
+None of it depends on the layer, so every layer of a pass gets its rows in the same order.
+Memory holds one window plus one chunk per layer, whatever the corpus size.  Each row's position, token id and
+kind (`rows.py`) are stored beside x and y, in the same order.
 
 `keep_padding` reproduces the authors' loader instead (their public code, activation_loader.py): batches
 of `padding_batch_lines` sequences in random order, padded on the tokenizer's side, and *every* position
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,8 +35,6 @@ from secret_moe.store import chunk_rows_for, commit_rows, finish_store, open_or_
 
 log = logging.getLogger(__name__)
 
-STORE_ARRAYS = ("x", "y", *ROW_ARRAYS)  # every array of an activation store, all written in the same row order
-
 
 class Padding(NamedTuple):
     """How batches are padded: the id fed at padded positions, the side, and the ids counted as special."""
@@ -44,30 +45,49 @@ class Padding(NamedTuple):
 
 
 class _StopForward(Exception):
-    """Raised by the hook once the MLP has run: later layers are never computed."""
+    """Raised by the hook once the deepest MLP needed has run: later layers are never computed."""
 
 
 @torch.no_grad()
-def capture_batch(
-    model: nn.Module, layer: int, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) = (input, output) of layer `layer`'s MLP for every position, each (B, T, d)."""
-    captured: dict[str, Any] = {}
+def capture_layers_batch(
+    model: nn.Module, layers: list[int], input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) = (input, output) of each listed layer's MLP for every position, each (B, T, d); no layer deeper
+    than the deepest listed one runs."""
+    captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    deepest = max(layers)
 
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        captured["x"], captured["y"] = args[0], output
-        raise _StopForward
+    def hook_of(layer: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if layer == deepest:  # the pass ends here: nothing can touch these tensors
+                captured[layer] = (args[0], output)
+                raise _StopForward
+            # copies: the layers after this one in the same pass must not be able to change them in place
+            captured[layer] = (args[0].clone(), output.clone())
 
-    handle = layer_mlp(model, layer).register_forward_hook(hook)
+        return hook
+
+    handles = []
     try:
+        for layer in sorted(set(layers)):
+            handles.append(layer_mlp(model, layer).register_forward_hook(hook_of(layer)))
         model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, use_cache=False)
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    if "x" not in captured:
-        raise RuntimeError(f"the MLP of layer {layer} never ran during the forward pass")
-    return captured["x"], captured["y"]
+        for handle in handles:
+            handle.remove()
+    missing = sorted(set(layers) - set(captured))
+    if missing:
+        raise RuntimeError(f"the MLP of layer {missing[0]} never ran during the forward pass")
+    return captured
+
+
+def capture_batch(
+    model: nn.Module, layer: int, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) = (input, output) of layer `layer`'s MLP for every position, each (B, T, d)."""
+    return capture_layers_batch(model, [layer], input_ids_BT, attention_mask_BT)[layer]
 
 
 def first_tokens(sequences: list[np.ndarray], max_tokens: int | None) -> list[np.ndarray]:
@@ -110,9 +130,15 @@ def padded_rows(batches: list[np.ndarray], lengths: np.ndarray) -> int:
     return int(sum(len(b) * lengths[b].max() for b in batches))
 
 
+def _block_names(layers: list[int]) -> list[tuple[str, int | None]]:
+    """What each array of a block holds: (name, layer) for x and y of every layer, then (name, None) for the row
+    arrays (`rows.ROW_ARRAYS`), which every layer's store holds alike."""
+    return [(name, layer) for layer in layers for name in ("x", "y")] + [(name, None) for name in ROW_ARRAYS]
+
+
 def _window_rows(
     model: torch.nn.Module,
-    layer: int,
+    layers: list[int],
     sequences: list[np.ndarray],
     batches: list[np.ndarray],
     padding: Padding,
@@ -121,8 +147,9 @@ def _window_rows(
     stats: dict[str, float],
     keep_padding: bool = False,
 ) -> tuple[np.ndarray, ...]:
-    """The window's rows, shuffled: x, y and the row arrays (`rows.ROW_ARRAYS`), in `STORE_ARRAYS` order."""
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in STORE_ARRAYS}
+    """The window's rows, shuffled (one permutation for every layer), in `_block_names(layers)` order."""
+    names = _block_names(layers)
+    parts: dict[tuple[str, int | None], list[np.ndarray]] = {name: [] for name in names}
     for batch in batches:
         width = max(len(sequences[i]) for i in batch)
         ids_BT = torch.full((len(batch), width), padding.pad_id, dtype=torch.long)
@@ -132,71 +159,76 @@ def _window_rows(
             span = slice(width - length, width) if padding.left else slice(0, length)
             ids_BT[row, span] = torch.from_numpy(sequences[index])
             mask_BT[row, span] = 1
-        x_BTD, y_BTD = capture_batch(model, layer, ids_BT.to(device), mask_BT.to(device))
+        captured = capture_layers_batch(model, layers, ids_BT.to(device), mask_BT.to(device))
         keep_BT = torch.ones_like(mask_BT, dtype=torch.bool) if keep_padding else mask_BT.bool()
-        parts["x"].append(x_BTD[keep_BT.to(device)].float().cpu().numpy())
-        parts["y"].append(y_BTD[keep_BT.to(device)].float().cpu().numpy())
+        for layer, (x_BTD, y_BTD) in captured.items():
+            parts[("x", layer)].append(x_BTD[keep_BT.to(device)].float().cpu().numpy())  # (rows, d)
+            parts[("y", layer)].append(y_BTD[keep_BT.to(device)].float().cpu().numpy())
         for name, values_BT in batch_rows(ids_BT, mask_BT, padding.special_ids, padding.left).items():
-            parts[name].append(values_BT[keep_BT].numpy())
+            parts[(name, None)].append(values_BT[keep_BT].numpy())
         stats["padded_tokens"] += ids_BT.numel()
-    arrays = [np.concatenate(parts[name]) for name in STORE_ARRAYS]
-    perm = rng.permutation(len(arrays[0]))
-    return tuple(a[perm] for a in arrays)
+    perm = rng.permutation(sum(len(part) for part in parts[names[0]]))
+    # one array at a time, its parts dropped once joined: the window is held once, not three times
+    return tuple(np.concatenate(parts.pop(name))[perm] for name in names)
 
 
 def _chunks_of_windows(
     rows_iter: Iterator[tuple[np.ndarray, ...]], chunk_rows: int, skip: int
 ) -> Iterator[tuple[np.ndarray, ...]]:
     """Regroup a stream of row blocks (tuples of aligned arrays) into whole chunks, dropping the first `skip`
-    rows."""
-    buffers: list[list[np.ndarray]] = []
+    rows.  One chunk is copied at a time: a block is cut into views, and the rows left at its end are copied, so
+    that the block is freed before the next one is made (memory: one window, not two)."""
+    pending: list[tuple[np.ndarray, ...]] = []  # pieces of the next chunk, fewer than chunk_rows rows in all
     held = 0
     for arrays in rows_iter:
         if skip:
             cut = min(skip, len(arrays[0]))
             arrays, skip = tuple(a[cut:] for a in arrays), skip - cut
-        buffers = buffers or [[] for _ in arrays]
-        for buffer, a in zip(buffers, arrays, strict=True):
-            buffer.append(a)
-        held += len(arrays[0])
-        if held >= chunk_rows:  # one concatenation per block, then every whole chunk it completes
-            joined = [np.concatenate(buffer) for buffer in buffers]
-            full = held - held % chunk_rows
-            for start in range(0, full, chunk_rows):
-                yield tuple(a[start : start + chunk_rows] for a in joined)
-            buffers, held = [[a[full:]] for a in joined], held - full
+        start, rows = 0, len(arrays[0])
+        while held + rows - start >= chunk_rows:
+            stop = start + chunk_rows - held
+            head = tuple(a[start:stop] for a in arrays)
+            yield tuple(np.concatenate(column) for column in zip(*pending, head, strict=True))
+            del head  # no view of the block outlives it
+            pending, held, start = [], 0, stop
+        if start < rows:
+            pending.append(tuple(a[start:].copy() for a in arrays))
+            held += rows - start
+        del arrays
     if held:
-        yield tuple(np.concatenate(buffer) for buffer in buffers)
+        yield tuple(np.concatenate(column) for column in zip(*pending, strict=True))
 
 
-def capture_activations(
+def capture_layers(
     model: torch.nn.Module,
     sequences: list[np.ndarray],
-    out_path: str | Path,
+    out_paths: dict[int, str | Path],
     *,
-    layer: int,
     pad_id: int,
     batch_tokens: int,
     window_sequences: int,
     chunk_mb: float,
     seed: int,
     device: str,
-    attrs: dict[str, Any],
+    attrs: dict[int, dict[str, Any]],
     keep_padding: bool = False,
     padding_batch_lines: int | None = None,
     pad_left: bool = False,
     special_ids: list[int] | None = None,
 ) -> dict[str, float]:
-    """Write (or resume) the store at `out_path`; returns timing and padding statistics.
+    """Write (or resume) the store of each layer at `out_paths[layer]` (its attributes `attrs[layer]`) in one
+    forward pass per batch; returns timing and padding statistics of the pass.
 
     Besides x and y, every row's position, token id and kind are stored (`rows.py`); `special_ids` are the
-    tokenizer's special tokens (kind "special"), and the pad id, side and special ids go into the attrs."""
+    tokenizer's special tokens (kind "special"), and the pad id, side and special ids go into the attrs.  Each
+    store resumes from its own committed rows: the pass starts at the least advanced one, and a chunk is written
+    only to the stores that have not committed it yet."""
     if keep_padding and not padding_batch_lines:
         raise ValueError("keep_padding needs padding_batch_lines (the padding control's batch_lines)")
+    layers = sorted(out_paths)
     lengths = np.array([len(s) for s in sequences])
     d_model = hidden_size(model.config)
     chunk_rows = chunk_rows_for(d_model, chunk_mb)
-    partial = partial_path(out_path)
     windows = plan_windows(lengths, window_sequences, seed)
 
     plans = [
@@ -208,34 +240,62 @@ def capture_activations(
     ]
     starts = np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
     padding = Padding(pad_id, pad_left, sorted(special_ids or []))
-    attrs = {**attrs, **provenance_attrs(pad_id, "left" if pad_left else "right", padding.special_ids)}
-    group, done = open_or_create(partial, int(starts[-1]), d_model, chunk_rows, attrs, attrs, ROW_ARRAYS)
-    first = int(np.searchsorted(starts, done, side="right") - 1)
-    if done:
-        log.info("resuming %s at row %d of %d (window %d)", partial, done, starts[-1], first)
+    provenance = provenance_attrs(pad_id, "left" if pad_left else "right", padding.special_ids)
+    partials = {layer: partial_path(out_paths[layer]) for layer in layers}
+    groups, done = {}, {}
+    for layer in layers:
+        store_attrs = {**attrs[layer], **provenance}
+        groups[layer], done[layer] = open_or_create(
+            partials[layer], int(starts[-1]), d_model, chunk_rows, store_attrs, store_attrs, ROW_ARRAYS
+        )
+        if done[layer]:
+            log.info("resuming %s at row %d of %d", partials[layer], done[layer], starts[-1])
+    resume = min(done.values())
+    first = int(np.searchsorted(starts, resume, side="right") - 1)
 
     stats = {"padded_tokens": 0.0, "model_seconds": 0.0, "write_seconds": 0.0}
+    names = _block_names(layers)
+    description = f"capture layer{'s' if len(layers) > 1 else ''} {','.join(map(str, layers))}"
 
     def window_blocks() -> Iterator[tuple[np.ndarray, ...]]:
-        for w in tqdm(range(first, len(windows)), desc=f"capture layer {layer}", unit="window"):
+        for w in tqdm(range(first, len(windows)), desc=description, unit="window"):
             tick = time.perf_counter()
             rng = np.random.default_rng([seed, w])
-            block = _window_rows(model, layer, sequences, plans[w], padding, device, rng, stats, keep_padding)
+            block = _window_rows(model, layers, sequences, plans[w], padding, device, rng, stats, keep_padding)
             stats["model_seconds"] += time.perf_counter() - tick
             yield block
+            del block  # before the next window is made
 
-    row = done
-    tokens_before = int(starts[first])
-    for arrays in _chunks_of_windows(window_blocks(), chunk_rows, skip=done - tokens_before):
+    row = resume
+    for arrays in _chunks_of_windows(window_blocks(), chunk_rows, skip=resume - int(starts[first])):
         tick = time.perf_counter()
-        for name, values in zip(STORE_ARRAYS, arrays, strict=True):
-            group[name][row : row + len(values)] = values
+        behind = [layer for layer in layers if row >= done[layer]]  # committed chunks are never written again
+        for (name, owner), values in zip(names, arrays, strict=True):
+            for layer in behind:
+                if owner in (None, layer):  # the row arrays go to every store, x and y to their layer's
+                    groups[layer][name][row : row + len(values)] = values
         row += len(arrays[0])
-        commit_rows(partial, row)
+        for layer in behind:
+            commit_rows(partials[layer], row)
         stats["write_seconds"] += time.perf_counter() - tick
-    finish_store(partial, out_path)
+    for layer in layers:
+        finish_store(partials[layer], out_paths[layer])
     processed = int(sum(lengths[windows[w]].sum() for w in range(first, len(windows))))
     stats["tokens"] = float(processed)
     stats["padding_fraction"] = 1 - processed / stats["padded_tokens"] if stats["padded_tokens"] else 0.0
     stats["rows"] = float(starts[-1] - starts[first])
     return stats
+
+
+def capture_activations(
+    model: torch.nn.Module,
+    sequences: list[np.ndarray],
+    out_path: str | Path,
+    *,
+    layer: int,
+    attrs: dict[str, Any],
+    **settings: Any,
+) -> dict[str, float]:
+    """Write (or resume) the store of one layer at `out_path`: `capture_layers` with that layer alone (`settings`:
+    its keyword arguments from `pad_id` on)."""
+    return capture_layers(model, sequences, {layer: out_path}, attrs={layer: attrs}, **settings)

@@ -55,7 +55,8 @@ WORKFLOW_FILES = ("Snakefile", "rules/common.smk")
 
 
 def rule_sources(root: Path) -> dict[str, tuple[str, str | None]]:
-    """Rule name -> (the .smk file defining it, its script or None), read from rules/*.smk."""
+    """Rule name -> (the .smk file defining it, its script or None), read from rules/*.smk (a rule defined by `use
+    rule` with the script of the rule it uses)."""
     found = {}
     for smk in sorted((root / "rules").glob("*.smk")):
         text = smk.read_text()
@@ -64,6 +65,9 @@ def rule_sources(root: Path) -> dict[str, tuple[str, str | None]]:
             body = text[start : starts[i + 1][0] if i + 1 < len(starts) else len(text)]
             script = re.search(r'^\s+script:\s*\n\s+"\.\./(scripts/[\w./]+)"', body, re.MULTILINE)
             found[name] = (str(smk.relative_to(root)), script.group(1) if script else None)
+        # `use rule A as B with:` (rules/activations.smk: capture_layers) runs A's script
+        for base, name in re.findall(r"^[ \t]*use rule (\w+) as (\w+) with:", text, re.MULTILINE):
+            found[name] = (str(smk.relative_to(root)), found[base][1])
     return found
 
 
@@ -111,7 +115,7 @@ def code_of(root: Path, stage: Stage) -> list[str]:
     if missing:
         raise SystemExit(f"rules {missing} are named in secret_moe.layout.STAGES but defined in no rules/*.smk")
     listed = [*WORKFLOW_FILES, *dict.fromkeys(sources[rule][0] for rule in stage.rules)]
-    scripts = [root / script for rule in stage.rules if (script := sources[rule][1])]
+    scripts = list(dict.fromkeys(root / script for rule in stage.rules if (script := sources[rule][1])))
     seen: dict[Path, None] = {}
     todo = [f for source in [*(root / w for w in WORKFLOW_FILES), *scripts] for f in _imports(root, source)]
     while todo:

@@ -107,7 +107,7 @@ STAGES = {  # in the workflow's order
         note="the materialised teacher LLM (prepare_model waits for the tokens only to fail early)",
     ),
     "activations": Stage(
-        ("capture_activations", "export_teacher"),
+        ("capture_activations", "capture_layers", "export_teacher"),
         ("activations", "teacher"),
         reads=("model", "tokenizer", "tokens"),
         config=("capture", "device", "experiments"),

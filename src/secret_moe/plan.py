@@ -17,7 +17,7 @@ from typing import Any
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
 from secret_moe.families import FAMILIES, moe_sizes
-from secret_moe.layout import RUN_KEYS, path
+from secret_moe.layout import RUN_KEYS, SPLITS, path
 from secret_moe.models.gguf import check_gguf_file
 from secret_moe.models.layers import check_layers
 from secret_moe.provenance import fingerprint_json
@@ -44,6 +44,39 @@ def model_layers(config: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 SOURCE_KEYS = ("source", "hf_id", "revision", "gguf_package", "path", "init", "dtype")
+# Keys of `capture` that decide how the stores are scheduled, not what they hold: kept out of the capture rules'
+# params and the stores' attributes, so that turning them on or off reruns nothing.
+CAPTURE_SCHEDULING_KEYS = ("one_pass",)
+
+
+def one_pass_layers(config: dict[str, Any], exists: Callable[[str], bool]) -> list[int]:
+    """The layers rule capture_layers captures in one forward pass per split for each model of `capture.one_pass`:
+    those whose stores (every such model, both splits) all do not `exist` yet; none when fewer than two do not.
+
+    Like a bundle of distillation runs (`plan_bundles`), the pass takes only what is missing, so that adding a
+    layer to the config never reruns (and so deletes) a finished store: the stores that exist belong to
+    capture_activations, whose inputs and params a store made in one pass has too."""
+    models = config.get("capture", {}).get("one_pass", [])
+    if not models:
+        return []
+    layers = [
+        layer
+        for layer in sorted(layers_of(config, models[0]))
+        if not any(exists(path("activations", model=m, layer=layer, split=s)) for m in models for s in SPLITS)
+    ]
+    return layers if len(layers) > 1 else []
+
+
+def check_one_pass(config: dict[str, Any]) -> None:
+    """`capture.one_pass` names models of the config, all with the same layers (one pass serves one layer set)."""
+    models = config.get("capture", {}).get("one_pass", [])
+    for name in models:
+        if name not in config["models"]:
+            raise ConfigError(f"capture.one_pass: {name!r} is not a key of models (or padding_controls)")
+    layer_sets = {name: sorted(layers_of(config, name)) for name in models}
+    if len({tuple(layers) for layers in layer_sets.values()}) > 1:
+        listed = "; ".join(f"{name}: {layers}" for name, layers in layer_sets.items())
+        raise ConfigError(f"capture.one_pass: its models must list the same layers, one pass serves one set ({listed})")
 
 
 def resolve_variants(config: dict[str, Any]) -> None:
@@ -267,6 +300,7 @@ def check_config(config: dict[str, Any]) -> None:
     sweep = config.get("experiments", {}).get("layer_sweep", {})
     if sweep.get("enabled") and sweep.get("model") not in config["models"]:
         raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")
+    check_one_pass(config)
     for name, spec in config["models"].items():
         needed = {"hub": "hf_id", "gguf_package": "gguf_package", "gguf_file": "path", "local": "path"}[spec["source"]]
         if needed not in spec:

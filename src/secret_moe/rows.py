@@ -108,6 +108,11 @@ class KindSplit:
         return float(self.spread_K().sum() / (self.rows_K.sum() * self.sum_KD.shape[1]))
 
 
+def row_hashes(x_ND: np.ndarray) -> list[bytes]:
+    """A short hash of each row's bytes: rows with equal hashes are the same input (identical x)."""
+    return [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in np.ascontiguousarray(x_ND)]
+
+
 def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, Any]]:
     """Per row kind (and over `all` rows) of an activation store: how many rows, how many distinct inputs x,
     the size of the largest group of identical x, the kind's share of Var(y) (Σ over its rows of ‖y − μ‖², μ
@@ -132,7 +137,7 @@ def kind_summary(group: zarr.Group, block_rows: int = 16384) -> list[dict[str, A
             sum_y[code] += y_mine.sum(0)
             squares[code] += (y_mine**2).sum(0)
             norms[code].append(np.linalg.norm(y_mine, axis=1))
-            hashes[code] += [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in x[mine]]
+            hashes[code] += row_hashes(x[mine])
     split = KindSplit(kinds, count, sum_y, squares)
     spread, own_spread_K = split.spread_K(), split.own_spread_K()
     table = []

@@ -59,7 +59,9 @@ def test_every_rule_belongs_to_one_stage_and_every_script_is_named_after_its_rul
     sources = rule_sources(REPO)
     staged = [rule for stage in layout.STAGES.values() for rule in stage.rules]
     assert sorted(staged) == sorted(set(sources) - {"all"})  # each rule once, none forgotten
-    assert all(script in (None, f"scripts/{rule}.py") for rule, (_, script) in sources.items())
+    # capture_layers is capture_activations with other outputs (`use rule`), so it runs that rule's script
+    uses = {"capture_layers": "capture_activations"}
+    assert all(script in (None, f"scripts/{uses.get(rule, rule)}.py") for rule, (_, script) in sources.items())
 
 
 def test_paths_fill_only_the_wildcards_they_have():
@@ -165,13 +167,16 @@ def disagreements(stages: dict[str, dict[str, list[str]]], jobs: list[dict], con
 
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory):
-    """A project folder with the committed dvc.yaml and a config that has every stage: two models, a padding
-    control, every experiment family of the tiny config, a budget ladder."""
+    """A project folder with the committed dvc.yaml and a config that has every stage: two models (one captured in
+    one pass), a padding control, every experiment family of the tiny config, a budget ladder."""
     tmp = tmp_path_factory.mktemp("dag")
     (tmp / "corpus").mkdir()
     corpus = write_tiny_corpus(tmp / "corpus", {"train": 300, "validation": 80})
     config = tiny_config(save_tiny_model(tmp / "gpt-neox", "gpt_neox"), corpus, gaussian={"block_rows": 4096})
     config["models"]["tiny2"] = {**config["models"]["tiny"], "path": str(save_tiny_model(tmp / "llama", "llama"))}
+    # two layers of tiny2 in one forward pass (capture_layers), the other models' stores one layer at a time
+    config["models"]["tiny2"]["layers"] = [0, 1]
+    config["capture"]["one_pass"] = ["tiny2"]
     config["padding_controls"] = {"tiny-padded": {"same_as": "tiny", "batch_lines": 4, "layers": [1]}}
     # a budget ladder of two rungs (1 and 2 epochs), so that the verdict's ladder figure is in the DAG
     config["distill"]["schedule"] = {"kind": "wsd", "cooldown_fraction": 0.5, "rungs": 2}

@@ -20,12 +20,15 @@ PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text
 
 
 def rule_blocks() -> dict[str, str]:
-    """Each rule of rules/*.smk and the Snakefile: its name and the text of its block."""
+    """Each rule of rules/*.smk and the Snakefile, `use rule ... as NAME` ones included: its name and the text of
+    its block."""
     blocks = {}
     for file in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
-        parts = re.split(r"^rule (\w+):\n", file.read_text(), flags=re.MULTILINE)
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            blocks[name] = body.split("\n\n\n")[0]
+        text = file.read_text()
+        heads = list(re.finditer(r"^(?:rule (\w+):|[ \t]+use rule \w+ as (\w+) with:)\n", text, re.MULTILINE))
+        for i, head in enumerate(heads):
+            end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+            blocks[head.group(1) or head.group(2)] = text[head.end() : end].split("\n\n\n")[0]
     return blocks
 
 

@@ -15,7 +15,7 @@ from secret_moe.workflow_rules import PLOT_RULES
 _MODULES = {  # steps/<module>.py holds the steps of rules/<module>.smk (tokens: rules/tokenise.smk)
     "models": ("prepare_tokenizer", "prepare_model", "export_teacher"),
     "tokens": ("tokenise_corpus",),
-    "activations": ("store_identity", "capture_activations"),
+    "activations": ("store_identity", "capture_activations", "capture_layers"),
     "gaussian": ("fit_gaussian", "sample_gaussian"),
     "distill": ("train_students", "collect_run"),
     "aggregate": ("read_metrics", "aggregate_runs"),

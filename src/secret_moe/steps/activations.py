@@ -1,4 +1,5 @@
-"""Step of rules/activations.smk: capture one layer's MLP inputs and outputs into a Zarr store."""
+"""Steps of rules/activations.smk: capture one layer's MLP inputs and outputs into a Zarr store
+(`capture_activations`), or several layers' into one store each in one forward pass (`capture_layers`)."""
 
 from __future__ import annotations
 
@@ -49,29 +50,46 @@ def capture_activations(
     seed: int,
     device: str,
 ) -> None:
+    """The store of one layer: `capture_layers` with that layer alone."""
+    capture_layers(
+        model_dir,
+        tokenizer_dir,
+        tokens,
+        {layer: out},
+        model_spec=model_spec,
+        settings=settings,
+        seed=seed,
+        device=device,
+    )
+
+
+def capture_layers(
+    model_dir: str,
+    tokenizer_dir: str,
+    tokens: str,
+    outs: dict[int, str],
+    *,
+    model_spec: dict[str, Any],
+    settings: dict[str, Any],
+    seed: int,
+    device: str,
+) -> None:
+    """The store of each layer of `outs` (layer -> store path), all captured in one forward pass per batch; each
+    store, its `capture_stats.json` (the pass's statistics) and `rows_by_kind.csv` as a capture of that layer
+    alone writes them."""
     sequences, token_attrs = read_token_store(tokens)
     sequences = capture.first_tokens(sequences, settings.get("max_tokens", {}).get(token_attrs["split"]))
     config = load_local_config(model_dir)
-    check_layers(config, [layer], Path(model_dir).name)
+    check_layers(config, list(outs), Path(model_dir).name)
     device = resolve_device(device)
     model = load_local_model(model_dir, model_spec.get("dtype", "float32"), device)
-    attrs = {
-        **store_identity(model_spec, layer, token_attrs),
-        "split": token_attrs["split"],
-        "d_model": hidden_size(config),
-        "dtype": "float32",
-        "compute_dtype": model_spec.get("dtype", "float32"),
-        "package_version": __version__,
-        "capture_config": settings,
-        "seed": seed,
-    }
+    attrs = {layer: _store_attrs(model_spec, layer, token_attrs, hidden_size(config), settings, seed) for layer in outs}
     pad_id, pad_left, special_ids = _padding(tokenizer_dir)
     tick = time.perf_counter()
-    stats = capture.capture_activations(
+    stats = capture.capture_layers(
         model,
         sequences,
-        out,
-        layer=layer,
+        outs,
         pad_id=pad_id,
         batch_tokens=settings["batch_tokens"],
         window_sequences=settings["window_sequences"],
@@ -86,8 +104,30 @@ def capture_activations(
     )
     stats["seconds"] = time.perf_counter() - tick
     log.info("capture stats: %s", stats)
-    write_json(Path(out) / "capture_stats.json", stats)
-    write_rows_by_kind(out)
+    for out in outs.values():
+        write_json(Path(out) / "capture_stats.json", stats)
+        write_rows_by_kind(out)
+
+
+def _store_attrs(
+    model_spec: dict[str, Any],
+    layer: int,
+    token_attrs: dict[str, Any],
+    d_model: int,
+    settings: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """The attributes of one layer's store (the row provenance attrs are added by `capture`)."""
+    return {
+        **store_identity(model_spec, layer, token_attrs),
+        "split": token_attrs["split"],
+        "d_model": d_model,
+        "dtype": "float32",
+        "compute_dtype": model_spec.get("dtype", "float32"),
+        "package_version": __version__,
+        "capture_config": settings,
+        "seed": seed,
+    }
 
 
 def write_rows_by_kind(store: str) -> None:
