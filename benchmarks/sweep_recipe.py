@@ -14,7 +14,8 @@ gives its whole budget ladder from one run (cooldown branches); a `cosine` recip
 writes every run's metrics under --out, then `sweep.csv` (recipe, data, student, budget: best FVU over the
 learning rates, its learning rate and epoch), `sweep_table.md` (the FVU ladder and each budget doubling's
 relative change) and `sweep.png` (FVU against budget, one line per student, real and Gaussian side by side).
-`--summarise` rebuilds the table and figure from the metrics already there.
+`--summarise` rebuilds the table and figure from the metrics already there; `--keep reference/recipe_sweep/sweep.csv`
+adds an earlier sweep's rows for the recipes not rerun.
 """
 
 from __future__ import annotations
@@ -131,8 +132,13 @@ def _rows(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(out: Path) -> pd.DataFrame:
+def summarise(out: Path, keep: Path | None = None) -> pd.DataFrame:
     runs = pd.DataFrame(_rows(out))
+    if keep is not None:
+        # an earlier sweep's rows (its sweep.csv) for the recipes this one did not rerun
+        earlier = pd.read_csv(keep)
+        earlier = earlier[~earlier.recipe.isin(set(runs.recipe))].drop(columns="change_from_half")
+        runs = pd.concat([runs, earlier], ignore_index=True)
     best = runs.loc[runs.groupby(["recipe", "data", "student", "budget"]).best_fvu.idxmin()]
     best = best.sort_values(["recipe", "data", "student", "budget"], ignore_index=True)
     best["change_from_half"] = best.groupby(["recipe", "data", "student"]).best_fvu.transform(
@@ -235,6 +241,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--summarise", action="store_true", help="only rebuild the table and figure")
+    parser.add_argument("--keep", type=Path, help="an earlier sweep.csv whose recipes this sweep did not rerun")
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
@@ -262,7 +269,7 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(run, jobs))
-    summarise(out)
+    summarise(out, args.keep)
 
 
 if __name__ == "__main__":
