@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from secret_moe.aggregate import student_label
 from secret_moe.students import active_neurons, parse_student
@@ -415,7 +415,9 @@ def ladder(runs: pd.DataFrame, tolerance: float, title: str, pdf: str, png: str)
         ax.set_yscale("log")
         budgets = sorted(set(points.epochs))
         ax.set_xticks(budgets, [str(b) for b in budgets])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())  # the y axis keeps its minor ticks: FVUs within one decade
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.set_xlabel("Training budget, epochs (log scale)")
         ax.set_ylabel("Validation FVU (log scale)")
         ax.set_title(DATA_TITLES[name])

@@ -445,3 +445,21 @@ def test_what_fvu_measures_shows_three_measures_and_the_pad_share(tmp_path):
 )
 def test_verdict_tick_labels_read_students_with_the_grammar(student, label):
     assert figures._short(student) == label
+
+
+def test_the_ladder_figure_labels_its_fvu_axis_when_every_fvu_lies_within_one_decade(tmp_path):
+    """FVUs between 0.3 and 0.6 have no major tick on a log axis: the minor ticks carry the labels."""
+    runs = pd.DataFrame(
+        [
+            {"data": data, "student": student, "epochs": epochs, "seed": 0, "best_fvu": fvu, "families": "main"}
+            for data in ("activations", "gaussian")
+            for student, start in (("mlp_h64", 0.6), ("moe_lowrank_r128_m1024_s32_k32", 0.55))
+            for epochs, fvu in ((12, start), (24, start * 0.8), (48, start * 0.7))
+        ]
+    )
+    fig = figures.ladder(runs, 0.03, "within a decade", tmp_path / "l.pdf", tmp_path / "l.png")
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    ticks = ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+    shown = [t.get_text() for t in ticks if low <= t.get_position()[1] <= high and t.get_text()]
+    assert len(shown) >= 2, shown
