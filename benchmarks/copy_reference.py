@@ -22,12 +22,12 @@ LEFT_OUT = {"runs", "curves"}
 
 
 def copy_reference(run: Path, dest: Path, log: Path | None) -> list[Path]:
-    from secret_moe.layout import RESULT_TABLES
+    from secret_moe.layout import RESULT_TABLES, path
 
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
     for table in RESULT_TABLES:
-        source = run / "results" / "aggregate" / f"{table}.csv"
+        source = run / path("table", name=table)
         if table not in LEFT_OUT and source.is_file():
             copied.append(Path(shutil.copy2(source, dest / source.name)))
     for rows in sorted((run / "results" / "activations").glob("*/layer*/*.zarr/rows_by_kind.csv")):
