@@ -34,6 +34,14 @@ from secret_moe.scan.target import ScanArgumentError, Target, check_requested_la
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout this package runs from (installed editable)
 SCHEMA = REPO / "config" / "schema.yaml"
+# what the runs of a scan are counted by: run key -> (singular, plural)
+RUN_COUNTS = {
+    "layer": ("layer", "layers"),
+    "data": ("data", "data"),
+    "student": ("student", "students"),
+    "seed": ("seed", "seeds"),
+    "lr": ("learning rate", "learning rates"),
+}
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ def duration(seconds: float) -> str:
 def describe(plan: Plan, cores: int, timed: tuple[float, int] | None) -> list[str]:
     """The plan, as the lines the command prints before it starts."""
     distill, corpus = plan.resolved["distill"], plan.resolved["corpus"]
-    counts = {key: len({run[key] for run in plan.runs}) for key in ("layer", "data", "student", "seed", "lr")}
+    counts = {key: len({run[key] for run in plan.runs}) for key in RUN_COUNTS}
     ladder = ladder_budgets(plan.resolved)
     lines = [
         f"secret-moe scan: {plan.target.described} -> model {plan.target.name!r} "
@@ -134,7 +142,7 @@ def describe(plan: Plan, cores: int, timed: tuple[float, int] | None) -> list[st
         + (f" (ladder {'/'.join(map(str, ladder))})" if ladder else "")
         + f", token caps {corpus['max_tokens']}, seeds {distill['seeds']}",
         f"  {len(plan.runs)} training runs ("
-        + " x ".join(f"{n} {key}{'s' if n != 1 else ''}" for key, n in counts.items())
+        + " x ".join(f"{n} {RUN_COUNTS[key][n != 1]}" for key, n in counts.items())
         + ")",
     ]
     if timed is None:
