@@ -131,7 +131,7 @@ def duration(seconds: float) -> str:
 
 def describe(plan: Plan, cores: int, timed: tuple[float, int] | None) -> list[str]:
     """The plan, as the lines the command prints before it starts."""
-    distill, corpus = plan.resolved["distill"], plan.resolved["corpus"]
+    distill, caps = plan.resolved["distill"], plan.resolved["corpus"]["max_tokens"]
     counts = {key: len({run[key] for run in plan.runs}) for key in RUN_COUNTS}
     ladder = ladder_budgets(plan.resolved)
     lines = [
@@ -140,7 +140,7 @@ def describe(plan: Plan, cores: int, timed: tuple[float, int] | None) -> list[st
         f"  layers: {' '.join(map(str, plan.layers))}",
         f"  budget: {plan.budget}: {distill['epochs']} epochs"
         + (f" (ladder {'/'.join(map(str, ladder))})" if ladder else "")
-        + f", token caps {corpus['max_tokens']}, seeds {distill['seeds']}",
+        + f", {caps['train']} train / {caps['validation']} validation tokens per store, seeds {distill['seeds']}",
         f"  {len(plan.runs)} training runs ("
         + " x ".join(f"{n} {RUN_COUNTS[key][n != 1]}" for key, n in counts.items())
         + ")",
@@ -148,10 +148,10 @@ def describe(plan: Plan, cores: int, timed: tuple[float, int] | None) -> list[st
     if timed is None:
         lines.append("  no estimate: corpus.max_tokens has no cap, so the rows per store are unknown before tokenising")
     else:
-        seconds, jobs = timed
+        (seconds, jobs), steps = timed, plan.resolved["scan"]["timing_steps"]
         lines.append(
             f"  estimated distillation time on this machine: {duration(seconds)} on {cores} cores ({jobs} parallel "
-            f"jobs), from {plan.resolved['scan']['timing_steps']} timed steps of each student at d = "
+            f"jobs), from timing {steps} training step{'s' if steps != 1 else ''} of each student at d = "
             f"{plan.target.hidden}; capture, Gaussian samples and job start-up come on top"
         )
     lines += [f"  config: {plan.config_path}", "  " + shlex.join(short_command(plan, cores))]

@@ -43,9 +43,19 @@ def test_a_gguf_file_is_read_from_its_metadata(tmp_path):
 
 
 def test_a_key_of_config_yaml_keeps_its_entry_without_layers(monkeypatch):
-    monkeypatch.setattr(scan_target, "_shape_of", lambda spec, key: type("C", (), {"num_layers": 18, "d_model": 640}))
+    shape = type("C", (), {"num_layers": 18, "d_model": 640})
+    monkeypatch.setattr(scan_target, "_shape_of", lambda spec, key, name: shape)
     target = resolve("gemma3-270m", KEYS, default_rank=128)
     assert target.name == "gemma3-270m" and "layers" not in target.spec and target.spec["source"] == "gguf_package"
+    assert (target.layers, target.hidden) == (18, 640)
+
+
+def test_a_materialised_model_is_read_from_its_copy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "resources" / "models" / "gemma3-270m"
+    copy.mkdir(parents=True)
+    (copy / "config.json").write_text(json.dumps({"text_config": {"num_hidden_layers": 18, "hidden_size": 640}}))
+    target = resolve("gemma3-270m", KEYS, default_rank=128)  # the package's GGUF file is not assembled
     assert (target.layers, target.hidden) == (18, 640)
 
 

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from secret_moe.errors import ConfigError, SecretMoeError
+from secret_moe.layout import path
 from secret_moe.models.gguf import gguf_shape
 from secret_moe.models.layers import hidden_size, num_layers
 
@@ -63,9 +64,13 @@ def _hub_config(hf_id: str, revision: str | None) -> Any:
         ) from error
 
 
-def _shape_of(spec: dict[str, Any], key: str) -> Any:
-    """The config (layer count, hidden size) of a `models` entry, without its weights."""
-    source = spec["source"]
+def _shape_of(spec: dict[str, Any], key: str, name: str) -> Any:
+    """The config (layer count, hidden size) of a `models` entry, without its weights; for a source that is slow to
+    read (a package's GGUF file is written out first, a Hub config downloaded), its materialised copy's
+    (resources/models/<name>, from an earlier run) if there is one."""
+    source, copy = spec["source"], Path(path("model", model=name))
+    if source in ("gguf_package", "hub") and (copy / "config.json").is_file():
+        return _folder_config(copy)
     if source == "local":
         return _folder_config(Path(spec["path"]))
     if source == "gguf_file":
@@ -100,7 +105,7 @@ def resolve(model: str, keys: dict[str, Any], default_rank: int) -> Target:
     `default_rank` (the schema's), at most its hidden size (a low-rank router of rank d is a full-rank one)."""
     name, spec, described = _spec_of(model, keys)
     try:
-        shape = _shape_of(spec, "MODEL")
+        shape = _shape_of(spec, "MODEL", name)
         layers, hidden = num_layers(shape), hidden_size(shape)
     except ConfigError as error:
         raise ScanArgumentError(f"MODEL: {model!r}: {error}") from error
