@@ -127,3 +127,14 @@ def test_the_same_command_again_has_nothing_to_do(scanned):
     again = scan_command(scanned["root"])
     assert again.returncode == 0, again.output[-3000:]
     assert "Nothing to be done" in again.output
+
+
+def test_the_profile_and_its_figure_are_in_the_html_report(scanned):
+    work, report = scanned["work"], scanned["root"] / "report.html"
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
+    command += ["results/scan/tiny-model/profile.csv", "figures/tiny-model/scan.png", "--report", str(report)]
+    command += ["--configfile", str(work / "results" / "scan" / "tiny-model" / "config.yaml")]  # the scan's targets
+    result = subprocess.run(command, cwd=work, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    html = report.read_text(errors="replace")
+    assert "scan.png" in html and "profile.csv" in html and "Scan" in html
