@@ -25,12 +25,12 @@ from typing import Any
 
 import yaml
 
-from secret_moe.errors import SecretMoeError
+from secret_moe.errors import ScanArgumentError, SecretMoeError
 from secret_moe.layout import path
 from secret_moe.plan import check_config, distill_runs, ladder_budgets, resolve_variants
 from secret_moe.scan.budget import PRESETS, check_one_moe, corpus_choice, load_budget, scan_config
 from secret_moe.scan.progress import JobSummaries
-from secret_moe.scan.target import ScanArgumentError, Target, check_requested_layers, resolve
+from secret_moe.scan.target import Target, check_requested_layers, resolve
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout this package runs from (installed editable)
 SCHEMA = REPO / "config" / "schema.yaml"

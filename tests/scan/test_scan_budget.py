@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from secret_moe.cli import validated_config
+from secret_moe.errors import ScanArgumentError
 from secret_moe.plan import distill_runs, ladder_budgets
 from secret_moe.scan.budget import check_one_moe, corpus_choice, load_budget, merged, scan_config
-from secret_moe.scan.target import ScanArgumentError, Target
+from secret_moe.scan.target import Target
 from secret_moe.testing import tiny_scan_budget
 
 REPO = Path(__file__).resolve().parents[2]

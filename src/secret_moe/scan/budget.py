@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
+from secret_moe.errors import ScanArgumentError
 from secret_moe.families import moe_sizes
-from secret_moe.scan.target import ScanArgumentError, Target
+from secret_moe.scan.target import Target
 
 BASE_SECTIONS = ("seed", "device", "corpus", "capture", "gaussian", "verdict")  # what config.yaml gives every scan
 BUDGET_SECTIONS = ("seed", "device", "corpus", "capture", "gaussian", "distill", "verdict", "experiments", "resources")

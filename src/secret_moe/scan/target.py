@@ -16,16 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from secret_moe.errors import ConfigError, SecretMoeError
+from secret_moe.errors import ConfigError, ScanArgumentError, SecretMoeError
 from secret_moe.layout import path
 from secret_moe.models.gguf import gguf_shape
 from secret_moe.models.layers import hidden_size, num_layers
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name: two parts, not a path that starts with / . or ~
-
-
-class ScanArgumentError(SecretMoeError):
-    """A command-line argument of `secret-moe scan` that cannot work, found before anything runs."""
 
 
 @dataclass(frozen=True)
