@@ -19,6 +19,7 @@ include: "rules/activations.smk"
 include: "rules/gaussian.smk"
 include: "rules/distill.smk"
 include: "rules/aggregate.smk"
+include: "rules/scan.smk"
 include: "rules/figures.smk"
 
 

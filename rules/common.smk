@@ -201,4 +201,19 @@ def all_figure_files():
         if ladder_budgets(config) and budget_check(config) and "main" in students_by_family(config, model, layer)
         for ext in ("pdf", "png")
     ]
-    return per_layer + per_model + control + padding + ladder + verdict
+    return per_layer + per_model + control + padding + ladder + verdict + scan_figure_files()
+
+
+def scan_layers(model):
+    """The layers of a model's profile (docs/scan.md): those of its main comparison, which the verdict covers."""
+    return sorted(config["models"][model]["layers"])
+
+
+def scan_figure_files():
+    """Every model's layer profile figure (the profile table is its input): one point per layer of its main
+    comparison (`secret-moe scan` runs one model's every layer)."""
+    return [
+        path("model_figure", model=model, figure="scan", ext=ext)
+        for model in config["models"]
+        for ext in ("pdf", "png")
+    ]

@@ -130,6 +130,25 @@ rule plot_ladder:
         "../scripts/plot_ladder.py"
 
 
+rule plot_scan:
+    input:
+        profile=path("profile"),
+    output:
+        pdf=path("model_figure", figure="scan", ext="pdf"),
+        png=report(
+            path("model_figure", figure="scan", ext="png"),
+            category="Scan",
+            subcategory="{model}",
+            caption="../report/scan.rst",
+        ),
+    log:
+        "logs/plot_scan/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/plot_scan.py"
+
+
 rule all_figures:
     input:
         all_figure_files(),

@@ -23,3 +23,7 @@ class StoreMismatchError(SecretMoeError):
 
 class NonFiniteLossError(SecretMoeError):
     pass
+
+
+class ScanArgumentError(SecretMoeError):
+    """A command-line argument of `secret-moe scan` that cannot work, found before anything runs."""

@@ -31,6 +31,11 @@ PATHS = {
     "summary_figure": "figures/{figure}.{ext}",  # over every model: verdict
     "all_figures": "figures/all",
     "paper_table": "reference/paper_fvu_summary.csv",  # committed: the published numbers
+    # `secret-moe scan` (docs/scan.md): each layer's input statistics vs its Gaussian twin, the model's profile over
+    # its layers, and the config the command writes (no rule's output: Snakemake reads it)
+    "input_stats": "results/scan/{model}/input_stats/layer{layer}.csv",
+    "profile": "results/scan/{model}/profile.csv",
+    "scan_config": "results/scan/{model}/config.yaml",
 }
 RUN_KEYS = tuple(re.findall(r"\{(\w+)\}", PATHS["run"]))  # the wildcards that name a run
 RUN_FILES = ("metrics.json", "student.safetensors")  # inside a run folder
@@ -128,6 +133,13 @@ STAGES = {  # in the workflow's order
         note="every student of this model: all layers, data, learning rates and seeds",
     ),
     "aggregate": Stage(("aggregate_runs",), ("table",), reads=("run",), per_model=False),
+    "scan": Stage(
+        ("describe_inputs", "profile_layers"),
+        ("input_stats", "profile"),
+        reads=("activations", "gaussian", "table"),
+        config=("verdict", "scan"),  # verdict: the table's intervals, which the aggregate stage lists under every key
+        note="the layer profile: each layer's verdict row beside its input statistics, real and Gaussian twin",
+    ),
     "figures": Stage(
         (*PLOT_RULES, "all_figures"),
         ("figure", "model_figure", "summary_figure", "all_figures"),
@@ -137,6 +149,7 @@ STAGES = {  # in the workflow's order
                 for name in ("runs", "best", "curves", "moe_advantage", "advantage_by_seed", "verdict", "fvu_by_kind")
             ),
             "paper_table",
+            "profile",
         ),
         per_model=False,
     ),
@@ -151,11 +164,25 @@ def control_stages() -> list[str]:
     return [name for name, s in STAGES.items() if s.per_model and not set(s.writes) & set(SHARED_WITH_BASE)]
 
 
+def _reads_a_global_stage(stage: Stage) -> bool:
+    """Whether a per-model stage reads what a stage over every model writes (scan: the verdict table)."""
+    return any(kind in PATHS and not STAGES[producer(kind)].per_model for kind in stage.reads)
+
+
 def stage_groups() -> dict[str, Stage]:
-    """Every dvc.yaml stage group in the workflow's order, the padding controls' twins after the per-model ones."""
-    groups = {name: s for name, s in STAGES.items() if s.per_model}
-    groups |= {CONTROL_PREFIX + name: STAGES[name] for name in control_stages()}
-    return groups | {name: s for name, s in STAGES.items() if not s.per_model}
+    """Every dvc.yaml stage group in the workflow's order: the per-model ones, the padding controls' twins, then the
+    stages over every model, each per-model stage that reads one of these (and its twin) after it (restore touches
+    the groups in this order, so every output ends newer than its inputs)."""
+    controls = control_stages()
+    early = [name for name, s in STAGES.items() if s.per_model and not _reads_a_global_stage(s)]
+    groups = {name: STAGES[name] for name in early}
+    groups |= {CONTROL_PREFIX + name: STAGES[name] for name in controls if name in early}
+    for name, s in STAGES.items():
+        if name not in early:
+            groups[name] = s
+            if name in controls:
+                groups[CONTROL_PREFIX + name] = s
+    return groups
 
 
 def producer(kind: str) -> str:

@@ -15,8 +15,8 @@ files of stages that were not pulled keep their own times.
     python -m secret_moe.restore targets GROUP [MODEL]
 
 prints the Snakemake targets (or, with --rules, the rules) of one stage group (tokenizer, tokens, model,
-activations, gaussian, distill, their padded_ twins for the padding controls, aggregate, figures), read from
-config.yaml; the commands of dvc.yaml call it.
+activations, gaussian, distill, their padded_ twins for the padding controls, aggregate, scan and its padded_ twin,
+figures), read from config.yaml; the commands of dvc.yaml call it.
 The workflow itself never needs DVC.
 """
 

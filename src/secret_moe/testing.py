@@ -128,6 +128,20 @@ def save_tiny_model(directory: str | Path, arch: str = "gpt_neox", seed: int = 0
     return directory
 
 
+def write_gguf_header(path: str | Path, arch: str = "llama", layers: int = 5, hidden: int = 16) -> Path:
+    """A GGUF file holding only the metadata a model's shape is read from (no tensors, no tokenizer)."""
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), arch)
+    writer.add_block_count(layers)
+    writer.add_embedding_length(hidden)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
 def write_tiny_corpus(directory: str | Path, lines: dict[str, int], seed: int = 0) -> dict[str, str]:
     """Random sentences of 5-60 words from a small vocabulary, one per line, per split."""
     rng = random.Random(seed)
@@ -188,6 +202,30 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def tiny_scan_budget() -> dict[str, Any]:
+    """A budget file of `secret-moe scan --budget` (the shape of config/scan.yaml) for the tiny models: the tiny
+    corpus's line filters and token caps, the tiny capture, one MoE size beside two MLPs, a ladder of 1 and 2 epochs
+    with its budget check, two seeds (so that the verdict has intervals), one timed step per student."""
+    corpus = tiny_corpus_config({})
+    return {
+        "device": "cpu",
+        "corpus": {key: corpus[key] for key in ("min_tokens", "max_length", "validation_lines", "max_tokens")},
+        "capture": {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1},
+        "gaussian": {"block_rows": 4096},
+        "distill": {
+            "epochs": 2,
+            "batch_size": 256,
+            "learning_rates": [0.003],
+            "seeds": [0, 1],
+            "schedule": {"kind": "wsd", "cooldown_fraction": 0.5, "rungs": 2},
+            "mlp_widths": [4, 16],
+            "moe": {"routers": ["lowrank"], "experts": [64], "k": [4]},
+        },
+        "experiments": {"budget_check": {"enabled": True, "tolerance": 0.03}},
+        "scan": {"projections": 8, "block_rows": 4096, "timing_steps": 1},
+    }
 
 
 def every_family(model: str = "tiny") -> dict[str, Any]:

@@ -16,10 +16,12 @@ PLOT_RULES = (
     "plot_verdict",
     "plot_what_fvu_measures",
     "plot_ladder",
+    "plot_scan",
 )
 LOCAL_RULES = (
     "collect_run",  # a file copy
     "aggregate_runs",  # the tables: seconds of CPU
+    "profile_layers",  # one table joined with a few small ones
     *PLOT_RULES,
     "all_figures",
 )

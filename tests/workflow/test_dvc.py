@@ -126,6 +126,8 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         corpus,
         experiments={"shared_split": {"enabled": False}, "router_rank": {"enabled": False}},
         gaussian={"block_rows": 16384, "split_seeds": {"train": 0, "validation": 1}},
+        verdict={"confidence": 0.95},
+        scan={"projections": 64, "block_rows": 16384, "timing_steps": 3},
     )  # every key dvc.yaml lists must be in config.yaml, defaults included (DVC does not read the schema)
     config["distill"]["learning_rates"] = [0.003]  # 3 students x 2 data per model
     config["models"]["tiny2"] = {
@@ -188,6 +190,8 @@ def test_run_was_recorded(pushed):
         "padded_gaussian@tiny-padded",
         "padded_distill@tiny-padded",
         "aggregate",
+        "scan@tiny",
+        "padded_scan@tiny-padded",
         "figures",
     } <= set(lock)
     assert not any(stage.endswith("@tiny-padded") and not stage.startswith("padded_") for stage in lock)

@@ -107,6 +107,7 @@ def test_every_figure_exists(run):
     listed = (run["work"] / "figures" / "all").read_text().split()
     expected = [f"figures/tiny/layer1/{name}.{ext}" for name in FIGURES for ext in ("pdf", "png")]
     expected += [f"figures/verdict.{ext}" for ext in ("pdf", "png")]
+    expected += [f"figures/tiny/scan.{ext}" for ext in ("pdf", "png")]  # the layer profile (docs/scan.md)
     assert sorted(listed) == sorted(expected)
     for path in expected:
         data = (run["work"] / path).read_bytes()
@@ -243,6 +244,8 @@ def test_adding_a_student_trains_only_that_student(run, tmp_path):
         "aggregate_runs",
         "plot_figure",
         "plot_verdict",
+        "profile_layers",
+        "plot_scan",
         "all_figures",
     }
     new = snakemake(copy, "figures/all", "--cores", "2")

@@ -19,6 +19,7 @@ _MODULES = {  # steps/<module>.py holds the steps of rules/<module>.smk (tokens:
     "gaussian": ("fit_gaussian", "sample_gaussian"),
     "distill": ("train_students", "collect_run"),
     "aggregate": ("read_metrics", "aggregate_runs"),
+    "scan": ("describe_inputs", "profile_layers"),
     "figures": PLOT_RULES,  # each step is named after its rule
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}

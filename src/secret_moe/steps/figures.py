@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from secret_moe import figures
+from secret_moe.scan.figure import scan
 
 
 def plot_figure(
@@ -74,3 +75,9 @@ def plot_ladder(runs_csv: str, *, model: str, layer: int, tolerance: float, pdf:
     runs = pd.read_csv(runs_csv, keep_default_na=False, na_values=[""])
     runs = runs[(runs.model == model) & (runs.layer == layer)]
     figures.ladder(runs, tolerance, f"{model} layer {layer}: FVU against the training budget", pdf, png)
+
+
+def plot_scan(profile_csv: str, *, model: str, pdf: str, png: str) -> plt.Figure:
+    """The layer profile of `model` (results/scan/<model>/profile.csv): advantage and input statistics by layer."""
+    profile = pd.read_csv(profile_csv, keep_default_na=False, na_values=[""])
+    return scan(profile, f"{model}: MoE advantage and input statistics by layer", pdf, png)

@@ -1,0 +1,105 @@
+"""The figure of a layer profile (`profile.profile_table`): the MoE advantage against layer depth, real inputs vs
+the Gaussian control, above the statistics of each layer's inputs and of their Gaussian twin, on a shared x axis."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib import pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from secret_moe.figures import BOUND_REACH, VERDICT_COLORS, _save
+
+SIDES = {"real": ("real activations", "tab:blue", "o", "-"), "gaussian": ("Gaussian twin", "tab:orange", "s", "--")}
+# The statistics drawn below the advantage: (column stem of the profile, axis label, y scale)
+PANELS = (
+    ("kurtosis_median", "Excess kurtosis of\nrandom projections\n(median; symlog)", "symlog"),
+    ("participation_ratio", "Participation ratio\nof the covariance", "linear"),
+    ("largest_group_variance_share", "Share of Var(y) of the\nlargest identical-row group", "linear"),
+)
+SPREAD = 0.3  # the width, in layers, over which the real and Gaussian points of one layer are spread
+
+
+def offsets(students: list[str]) -> dict[tuple[str, str], float]:
+    """x offset of each (student, side) point from its layer: real left of Gaussian, students side by side."""
+    slots = [(student, side) for student in students for side in SIDES]
+    step = SPREAD / len(slots)
+    return {slot: (i + 0.5) * step - SPREAD / 2 for i, slot in enumerate(slots)}
+
+
+def hollow(row: pd.Series) -> bool:
+    """Drawn hollow: the layer's verdict is undecided, or a student of it failed (or missed) the budget check."""
+    return row.verdict == "undecided" or row.converged not in (True, "True")  # a CSV may give the word
+
+
+def bar(mean: float, low: float, high: float) -> tuple[str, float, float]:
+    """The marker and the drawn ends of an interval whose open side (0 or inf: verdict.side_interval) makes it a bound:
+    ▲ a lower bound, ▼ an upper bound, its open end drawn BOUND_REACH from the mean (as figures.verdict does)."""
+    marker = "^" if high == math.inf else "v" if low == 0 else "o"
+    return marker, mean / BOUND_REACH if low == 0 else low, mean * BOUND_REACH if high == math.inf else high
+
+
+def _advantage(ax: plt.Axes, profile: pd.DataFrame) -> None:
+    students = list(dict.fromkeys(profile.sort_values("active_neurons").student.dropna()))
+    where, labelled = offsets(students or [""]), set()
+    for _, row in profile.iterrows():
+        for side, (label, colour, _, _) in SIDES.items():
+            mean = row[f"advantage_{side}"]
+            if pd.isna(mean):  # outside the measured MLP widths, or no verdict row
+                continue
+            marker, low, high = bar(mean, row[f"{side}_low"], row[f"{side}_high"])
+            ax.errorbar(
+                row.layer + where[(row.student if students else "", side)],
+                mean,
+                yerr=None if pd.isna(low) else [[mean - low], [high - mean]],
+                fmt=marker,
+                color=colour,
+                mfc="white" if hollow(row) else colour,
+                capsize=3,
+                label=None if label in labelled else label,
+            )
+            labelled.add(label)
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.margins(y=0.25)
+    bottom, top = ax.get_ylim()
+    for _, row in profile.iterrows():
+        x = row.layer + (sum(where[(row.student, s)] for s in SIDES) / len(SIDES) if students else 0.0)
+        ax.annotate(
+            row.verdict,
+            (x, top),
+            xytext=(0, -4),
+            textcoords="offset points",
+            ha="center",
+            va="top",
+            rotation=90,
+            fontsize=7,
+            color=VERDICT_COLORS.get(row.verdict, "black"),
+        )
+    ax.set_ylim(bottom, top)
+    ax.set_ylabel("MoE advantage\n(matching MLP width /\nactive neurons)")
+    ax.legend(loc="lower left", fontsize=7)
+
+
+def scan(profile: pd.DataFrame, title: str, pdf: str | Path, png: str | Path) -> plt.Figure:
+    """Top: the MoE advantage of each layer on real inputs and on the Gaussian control (mean over seeds with its
+    interval; hollow where `hollow`), 1 (no advantage) as a dashed line and the verdict word above each layer.
+    Below, one panel per statistic of PANELS: its value on the layer's real inputs and on their Gaussian twin."""
+    fig, axes = plt.subplots(
+        1 + len(PANELS), 1, sharex=True, figsize=(7.5, 2.4 + 1.7 * len(PANELS)), height_ratios=[2] + [1] * len(PANELS)
+    )
+    _advantage(axes[0], profile)
+    layers = profile.drop_duplicates("layer").sort_values("layer")
+    for ax, (stem, label, scale) in zip(axes[1:], PANELS, strict=True):
+        for side, (name, colour, marker, style) in SIDES.items():
+            values = pd.to_numeric(layers[f"{stem}_{side}"], errors="coerce")
+            ax.plot(layers.layer, values, marker=marker, ls=style, color=colour, label=name, ms=4)
+        ax.set_yscale(scale, **({"linthresh": 1.0} if scale == "symlog" else {}))
+        ax.set_ylabel(label, fontsize=8)
+    axes[1].legend(loc="best", fontsize=7)
+    axes[-1].set_xlabel("Layer (depth)")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"{title}\nhollow: undecided or unconverged; ▲ lower bound, ▼ upper bound", fontsize=10)
+    _save(fig, pdf, png)
+    return fig
