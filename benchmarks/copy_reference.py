@@ -4,7 +4,9 @@
 
 Copies every table of `layout.RESULT_TABLES` except the per-run and per-epoch ones (`runs`, `curves`: large,
 and rebuilt from the run's metrics), every store's `rows_by_kind.csv`, and every figure under `figures/`
-(`figures/<model>/layer9/ladder.png` becomes `<model>_layer9_ladder.png`). With `--log`, the timing lines
+(`figures/<model>/layer9/ladder.png` becomes `<model>_layer9_ladder.png`), and every file of a `secret-moe scan`
+under `results/scan/` (`results/scan/<model>/input_stats/layer3.csv` becomes `<model>_input_stats_layer3.csv`;
+docs/scan.md). With `--log`, the timing lines
 `benchmarks/time_default_run.sh` printed are copied to `timing.txt`, with the machine beside them.
 """
 
@@ -33,6 +35,9 @@ def copy_reference(run: Path, dest: Path, log: Path | None) -> list[Path]:
     for rows in sorted((run / "results" / "activations").glob("*/layer*/*.zarr/rows_by_kind.csv")):
         model, split = rows.parts[-4], rows.parent.stem  # .../{model}/layer{layer}/{split}.zarr/rows_by_kind.csv
         copied.append(Path(shutil.copy2(rows, dest / f"rows_by_kind_{model}_{split}.csv")))
+    scans = run / "results" / "scan"
+    for table in sorted(p for p in scans.rglob("*") if p.is_file()) if scans.is_dir() else []:
+        copied.append(Path(shutil.copy2(table, dest / "_".join(table.relative_to(scans).parts))))
     for figure in sorted((run / "figures").rglob("*.png")):
         name = "_".join(figure.relative_to(run / "figures").parts)
         copied.append(Path(shutil.copy2(figure, dest / name)))

@@ -161,9 +161,10 @@ def _window_rows(
             mask_BT[row, span] = 1
         captured = capture_layers_batch(model, layers, ids_BT.to(device), mask_BT.to(device))
         keep_BT = torch.ones_like(mask_BT, dtype=torch.bool) if keep_padding else mask_BT.bool()
+        keep_on_device_BT = keep_BT.to(device)
         for layer, (x_BTD, y_BTD) in captured.items():
-            parts[("x", layer)].append(x_BTD[keep_BT.to(device)].float().cpu().numpy())  # (rows, d)
-            parts[("y", layer)].append(y_BTD[keep_BT.to(device)].float().cpu().numpy())
+            parts[("x", layer)].append(x_BTD[keep_on_device_BT].float().cpu().numpy())  # (rows, d)
+            parts[("y", layer)].append(y_BTD[keep_on_device_BT].float().cpu().numpy())
         for name, values_BT in batch_rows(ids_BT, mask_BT, padding.special_ids, padding.left).items():
             parts[(name, None)].append(values_BT[keep_BT].numpy())
         stats["padded_tokens"] += ids_BT.numel()

@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+from secret_moe.scan.figure import budget_label
 from secret_moe.scan.profile import COLUMNS, STATISTICS, profile_table
 from secret_moe.steps.scan import profile_layers
 
@@ -115,3 +116,15 @@ def test_the_step_reads_the_tables_an_empty_ladder_included(tables, tmp_path):
     profile = pd.read_csv(out)
     assert list(profile.layer) == [0, 1, 2] and list(profile.columns) == list(COLUMNS)
     assert profile.real_high.iloc[2] == math.inf and set(profile.epochs) == {4}
+
+
+def test_the_figure_names_the_budget_its_advantages_were_measured_at(tables):
+    verdict, ladder, stats = tables
+    profile = profile_table(verdict, ladder, stats, "tiny", epochs=99)
+    # layers 0 and 2 trained on the ladder 1/2 (seeds from their verdict rows); layer 1 has no verdict
+    assert budget_label(profile) == (
+        "budget: 2 epochs (ladder 1/2), 3,000 train rows, 2 seeds; 2 epochs (ladder 1/2), 3,002 train rows, 2 seeds; "
+        "99 epochs, 3,001 train rows"
+    )
+    same = profile.assign(rows=24000)
+    assert budget_label(same[same.layer != 1]) == "budget: 2 epochs (ladder 1/2), 24,000 train rows, 2 seeds"

@@ -82,6 +82,17 @@ def _advantage(ax: plt.Axes, profile: pd.DataFrame) -> None:
     ax.legend(loc="lower left", fontsize=7)
 
 
+def budget_label(profile: pd.DataFrame) -> str:
+    """The budget the profile's advantages were measured at, in words: its last rung, its ladder, rows and seeds."""
+    parts = []
+    for (epochs, ladder, rows), group in profile.groupby(["epochs", "ladder", "rows"], dropna=False):
+        ladder = "" if pd.isna(ladder) or ladder == "" else f" (ladder {ladder})"
+        seeds = pd.to_numeric(group.seeds, errors="coerce").max()  # a layer without a verdict has none
+        seeds = "" if pd.isna(seeds) else f", {int(seeds)} seeds"
+        parts.append(f"{int(epochs)} epochs{ladder}, {int(rows):,} train rows{seeds}")
+    return "budget: " + "; ".join(parts)
+
+
 def scan(profile: pd.DataFrame, title: str, pdf: str | Path, png: str | Path) -> plt.Figure:
     """Top: the MoE advantage of each layer on real inputs and on the Gaussian control (mean over seeds with its
     interval; hollow where `hollow`), 1 (no advantage) as a dashed line and the verdict word above each layer.
@@ -100,6 +111,8 @@ def scan(profile: pd.DataFrame, title: str, pdf: str | Path, png: str | Path) ->
     axes[1].legend(loc="best", fontsize=7)
     axes[-1].set_xlabel("Layer (depth)")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"{title}\nhollow: undecided or unconverged; ▲ lower bound, ▼ upper bound", fontsize=10)
+    fig.suptitle(
+        f"{title}\n{budget_label(profile)}\nhollow: undecided or unconverged; ▲ lower bound, ▼ upper bound", fontsize=10
+    )
     _save(fig, pdf, png)
     return fig
