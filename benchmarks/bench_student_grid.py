@@ -155,7 +155,7 @@ def main() -> None:
     from secret_moe.plan import all_students
     from secret_moe.provenance import read_json
     from secret_moe.restore import load_config
-    from secret_moe.steps.distill import member_dir
+    from secret_moe.steps.collect import member_dir
 
     config = load_config(REPO / "config.yaml")
     model = next(iter(config["models"]))

@@ -224,7 +224,8 @@ def train_bundle(
 ) -> dict[str, Any]:
     from secret_moe.layout import RUN_FILES, TIMING_FILE
     from secret_moe.provenance import read_json
-    from secret_moe.steps.distill import member_dir, train_students
+    from secret_moe.steps.collect import member_dir
+    from secret_moe.steps.distill import train_students
 
     with tempfile.TemporaryDirectory() as folder:
         tick = time.perf_counter()

@@ -17,7 +17,8 @@ _MODULES = {  # steps/<module>.py holds the steps of rules/<module>.smk (tokens:
     "tokens": ("tokenise_corpus",),
     "activations": ("store_identity", "capture_activations", "capture_layers"),
     "gaussian": ("fit_gaussian", "sample_gaussian"),
-    "distill": ("train_students", "collect_run"),
+    "distill": ("train_students",),
+    "collect": ("collect_run",),  # rules/distill.smk's file copy, without the training's imports (torch)
     "aggregate": ("read_metrics", "aggregate_runs"),
     "scan": ("describe_inputs", "profile_layers"),
     "figures": PLOT_RULES,  # each step is named after its rule

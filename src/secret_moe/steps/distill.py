@@ -8,7 +8,6 @@ which is what the rest of the workflow reads.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,13 @@ from secret_moe.precision import FULL_PRECISION
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.rows import read_kinds
 from secret_moe.schedule import Schedule
+from secret_moe.steps.collect import member_dir
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
 from secret_moe.students.moe import MoEStudent
 from secret_moe.train import TrainConfig, fit_together
 
 log = logging.getLogger(__name__)
-
-
-def member_dir(bundle_dir: str | Path, run: dict[str, Any]) -> Path:
-    return Path(bundle_dir) / f"{run['student']}_lr{run['lr']}"
 
 
 def train_students(
@@ -136,13 +132,3 @@ def _rung_summary(rung: dict[str, Any]) -> dict[str, Any]:
         "final_fvu": fvus[-1],
         "history": rung["history"],
     }
-
-
-def collect_run(bundle_dir: str, run: dict[str, Any], out_metrics: str, out_weights: str) -> None:
-    """Copy one run's files out of its bundle's folder (which Snakemake deletes once every run is out)."""
-    source = member_dir(bundle_dir, run)
-    if not (source / RUN_FILES[0]).is_file():
-        raise SecretMoeError(f"bundle {bundle_dir} holds no results for run {run_name(run)}")
-    shutil.copyfile(source / RUN_FILES[1], out_weights)
-    shutil.copyfile(source / TIMING_FILE, Path(out_metrics).with_name(TIMING_FILE))
-    shutil.copyfile(source / RUN_FILES[0], out_metrics)  # last: its presence marks a complete run
