@@ -80,6 +80,18 @@ def test_the_statistics_panels_share_the_layer_axis_and_draw_both_sides(tmp_path
     assert fig.axes[-1].get_xlabel() == "Layer (depth)"
 
 
+def test_a_side_open_both_ways_is_a_hollow_point_without_a_bar(tmp_path):
+    table = profile()
+    table.loc[1, ["gaussian_low", "gaussian_high"]] = [0.0, math.inf]  # layer 3: MoE and MLPs unconverged
+    assert bar(1.0, 0.0, math.inf)[0] == "o" and math.isnan(bar(1.0, 0.0, math.inf)[1])
+    fig = scan(table, "tiny", tmp_path / "scan.pdf", tmp_path / "scan.png")
+    x = 3 + offsets([MOE])[(MOE, "gaussian")]
+    (point,) = [c for c in fig.axes[0].containers if abs(c.lines[0].get_xdata()[0] - x) < 1e-9]
+    assert point.lines[0].get_marker() == "o" and point.lines[0].get_markerfacecolor() == "white"
+    assert not point.has_yerr
+    assert sum(c.has_yerr for c in fig.axes[0].containers) == 5
+
+
 def test_the_step_draws_from_the_csv(tmp_path):
     table = profile()
     table.to_csv(tmp_path / "profile.csv", index=False)

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib import pyplot as plt
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from secret_moe.figures import BOUND_REACH, VERDICT_COLORS, _save
 
 SIDES = {"real": ("real activations", "tab:blue", "o", "-"), "gaussian": ("Gaussian twin", "tab:orange", "s", "--")}
 # The statistics drawn below the advantage: (column stem of the profile, axis label, y scale)
 PANELS = (
-    ("kurtosis_median", "Excess kurtosis of\nrandom projections\n(median; symlog)", "symlog"),
-    ("participation_ratio", "Participation ratio\nof the covariance", "linear"),
-    ("largest_group_variance_share", "Share of Var(y) of the\nlargest identical-row group", "linear"),
+    ("kurtosis_median", "Excess kurtosis\nof projections\n(median)", "symlog"),
+    ("participation_ratio", "Participation\nratio", "linear"),
+    ("largest_group_variance_share", "Var(y) share,\nlargest group\nof equal rows", "linear"),
 )
 SPREAD = 0.3  # the width, in layers, over which the real and Gaussian points of one layer are spread
 
@@ -36,7 +36,10 @@ def hollow(row: pd.Series) -> bool:
 
 def bar(mean: float, low: float, high: float) -> tuple[str, float, float]:
     """The marker and the drawn ends of an interval whose open side (0 or inf: verdict.side_interval) makes it a bound:
-    ▲ a lower bound, ▼ an upper bound, its open end drawn BOUND_REACH from the mean (as figures.verdict does)."""
+    ▲ a lower bound, ▼ an upper bound, its open end drawn BOUND_REACH from the mean (as figures.verdict does); open on
+    both sides, it bounds nothing: the point at that budget, no bar."""
+    if low == 0 and high == math.inf:  # open on both sides (an unconverged MoE and unconverged MLPs): no bar at all
+        return "o", math.nan, math.nan
     marker = "^" if high == math.inf else "v" if low == 0 else "o"
     return marker, mean / BOUND_REACH if low == 0 else low, mean * BOUND_REACH if high == math.inf else high
 
@@ -62,24 +65,23 @@ def _advantage(ax: plt.Axes, profile: pd.DataFrame) -> None:
             )
             labelled.add(label)
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
-    ax.margins(y=0.25)
-    bottom, top = ax.get_ylim()
-    for _, row in profile.iterrows():
+    ax.margins(y=0.1)
+    for _, row in profile.iterrows():  # the words above the panel, where no bar reaches them
         x = row.layer + (sum(where[(row.student, s)] for s in SIDES) / len(SIDES) if students else 0.0)
         ax.annotate(
             row.verdict,
-            (x, top),
-            xytext=(0, -4),
+            (x, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 3),
             textcoords="offset points",
             ha="center",
-            va="top",
+            va="bottom",
             rotation=90,
             fontsize=7,
             color=VERDICT_COLORS.get(row.verdict, "black"),
         )
-    ax.set_ylim(bottom, top)
     ax.set_ylabel("MoE advantage\n(matching MLP width /\nactive neurons)")
-    ax.legend(loc="lower left", fontsize=7)
+    ax.legend(loc="upper right", fontsize=7)
 
 
 def budget_label(profile: pd.DataFrame) -> str:
@@ -89,7 +91,9 @@ def budget_label(profile: pd.DataFrame) -> str:
         ladder = "" if pd.isna(ladder) or ladder == "" else f" (ladder {ladder})"
         seeds = pd.to_numeric(group.seeds, errors="coerce").max()  # a layer without a verdict has none
         seeds = "" if pd.isna(seeds) else f", {int(seeds)} seeds"
-        parts.append(f"{int(epochs)} epochs{ladder}, {int(rows):,} train rows{seeds}")
+        epochs = "? epochs" if pd.isna(epochs) else f"{int(epochs)} epochs"
+        rows = "" if pd.isna(rows) else f", {int(rows):,} train rows"
+        parts.append(f"{epochs}{ladder}{rows}{seeds}")
     return "budget: " + "; ".join(parts)
 
 
@@ -106,13 +110,14 @@ def scan(profile: pd.DataFrame, title: str, pdf: str | Path, png: str | Path) ->
         for side, (name, colour, marker, style) in SIDES.items():
             values = pd.to_numeric(layers[f"{stem}_{side}"], errors="coerce")
             ax.plot(layers.layer, values, marker=marker, ls=style, color=colour, label=name, ms=4)
-        ax.set_yscale(scale, **({"linthresh": 1.0} if scale == "symlog" else {}))
+        if scale == "symlog" and values.abs().max() > 10:  # heavy tails: linear up to 1, logarithmic beyond
+            ax.set_yscale("symlog", linthresh=1.0)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.set_ylabel(label, fontsize=8)
     axes[1].legend(loc="best", fontsize=7)
     axes[-1].set_xlabel("Layer (depth)")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(
-        f"{title}\n{budget_label(profile)}\nhollow: undecided or unconverged; ▲ lower bound, ▼ upper bound", fontsize=10
-    )
+    key = "hollow: undecided or unconverged; ▲ lower bound, ▼ upper bound, no bar: no bound either way"
+    fig.suptitle(f"{title}\n{budget_label(profile)}\n{key}", fontsize=10)
     _save(fig, pdf, png)
     return fig
