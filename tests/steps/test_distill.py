@@ -9,7 +9,8 @@ import torch
 from secret_moe.errors import SecretMoeError
 from secret_moe.layout import TIMING_FILE
 from secret_moe.provenance import read_json
-from secret_moe.steps.distill import collect_run, member_dir, train_students
+from secret_moe.steps.collect import collect_run, member_dir
+from secret_moe.steps.distill import train_students
 
 D = 8
 DISTILL = {"batch_size": 64, "group_chunks": 2, "in_memory": True}

@@ -8,7 +8,8 @@ import pytest
 
 from secret_moe import steps
 from secret_moe.provenance import read_json
-from secret_moe.steps.distill import member_dir, train_students
+from secret_moe.steps.collect import member_dir
+from secret_moe.steps.distill import train_students
 from secret_moe.testing import save_tiny_model, tiny_corpus_config
 
 LAYER = 1
