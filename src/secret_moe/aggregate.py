@@ -10,8 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from secret_moe.errors import SecretMoeError
-from secret_moe.layout import RUN_KEYS
-from secret_moe.plan import run_name
+from secret_moe.layout import RUN_KEYS, run_name
 
 POINT = ["model", "layer", "data", "student"]
 _SPEC_COLUMNS = ["kind", "router", "rank", "experts", "shared", "k", "expert_width"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from secret_moe.workflow_rules import PLOT_RULES
 
@@ -56,6 +57,11 @@ RESULT_TABLES = (
 )
 # What a padding control (`same_as`) takes from its base model instead of making its own.
 SHARED_WITH_BASE = ("tokenizer", "model", "tokens")
+
+
+def run_name(run: dict[str, Any]) -> str:
+    """Short label of a run for logs and error messages: its RUN_KEYS joined by '/'."""
+    return "/".join(str(run[key]) for key in RUN_KEYS)
 
 
 def path(kind: str, **values: object) -> str:

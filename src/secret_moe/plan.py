@@ -180,11 +180,6 @@ def run_dir(run: dict[str, Any]) -> str:
     return path("run", **run)
 
 
-def run_name(run: dict[str, Any]) -> str:
-    """Short label of a run for logs and error messages."""
-    return "/".join(str(run[key]) for key in RUN_KEYS)
-
-
 def budget_check(config: dict[str, Any]) -> dict[str, Any] | None:
     spec = config.get("experiments", {}).get("budget_check", {})
     return spec if spec.get("enabled") else None

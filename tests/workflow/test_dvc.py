@@ -306,7 +306,8 @@ def test_dvc_and_snakemake_find_the_same_stages_stale_after_a_gaussian_seed_chan
     if where == "config.yaml":
         gaussian = {f"{g}@{m}" for g in ("gaussian", "distill") for m in ("tiny", "tiny2")}
         controls = {f"padded_{g}@tiny-padded" for g in ("gaussian", "distill")}
-        assert by_dvc == gaussian | controls | {"aggregate", "figures"}
+        scans = {"scan@tiny", "scan@tiny2", "padded_scan@tiny-padded"}  # describe_inputs reads the Gaussian stores
+        assert by_dvc == gaussian | controls | scans | {"aggregate", "figures"}
     else:
         assert by_dvc == set()
 
@@ -332,6 +333,9 @@ def test_config_change_marks_the_stage_and_its_descendants_stale(pushed):
         "plot_control",
         "plot_verdict",
         "plot_what_fvu_measures",  # the padding control's figure
+        "describe_inputs",  # the layer profile (docs/scan.md): every model's, on every config
+        "profile_layers",
+        "plot_scan",
         "all_figures",
     }
     jobs = planned_jobs(restored, "figures/all")
@@ -340,7 +344,9 @@ def test_config_change_marks_the_stage_and_its_descendants_stale(pushed):
     stale = dvc_stale(restored)
     assert stale == {
         f"{group}@{model}" for group in ("tokens", "activations", "gaussian", "distill") for model in ("tiny", "tiny2")
-    } | {f"padded_{group}@tiny-padded" for group in ("activations", "gaussian", "distill")} | {
+    } | {f"padded_{group}@tiny-padded" for group in ("activations", "gaussian", "distill", "scan")} | {
+        "scan@tiny",
+        "scan@tiny2",
         "aggregate",
         "figures",
     }, stale

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from secret_moe.errors import SecretMoeError
-from secret_moe.layout import RUN_FILES, TIMING_FILE
+from secret_moe.layout import RUN_FILES, TIMING_FILE, run_name
 
 
 def member_dir(bundle_dir: str | Path, run: dict[str, Any]) -> Path:
@@ -23,7 +23,7 @@ def collect_run(bundle_dir: str, run: dict[str, Any], out_metrics: str, out_weig
     """Copy one run's files out of its bundle's folder (which Snakemake deletes once every run is out)."""
     source = member_dir(bundle_dir, run)
     if not (source / RUN_FILES[0]).is_file():
-        raise SecretMoeError(f"bundle {bundle_dir} holds no results for run {source.name} (missing {source})")
+        raise SecretMoeError(f"bundle {bundle_dir} holds no results for run {run_name(run)} (no {source})")
     shutil.copyfile(source / RUN_FILES[1], out_weights)
     shutil.copyfile(source / TIMING_FILE, Path(out_metrics).with_name(TIMING_FILE))
     shutil.copyfile(source / RUN_FILES[0], out_metrics)  # last: its presence marks a complete run

@@ -20,9 +20,8 @@ from secret_moe.batches import ActivationBatches, output_variance
 from secret_moe.device import resolve_device
 from secret_moe.errors import SecretMoeError
 from secret_moe.fvu_by_kind import kind_split, router_usage
-from secret_moe.layout import RUN_FILES, TIMING_FILE
+from secret_moe.layout import RUN_FILES, TIMING_FILE, run_name
 from secret_moe.memory import keep_freed_memory
-from secret_moe.plan import run_name
 from secret_moe.precision import FULL_PRECISION
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.rows import read_kinds
