@@ -24,6 +24,22 @@ DATA_TITLES = {"activations": "real activations", "gaussian": "Gaussian control"
 BOUND_REACH = 1.3  # how far the bar of a bound's open side reaches, as a factor of its value
 
 
+def plain_number(value: float, _position: int) -> str:
+    """A tick label without scientific notation or offsets (for FuncFormatter)."""
+    return f"{value:g}"
+
+
+def bound_marker(low: float, high: float) -> str:
+    """▲ for a lower bound (open top: inf), ▼ for an upper bound (open bottom: 0), a dot for an interval
+    (verdict.side_interval gives the open sides)."""
+    return "^" if high == math.inf else "v" if low == 0 else "o"
+
+
+def bound_ends(mean: float, low: float, high: float) -> tuple[float, float]:
+    """The drawn ends of an interval: a bound's open side is a short bar BOUND_REACH from the mean."""
+    return mean / BOUND_REACH if low == 0 else low, mean * BOUND_REACH if high == math.inf else high
+
+
 def _save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(pdf)
@@ -283,11 +299,9 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
                         textcoords="offset points",
                     )
                 low, high, mean = row[f"{name}_low"], row[f"{name}_high"], row[f"advantage_{name}"]
-                # a bound's open side (0 or inf: verdict.side_interval) is drawn as a short bar with a triangle
-                marker = "^" if high == math.inf else "v" if low == 0 else "o"
+                marker = bound_marker(low, high)
                 if pd.notna(mean):
-                    high = mean * BOUND_REACH if high == math.inf else high
-                    low = mean / BOUND_REACH if low == 0 else low
+                    low, high = bound_ends(mean, low, high)
                 ax.errorbar(
                     x + offsets[name],
                     mean,
@@ -416,9 +430,8 @@ def ladder(runs: pd.DataFrame, tolerance: float, title: str, pdf: str, png: str)
         budgets = sorted(set(points.epochs))
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.xaxis.set_minor_locator(NullLocator())  # the y axis keeps its minor ticks: FVUs within one decade
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_major_formatter(FuncFormatter(plain_number))
+        ax.yaxis.set_minor_formatter(FuncFormatter(plain_number))
         ax.set_xlabel("Training budget, epochs (log scale)")
         ax.set_ylabel("Validation FVU (log scale)")
         ax.set_title(DATA_TITLES[name])

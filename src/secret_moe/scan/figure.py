@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from secret_moe.figures import BOUND_REACH, VERDICT_COLORS, _save
+from secret_moe.figures import VERDICT_COLORS, _save, bound_ends, bound_marker, plain_number
 
 SIDES = {"real": ("real activations", "tab:blue", "o", "-"), "gaussian": ("Gaussian twin", "tab:orange", "s", "--")}
 # The statistics drawn below the advantage: (column stem of the profile, axis label, y scale)
@@ -36,12 +36,11 @@ def hollow(row: pd.Series) -> bool:
 
 def bar(mean: float, low: float, high: float) -> tuple[str, float, float]:
     """The marker and the drawn ends of an interval whose open side (0 or inf: verdict.side_interval) makes it a bound:
-    ▲ a lower bound, ▼ an upper bound, its open end drawn BOUND_REACH from the mean (as figures.verdict does); open on
+    ▲ a lower bound, ▼ an upper bound, its open end a short bar (figures.bound_ends, as in figures.verdict); open on
     both sides, it bounds nothing: the point at that budget, no bar."""
     if low == 0 and high == math.inf:  # open on both sides (an unconverged MoE and unconverged MLPs): no bar at all
         return "o", math.nan, math.nan
-    marker = "^" if high == math.inf else "v" if low == 0 else "o"
-    return marker, mean / BOUND_REACH if low == 0 else low, mean * BOUND_REACH if high == math.inf else high
+    return bound_marker(low, high), *bound_ends(mean, low, high)
 
 
 def _advantage(ax: plt.Axes, profile: pd.DataFrame) -> None:
@@ -112,7 +111,7 @@ def scan(profile: pd.DataFrame, title: str, pdf: str | Path, png: str | Path) ->
             ax.plot(layers.layer, values, marker=marker, ls=style, color=colour, label=name, ms=4)
         if scale == "symlog" and values.abs().max() > 10:  # heavy tails: linear up to 1, logarithmic beyond
             ax.set_yscale("symlog", linthresh=1.0)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(plain_number))
         ax.set_ylabel(label, fontsize=8)
     axes[1].legend(loc="best", fontsize=7)
     axes[-1].set_xlabel("Layer (depth)")
