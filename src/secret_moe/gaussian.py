@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,26 @@ def fit_moments(x: zarr.Array | np.ndarray, block_rows: int) -> tuple[np.ndarray
 
 
 def sampler_matrix(cov: np.ndarray) -> np.ndarray:
-    """A with A Aᵀ = cov, from an eigendecomposition (robust to a singular covariance)."""
+    """The symmetric square root S of `cov` (S = Sᵀ, S S = cov), so x = mean + S z draws N(mean, cov).
+
+    A PSD matrix has exactly one PSD square root, so the draw depends on the moments and the seed only, up to
+    rounding.  The factor V·diag(√λ) of an eigendecomposition does not: the signs of the eigenvectors, and
+    their rotation inside (near-)equal eigenvalues, are LAPACK's choice and change with its code path (another
+    CPU's kernels gave another Gaussian store from the same moments and seed).  Negative eigenvalues from
+    rounding are clipped, so a singular covariance is fine.
+    """
     eigvals, eigvecs = np.linalg.eigh(cov)
-    return eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))
+    root = (eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))) @ eigvecs.T
+    return (root + root.T) / 2  # exactly symmetric, whatever the rounding of the product
+
+
+def gaussian_rows(mean: np.ndarray, cov: np.ndarray, rows: int, chunk_rows: int, seed: int) -> Iterator[np.ndarray]:
+    """`rows` draws of N(mean, cov) in float32, `chunk_rows` at a time: mean + S z with S the symmetric root."""
+    root_DD = sampler_matrix(cov)
+    rng = np.random.default_rng(seed)
+    for start in range(0, rows, chunk_rows):
+        z_ND = rng.standard_normal((min(chunk_rows, rows - start), len(mean)))
+        yield (mean + z_ND @ root_DD).astype(np.float32)
 
 
 @torch.no_grad()
@@ -56,12 +74,11 @@ def write_gaussian_store(
     """Draw `rows` samples of N(mean, cov) chunk by chunk; y is the teacher applied to them."""
     partial = partial_path(out_path)
     group = create_store(partial, rows, len(mean), chunk_rows, attrs)
-    a_DD = sampler_matrix(cov)
-    rng = np.random.default_rng(seed)
-    for start in tqdm(range(0, rows, chunk_rows), desc="sample gaussian", unit="chunk"):
-        z_ND = rng.standard_normal((min(chunk_rows, rows - start), len(mean)))
-        x_ND = (mean + z_ND @ a_DD.T).astype(np.float32)
+    start = 0
+    chunks = gaussian_rows(mean, cov, rows, chunk_rows, seed)
+    for x_ND in tqdm(chunks, desc="sample gaussian", unit="chunk", total=-(-rows // chunk_rows)):
         y_ND = teacher(torch.from_numpy(x_ND).to(device)).cpu().numpy()
         group["x"][start : start + len(x_ND)] = x_ND
         group["y"][start : start + len(y_ND)] = y_ND
+        start += len(x_ND)
     finish_store(partial, out_path)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 import zarr
 
@@ -39,13 +45,62 @@ def test_fit_moments_streams_over_a_zarr_array(tmp_path, make_store):
     np.testing.assert_allclose(cov, np.cov(x.astype(np.float64), rowvar=False, bias=True), rtol=1e-9, atol=1e-12)
 
 
-def test_sampler_matrix_factors_the_covariance_even_when_singular():
+def test_sampler_matrix_is_the_symmetric_root_even_when_singular():
     rng = np.random.default_rng(3)
     low = rng.standard_normal((5, 2))
     cov = low @ low.T  # rank 2
-    a = sampler_matrix(cov)
-    np.testing.assert_allclose(a @ a.T, cov, atol=1e-10)
-    assert np.all(np.isfinite(a))
+    root = sampler_matrix(cov)
+    np.testing.assert_array_equal(root, root.T)
+    np.testing.assert_allclose(root @ root, cov, atol=1e-10)
+    assert np.linalg.eigvalsh(root).min() > -1e-7  # the PSD root, the one that is unique
+
+
+def degenerate_covariance(d: int, seed: int) -> np.ndarray:
+    """Half the eigenvalues equal: LAPACK may return any rotation of their eigenvectors."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    eigvals = np.concatenate([rng.gamma(1.0, 1.0, d // 2), np.full(d - d // 2, 0.01)])
+    cov = (basis * eigvals) @ basis.T
+    return (cov + cov.T) / 2
+
+
+def test_sampler_matrix_does_not_depend_on_how_the_eigenvectors_come_out():
+    cov = degenerate_covariance(32, seed=5)
+    order = np.random.default_rng(6).permutation(32)
+    permuted = sampler_matrix(cov[np.ix_(order, order)])  # another eigendecomposition of the same matrix
+    unpermuted = np.empty_like(permuted)
+    unpermuted[np.ix_(order, order)] = permuted
+    np.testing.assert_allclose(unpermuted, sampler_matrix(cov), atol=1e-12)
+    np.testing.assert_allclose(sampler_matrix(cov), scipy.linalg.sqrtm(cov).real, atol=1e-8)  # Schur, not eigh
+
+
+DRAW = """
+import hashlib, sys
+import numpy as np
+from secret_moe.gaussian import gaussian_rows
+fitted = np.load(sys.argv[1])
+mean, cov = fitted["mean"], fitted["cov"]
+x = np.concatenate(list(gaussian_rows(mean, cov, rows=500, chunk_rows=128, seed=11)))
+eigvals, eigvecs = np.linalg.eigh(cov)  # the earlier factor, to show the two code paths differ at all
+old = (mean + np.random.default_rng(11).standard_normal((500, len(mean))) @ (eigvecs * np.sqrt(eigvals)).T)
+np.savez(sys.argv[2], x=x, old=old.astype(np.float32))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="OpenBLAS core types named for x86-64")
+def test_the_draw_is_the_same_on_two_blas_code_paths(tmp_path):
+    """Two OpenBLAS kernel sets (what two CPUs pick) give the same Gaussian sample up to float32 rounding."""
+    moments = tmp_path / "moments.npz"
+    np.savez(moments, mean=np.linspace(-1, 1, 48), cov=degenerate_covariance(48, seed=7))
+    draws = {}
+    for coretype in ("Haswell", "Sandybridge"):
+        out = tmp_path / f"{coretype}.npz"
+        env = {**os.environ, "OPENBLAS_CORETYPE": coretype}
+        subprocess.run([sys.executable, "-c", DRAW, str(moments), str(out)], check=True, env=env)
+        draws[coretype] = np.load(out)
+    old_gap = np.abs(draws["Haswell"]["old"] - draws["Sandybridge"]["old"]).max()
+    assert old_gap > 1e-2, "the two kernel sets gave the same eigenvectors: this test cannot tell the roots apart"
+    np.testing.assert_allclose(draws["Haswell"]["x"], draws["Sandybridge"]["x"], rtol=0, atol=1e-5)
 
 
 @pytest.fixture
