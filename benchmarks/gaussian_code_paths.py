@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import machine, save, table
 
+from _common import machine, save, table
 from secret_moe.gaussian import gaussian_rows
 
 CHUNK_ROWS = 820  # the default store's rows per chunk at d = 640 (2 MiB chunks)

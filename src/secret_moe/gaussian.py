@@ -41,12 +41,17 @@ def sampler_matrix(cov: np.ndarray) -> np.ndarray:
     A PSD matrix has exactly one PSD square root, so the draw depends on the moments and the seed only, up to
     rounding.  The factor V·diag(√λ) of an eigendecomposition does not: the signs of the eigenvectors, and
     their rotation inside (near-)equal eigenvalues, are LAPACK's choice and change with its code path (another
-    CPU's kernels gave another Gaussian store from the same moments and seed).  Negative eigenvalues from
-    rounding are clipped, so a singular covariance is fine.
+    CPU's kernels gave another Gaussian store from the same moments and seed).  A dimension of zero variance
+    (constant in the data: Gemma-3-270M's layer 9 has one) gets a zero row and column, so it stays exactly at
+    its mean instead of carrying the rounding noise of a zero eigenvalue; negative eigenvalues from rounding
+    are clipped, so a singular covariance is fine.
     """
-    eigvals, eigvecs = np.linalg.eigh(cov)
+    varying = np.diag(cov) > 0
+    eigvals, eigvecs = np.linalg.eigh(cov[np.ix_(varying, varying)])
     root = (eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))) @ eigvecs.T
-    return (root + root.T) / 2  # exactly symmetric, whatever the rounding of the product
+    full = np.zeros_like(cov)
+    full[np.ix_(varying, varying)] = (root + root.T) / 2  # exactly symmetric, whatever the rounding
+    return full
 
 
 def gaussian_rows(mean: np.ndarray, cov: np.ndarray, rows: int, chunk_rows: int, seed: int) -> Iterator[np.ndarray]:

@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 import zarr
 
-from secret_moe.gaussian import fit_moments, sampler_matrix, write_gaussian_store
+from secret_moe.gaussian import fit_moments, gaussian_rows, sampler_matrix, write_gaussian_store
 from secret_moe.models.teacher import TeacherConfig, TeacherMLP
 from secret_moe.store import open_store, partial_path
 
@@ -74,6 +74,18 @@ def test_sampler_matrix_does_not_depend_on_how_the_eigenvectors_come_out():
     np.testing.assert_allclose(sampler_matrix(cov), scipy.linalg.sqrtm(cov).real, atol=1e-8)  # Schur, not eigh
 
 
+def test_a_constant_dimension_stays_exactly_at_its_mean():
+    """A dimension of zero variance (Gemma-3-270M layer 9 has one) is drawn as its mean, not as rounding noise."""
+    cov = degenerate_covariance(12, seed=8)
+    cov[4, :] = cov[:, 4] = 0.0
+    mean = np.linspace(-2, 2, 12)
+    root = sampler_matrix(cov)
+    assert not root[4].any() and not root[:, 4].any()
+    x = np.concatenate(list(gaussian_rows(mean, cov, rows=300, chunk_rows=64, seed=1)))
+    assert np.all(x[:, 4] == np.float32(mean[4]))
+    np.testing.assert_allclose(root @ root, cov, atol=1e-10)
+
+
 DRAW = """
 import hashlib, sys
 import numpy as np
@@ -82,7 +94,7 @@ fitted = np.load(sys.argv[1])
 mean, cov = fitted["mean"], fitted["cov"]
 x = np.concatenate(list(gaussian_rows(mean, cov, rows=500, chunk_rows=128, seed=11)))
 eigvals, eigvecs = np.linalg.eigh(cov)  # the earlier factor, to show the two code paths differ at all
-old = (mean + np.random.default_rng(11).standard_normal((500, len(mean))) @ (eigvecs * np.sqrt(eigvals)).T)
+old = (mean + np.random.default_rng(11).standard_normal((500, len(mean))) @ (eigvecs * np.sqrt(np.clip(eigvals, 0, None))).T)
 np.savez(sys.argv[2], x=x, old=old.astype(np.float32))
 """
 
@@ -91,7 +103,9 @@ np.savez(sys.argv[2], x=x, old=old.astype(np.float32))
 def test_the_draw_is_the_same_on_two_blas_code_paths(tmp_path):
     """Two OpenBLAS kernel sets (what two CPUs pick) give the same Gaussian sample up to float32 rounding."""
     moments = tmp_path / "moments.npz"
-    np.savez(moments, mean=np.linspace(-1, 1, 48), cov=degenerate_covariance(48, seed=7))
+    cov = degenerate_covariance(48, seed=7)
+    cov[5, :] = cov[:, 5] = 0.0  # a constant dimension, as in Gemma's layer 9
+    np.savez(moments, mean=np.linspace(-1, 1, 48), cov=cov)
     draws = {}
     for coretype in ("Haswell", "Sandybridge"):
         out = tmp_path / f"{coretype}.npz"
@@ -101,6 +115,7 @@ def test_the_draw_is_the_same_on_two_blas_code_paths(tmp_path):
     old_gap = np.abs(draws["Haswell"]["old"] - draws["Sandybridge"]["old"]).max()
     assert old_gap > 1e-2, "the two kernel sets gave the same eigenvectors: this test cannot tell the roots apart"
     np.testing.assert_allclose(draws["Haswell"]["x"], draws["Sandybridge"]["x"], rtol=0, atol=1e-5)
+    assert np.all(draws["Haswell"]["x"][:, 5] == draws["Sandybridge"]["x"][:, 5])
 
 
 @pytest.fixture
