@@ -22,7 +22,7 @@ from secret_moe.aggregate import (
     student_label,
 )
 from secret_moe.layout import RUN_KEYS
-from secret_moe.steps import plot_control, plot_figure
+from secret_moe.steps.figures import plot_control, plot_figure
 from secret_moe.students import active_neurons, parse_student
 from secret_moe.testing import metric
 from secret_moe.verdict import verdict_table

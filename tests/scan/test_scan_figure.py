@@ -13,7 +13,7 @@ import pytest
 
 from secret_moe.scan.figure import PANELS, SIDES, bar, hollow, offsets, scan
 from secret_moe.scan.profile import COLUMNS
-from secret_moe.steps import plot_scan
+from secret_moe.steps.figures import plot_scan
 
 MOE = "moe_lowrank_r32_m64_s4_k4"
 
