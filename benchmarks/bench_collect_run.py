@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 JOB = """
 import sys
 {extra}from secret_moe.logs import log_to
-from secret_moe.steps import collect_run
+from secret_moe.steps.collect import collect_run
 run = {{"student": "mlp_h8", "lr": 0.001}}
 collect_run(sys.argv[1], run, sys.argv[2] + "/metrics.json", sys.argv[2] + "/weights.safetensors")
 """

@@ -72,7 +72,7 @@ def worker(args: argparse.Namespace) -> None:
             threads=1,
         )
         return
-    from secret_moe.steps import train_students
+    from secret_moe.steps.distill import train_students
 
     train_students(
         args.train,

@@ -1,7 +1,7 @@
 """Rule aggregate_runs: the results tables, from every run's metrics (docs/artifacts.md; captions in report/)."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import aggregate_runs
+from secret_moe.steps.aggregate import aggregate_runs
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

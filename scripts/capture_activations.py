@@ -4,7 +4,7 @@ one forward pass, into a Zarr store per layer (resumable)."""
 import torch
 
 from secret_moe.logs import log_to
-from secret_moe.steps import capture_layers
+from secret_moe.steps.activations import capture_layers
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

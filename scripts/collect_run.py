@@ -1,7 +1,7 @@
 """Rule collect_run: copy one run's metrics and weights out of the bundle that trained it."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import collect_run
+from secret_moe.steps.collect import collect_run
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

@@ -1,7 +1,7 @@
 """Rule describe_inputs: statistics of a layer's train inputs beside those of their Gaussian twin (docs/scan.md)."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import describe_inputs
+from secret_moe.steps.scan import describe_inputs
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

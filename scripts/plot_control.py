@@ -1,7 +1,7 @@
 """Rule plot_control: MoE advantage of a control model (random weights, padded positions) next to its base."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import plot_control
+from secret_moe.steps.figures import plot_control
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

@@ -1,7 +1,7 @@
 """Rule plot_figure: render one figure (PDF and PNG) for one model and layer."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import plot_figure
+from secret_moe.steps.figures import plot_figure
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

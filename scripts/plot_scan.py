@@ -1,7 +1,7 @@
 """Rule plot_scan: a model's layer profile, the MoE advantage above the input statistics (docs/scan.md)."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import plot_scan
+from secret_moe.steps.figures import plot_scan
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

@@ -1,7 +1,7 @@
 """Rule plot_what_fvu_measures: a padding control's FVU over all rows, on token rows, and on its base's tokens."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import plot_what_fvu_measures
+from secret_moe.steps.figures import plot_what_fvu_measures
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

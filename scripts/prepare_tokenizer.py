@@ -2,7 +2,7 @@
 
 from secret_moe.logs import log_to
 from secret_moe.plan import layers_of
-from secret_moe.steps import prepare_tokenizer
+from secret_moe.steps.models import prepare_tokenizer
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

@@ -1,7 +1,7 @@
 """Rule profile_layers: one row per layer of a model, its verdict beside its input statistics (docs/scan.md)."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import profile_layers
+from secret_moe.steps.scan import profile_layers
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

@@ -1,7 +1,7 @@
 """Rule sample_gaussian: a Gaussian control store with the real store's row count; y = teacher(x)."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import sample_gaussian
+from secret_moe.steps.gaussian import sample_gaussian
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

@@ -1,7 +1,7 @@
 """Rule train_students: train one bundle of runs (same store, seed and epochs) together in one process."""
 
 from secret_moe.logs import log_to
-from secret_moe.steps import train_students
+from secret_moe.steps.distill import train_students
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log_to(sm.log[0])

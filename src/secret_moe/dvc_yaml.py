@@ -90,18 +90,14 @@ def _python_of(source: Path) -> str:
 
 
 def _imports(root: Path, source: Path) -> list[Path]:
-    """Files of this package that `source` imports; `from secret_moe.steps import f` resolves to the steps module
-    that defines f."""
+    """Files of this package that `source` imports (`from secret_moe.steps.figures import plot_verdict`: the steps
+    module, and a module `plot_verdict` of it had there been one)."""
     files = []
     for node in ast.walk(ast.parse(_python_of(source))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            if node.module == "secret_moe.steps":
-                from secret_moe.steps import _WHERE
-
-                names += [f"secret_moe.steps.{_WHERE[a.name]}" for a in node.names if a.name in _WHERE]
         else:
             continue
         files += [f for name in names if name.split(".")[0] == "secret_moe" and (f := _module_file(root, name))]

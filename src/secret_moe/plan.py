@@ -185,6 +185,27 @@ def budget_check(config: dict[str, Any]) -> dict[str, Any] | None:
     return spec if spec.get("enabled") else None
 
 
+LONGER_BUDGET_KEYS = ("factor", "seeds")  # experiments.budget_check's keys of the longer budget, without a ladder
+
+
+def check_budget_check(config: dict[str, Any]) -> None:
+    """Under a budget ladder the check compares the ladder's last two rungs of every seed, so `factor` and `seeds`
+    would be ignored: refuse them. Without a ladder an enabled check trains the main comparison again at `factor`
+    times the epochs on `seeds`: require them (the schema gives them no default, as no ladder could use one)."""
+    spec = config.get("experiments", {}).get("budget_check", {})
+    rungs = Schedule(**config["distill"].get("schedule", {})).rungs
+    if rungs > 1 and (ignored := [key for key in LONGER_BUDGET_KEYS if key in spec]):
+        raise ConfigError(
+            f"experiments.budget_check: {' and '.join(ignored)} would be ignored under a budget ladder "
+            f"(distill.schedule.rungs: {rungs}), whose check compares the last two rungs of every seed: remove them"
+        )
+    if rungs == 1 and spec.get("enabled") and (missing := [key for key in LONGER_BUDGET_KEYS if key not in spec]):
+        raise ConfigError(
+            f"experiments.budget_check: without a budget ladder the check needs {' and '.join(missing)} (the main "
+            "comparison again at factor times distill.epochs, on these seeds)"
+        )
+
+
 def ladder_budgets(config: dict[str, Any]) -> list[int]:
     """The budgets of the config's ladder (`distill.schedule`, shortest first), or [] without one."""
     schedule = Schedule(**config["distill"].get("schedule", {}))
@@ -290,6 +311,7 @@ def check_config(config: dict[str, Any]) -> None:
     check_moe_sizes(config["distill"]["moe"])
     schedule = Schedule(**config["distill"].get("schedule", {}))
     schedule.budgets(config["distill"]["epochs"])
+    check_budget_check(config)
     if (check := budget_check(config)) and schedule.rungs == 1:
         schedule.budgets(config["distill"]["epochs"] * check["factor"])
     sweep = config.get("experiments", {}).get("layer_sweep", {})

@@ -14,7 +14,6 @@ import torch
 import zarr
 
 import secret_moe
-from secret_moe import steps
 from secret_moe.capture import (
     capture_activations,
     capture_batch,
@@ -26,7 +25,8 @@ from secret_moe.capture import (
 from secret_moe.errors import StoreMismatchError
 from secret_moe.models.loading import load_local_model
 from secret_moe.provenance import fingerprint_text, read_json
-from secret_moe.steps import tokenise_corpus
+from secret_moe.steps import activations as activation_steps
+from secret_moe.steps.tokens import tokenise_corpus
 from secret_moe.store import PROGRESS_FILE, chunk_rows_for, commit_rows, create_store, partial_path
 from secret_moe.testing import tiny_corpus_config
 from secret_moe.tokenise import read_token_store
@@ -57,7 +57,7 @@ CAPTURE = {"batch_tokens": 512, "window_sequences": 16, "chunk_mb": 1}
 def extracted(tiny_model_dir, token_stores, tmp_path_factory):
     """The train store as the capture_activations rule writes it."""
     out = tmp_path_factory.mktemp("activations") / "train.zarr"
-    steps.capture_activations(
+    activation_steps.capture_activations(
         model_dir=str(tiny_model_dir),
         tokenizer_dir=str(tiny_model_dir),
         tokens=token_stores["train"],
@@ -330,7 +330,7 @@ def test_partial_store_killed_before_its_first_commit_starts_over(model, token_s
 def test_stored_y_is_the_exported_teacher_applied_to_stored_x(extracted, tiny_model_dir, tmp_path):
     """The export_teacher step and the extraction agree: y = teacher(x) row by row in the store."""
     from secret_moe.models.teacher import load_teacher
-    from secret_moe.steps import export_teacher
+    from secret_moe.steps.models import export_teacher
 
     export_teacher(str(tiny_model_dir), str(tmp_path / "teacher"), LAYER, MODEL_SPEC)
     teacher = load_teacher(tmp_path / "teacher")

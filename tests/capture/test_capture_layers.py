@@ -11,11 +11,13 @@ import pytest
 import torch
 import zarr
 
-from secret_moe import capture, steps
+from secret_moe import capture
 from secret_moe.capture import capture_batch, capture_layers_batch
 from secret_moe.models.layers import decoder_layers
 from secret_moe.models.loading import load_local_model
 from secret_moe.provenance import read_json
+from secret_moe.steps.activations import capture_activations, capture_layers
+from secret_moe.steps.tokens import tokenise_corpus
 from secret_moe.store import PROGRESS_FILE, chunk_rows_for, partial_path
 from secret_moe.testing import save_tiny_model, tiny_corpus_config
 from secret_moe.tokenise import read_token_store
@@ -42,7 +44,7 @@ def captured(request, tiny_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     model_dir = save_tiny_model(root / "model", arch, seed=0, style=style)
     tokens = str(root / "train_tokens.zarr")
-    steps.tokenise_corpus(str(model_dir), {"train": tokens}, tiny_corpus_config(tiny_corpus, train_tokens=600), seed=0)
+    tokenise_corpus(str(model_dir), {"train": tokens}, tiny_corpus_config(tiny_corpus, train_tokens=600), seed=0)
     common = {
         "model_spec": {"source": "local", "hf_id": f"local/{arch}", "layers": LAYERS},
         "settings": {**SETTINGS, **extra},
@@ -51,9 +53,9 @@ def captured(request, tiny_corpus, tmp_path_factory):
     }
     alone = {layer: str(root / "alone" / f"layer{layer}.zarr") for layer in LAYERS}
     for layer, out in alone.items():
-        steps.capture_activations(str(model_dir), str(model_dir), tokens, out, layer=layer, **common)
+        capture_activations(str(model_dir), str(model_dir), tokens, out, layer=layer, **common)
     together = {layer: str(root / "together" / f"layer{layer}.zarr") for layer in LAYERS}
-    steps.capture_layers(str(model_dir), str(model_dir), tokens, together, **common)
+    capture_layers(str(model_dir), str(model_dir), tokens, together, **common)
     return {"alone": alone, "together": together, "model_dir": model_dir, "tokens": tokens}
 
 

@@ -12,11 +12,14 @@ import pytest
 import torch
 import zarr
 
-from secret_moe import steps
 from secret_moe.capture import capture_batch, plan_padded_batches, plan_windows
 from secret_moe.errors import StoreMismatchError
 from secret_moe.models.loading import load_local_model
 from secret_moe.rows import PAD, ROW_KINDS, SPECIAL, TOKEN, read_kinds
+from secret_moe.steps.activations import capture_activations
+from secret_moe.steps.gaussian import fit_gaussian, sample_gaussian
+from secret_moe.steps.models import export_teacher
+from secret_moe.steps.tokens import tokenise_corpus
 from secret_moe.store import create_store
 from secret_moe.testing import save_tiny_model, tiny_corpus_config
 from secret_moe.tokenise import read_token_store
@@ -38,14 +41,14 @@ def setup(request, tiny_corpus, tmp_path_factory):
     model_dir = save_tiny_model(root / "model", arch, seed=0, style=style)
     tokens = {"train": str(root / "train_tokens.zarr")}
     corpus = tiny_corpus_config(tiny_corpus, train_tokens=1500)
-    steps.tokenise_corpus(str(model_dir), tokens, corpus, seed=0)
+    tokenise_corpus(str(model_dir), tokens, corpus, seed=0)
     stores, paths = {}, {}
     for keep_padding in (False, True):
         out = root / f"{'padded' if keep_padding else 'tokens'}.zarr"
         settings = {"batch_tokens": 512, "window_sequences": WINDOW, "chunk_mb": 1}
         if keep_padding:
             settings = {**settings, "keep_padding": True, "padding_batch_lines": BATCH_LINES}
-        steps.capture_activations(
+        capture_activations(
             str(model_dir),
             str(model_dir),
             tokens["train"],
@@ -162,9 +165,9 @@ def test_each_token_row_is_the_activation_of_that_token_at_that_position(setup, 
 def test_gaussian_store_says_its_rows_are_samples(setup, tmp_path):
     store = str(tmp_path / "gaussian.zarr")
     real = setup["paths"][True]
-    steps.export_teacher(str(setup["model_dir"]), str(tmp_path / "teacher"), LAYER, {"source": "local"})
-    steps.fit_gaussian(real, str(tmp_path / "moments.npz"), block_rows=4096)
-    steps.sample_gaussian(
+    export_teacher(str(setup["model_dir"]), str(tmp_path / "teacher"), LAYER, {"source": "local"})
+    fit_gaussian(real, str(tmp_path / "moments.npz"), block_rows=4096)
+    sample_gaussian(
         str(tmp_path / "moments.npz"), str(tmp_path / "teacher"), real, store, seed=0, split="train", device="cpu"
     )
     group = zarr.open_group(store, mode="r")

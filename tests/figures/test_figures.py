@@ -4,6 +4,8 @@ from, so a figure that drops a curve, the paper's points or the control's model 
 
 from __future__ import annotations
 
+import ast
+import math
 from itertools import product
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.markers import CARETDOWNBASE, CARETUPBASE
 
 from secret_moe import figures
 from secret_moe.aggregate import (
@@ -22,7 +25,7 @@ from secret_moe.aggregate import (
     student_label,
 )
 from secret_moe.layout import RUN_KEYS
-from secret_moe.steps import plot_control, plot_figure
+from secret_moe.steps.figures import plot_control, plot_figure
 from secret_moe.students import active_neurons, parse_student
 from secret_moe.testing import metric
 from secret_moe.verdict import verdict_table
@@ -386,8 +389,19 @@ def test_verdict_figure_shows_every_size_and_word(tmp_path):
         for value in by_seed[(by_seed.student == student) & (by_seed.data == data)].advantage
     ]
     assert dots == sorted(expected)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["8 active\nm=64, 4+4", "16 active\nm=64, 8+8"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "MoE: 4 shared + 4 of 64 experts\n(8 active neurons)",
+        "MoE: 8 shared + 8 of 64 experts\n(16 active neurons)",
+    ]
     assert "advantage" in ax.get_ylabel().lower()
+    # each side's bar as verdict.csv gives it: the measured interval of the first size with a cap at each end; the
+    # unconverged MoE of the second size a lower bound, its bar from the interval's bottom to the top of the axis
+    assert table.real_high.iloc[1] == math.inf and table.real_low.iloc[1] > 0
+    bars = drawn_bars(ax)
+    assert bars[_key(-0.12, table.advantage_real.iloc[0])] == ("o", (table.real_low.iloc[0], table.real_high.iloc[0]))
+    assert bars[_key(1 - 0.12, table.advantage_real.iloc[1])] == ("^", (table.real_low.iloc[1], ax.get_ylim()[1]))
+    assert ends_drawn(ax, 1 - 0.12) == {table.real_low.iloc[1]: "_", ax.get_ylim()[1]: CARETUPBASE}
+    assert ends_drawn(ax, -0.12) == {table.real_low.iloc[0]: "_", table.real_high.iloc[0]: "_"}
 
 
 def by_kind_table() -> pd.DataFrame:
@@ -438,13 +452,15 @@ def test_what_fvu_measures_shows_three_measures_and_the_pad_share(tmp_path):
 @pytest.mark.parametrize(
     ("student", "label"),
     [
-        ("moe_lowrank_r128_m4096_s32_k32", "m=4096, 32+32"),
-        ("moe_fullrank_m64_s4_k2_e2", "m=64, 4+2×2"),  # 8 active neurons: 4 shared + 2 experts of width 2
-        ("moe_product_key_r8_m256_s0_k4", "m=256, 0+4"),
+        ("moe_lowrank_r128_m4096_s32_k32", "MoE: 32 shared + 32 of 4,096 experts"),
+        # 8 active neurons: 4 shared + 2 experts of width 2
+        ("moe_fullrank_m64_s4_k2_e2", "MoE: 4 shared + 2 of 64 experts of 2 neurons, full-rank router"),
+        ("moe_product_key_r8_m256_s0_k4", "MoE: 0 shared + 4 of 256 experts, product-key router"),
+        ("mlp_h32", "MLP: 32 neurons"),
     ],
 )
 def test_verdict_tick_labels_read_students_with_the_grammar(student, label):
-    assert figures._short(student) == label
+    assert figures.student_words(student) == label
 
 
 def test_the_ladder_figure_labels_its_fvu_axis_when_every_fvu_lies_within_one_decade(tmp_path):
@@ -458,8 +474,139 @@ def test_the_ladder_figure_labels_its_fvu_axis_when_every_fvu_lies_within_one_de
         ]
     )
     fig = figures.ladder(runs, 0.03, "within a decade", tmp_path / "l.pdf", tmp_path / "l.png")
-    ax = fig.axes[0]
-    low, high = ax.get_ylim()
-    ticks = ax.get_yticklabels() + ax.get_yticklabels(minor=True)
-    shown = [t.get_text() for t in ticks if low <= t.get_position()[1] <= high and t.get_text()]
-    assert len(shown) >= 2, shown
+    fig.canvas.draw()  # tick labels are laid out, and hidden or shown, when the figure is drawn
+    for ax in fig.axes:  # both panels, not only the first: a shared axis would leave the second one bare
+        low, high = ax.get_ylim()
+        ticks = ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+        shown = [t.get_text() for t in ticks if low <= t.get_position()[1] <= high and t.get_text() and t.get_visible()]
+        assert len(shown) >= 2, shown
+
+
+def drawn_bars(ax) -> dict[tuple[float, float], tuple[str, tuple[float, float] | None]]:
+    """Each errorbar's point (x, y) -> its marker and the drawn ends of its bar (None: no bar)."""
+    bars = {}
+    for container in ax.containers:
+        line = container.lines[0]
+        point = _key(line.get_xdata()[0], line.get_ydata()[0])
+        ends = None
+        if container.has_yerr:
+            (segment,) = container.lines[2][-1].get_segments()
+            ends = tuple(sorted(float(y) for _, y in segment))
+        bars[point] = (line.get_marker(), ends)
+    return bars
+
+
+def ends_drawn(ax, x: float) -> dict[float, object]:
+    """The markers drawn at the ends of the bar at `x`: "_" a cap at a finite end, a caret an open end's arrowhead."""
+    return {
+        float(line.get_ydata()[0]): line.get_marker()
+        for line in ax.get_lines()
+        if len(line.get_xdata()) == 1
+        and abs(line.get_xdata()[0] - x) < 1e-9
+        and line.get_linestyle() == "None"
+        and line.get_marker() in ("_", CARETUPBASE, CARETDOWNBASE)
+    }
+
+
+def verdict_row(student: str, active: int, real: tuple, gaussian: tuple, word: str, converged: bool) -> dict:
+    """One row of verdict.csv by hand: (advantage, low, high) of each side."""
+    row = {"model": "tiny", "layer": 1, "student": student, "active_neurons": active, "verdict": word}
+    row |= {"converged": converged, "advantage_real": real[0], "real_low": real[1], "real_high": real[2]}
+    return row | {"advantage_gaussian": gaussian[0], "gaussian_low": gaussian[1], "gaussian_high": gaussian[2]}
+
+
+def seeds_of(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"model": r["model"], "layer": r["layer"], "student": r["student"], "data": data, "seed": 0}
+            | {"advantage": r[f"advantage_{side}"]}
+            for r in rows
+            for side, data in (("real", "activations"), ("gaussian", "gaussian"))
+        ]
+    )
+
+
+def test_the_verdict_figure_draws_an_upper_bound_to_the_bottom_and_bounds_only_as_a_point(tmp_path):
+    rows = [
+        verdict_row("moe_lowrank_r8_m64_s4_k4", 8, (0.7, 0.0, 0.9), (1.1, 1.0, 1.2), "contradicts", True),
+        verdict_row("moe_lowrank_r8_m64_s8_k8", 16, (1.3, 0.0, math.inf), (1.0, 0.0, math.inf), "undecided", False),
+    ]
+    fig = figures.verdict(pd.DataFrame(rows), seeds_of(rows), "t", str(tmp_path / "v.pdf"), str(tmp_path / "v.png"))
+    (ax,) = fig.axes
+    bottom, top = ax.get_ylim()
+    bars = drawn_bars(ax)
+    # an upper bound [0, 0.9]: from the bottom of the axis up to 0.9, an arrowhead at the bottom, a cap at 0.9
+    assert bars[_key(-0.12, 0.7)] == ("v", (bottom, 0.9))
+    assert ends_drawn(ax, -0.12) == {bottom: CARETDOWNBASE, 0.9: "_"}
+    assert bars[_key(0.12, 1.1)] == ("o", (1.0, 1.2))
+    # open both ways: no bar, no end, a point and a note on each side
+    assert bars[_key(1 - 0.12, 1.3)] == ("o", None) and bars[_key(1 + 0.12, 1.0)] == ("o", None)
+    assert ends_drawn(ax, 1 - 0.12) == {} and ends_drawn(ax, 1 + 0.12) == {}
+    assert [t.get_text() for t in ax.texts] == ["contradicts", "bounds\nonly", "bounds\nonly", "undecided"]
+    # the words sit above the panel (axes fraction 1), clear of every bar
+    words = [t for t in ax.texts if t.get_text() in ("contradicts", "undecided")]
+    assert all(t.xycoords == ("data", "axes fraction") and t.xy[1] == 1.0 for t in words)
+
+
+def test_the_verdict_figure_draws_the_decisive_runs_table_as_it_says(tmp_path):
+    """reference/verdict_run/verdict.csv: on non-padding tokens a real lower bound [1.26, inf) beside a measured
+    Gaussian interval, and on padded positions bounds only on both sides."""
+    run = REPO / "reference" / "verdict_run"
+    table, by_seed = pd.read_csv(run / "verdict.csv"), pd.read_csv(run / "advantage_by_seed.csv")
+    fig = figures.verdict(table, by_seed, "decisive", str(tmp_path / "v.pdf"), str(tmp_path / "v.png"))
+    assert [ax.get_title() for ax in fig.axes] == ["gemma3-270m layer 9", "gemma3-270m-padded layer 9"]
+    for ax, (_, row) in zip(fig.axes, table.sort_values(["model", "layer"]).iterrows(), strict=True):
+        assert [t.get_text() for t in ax.texts if t.get_text() in figures.VERDICT_COLORS] == [row.verdict]
+        for stem, _, offset, _, _ in figures.VERDICT_SIDES:
+            low, high = row[f"{stem}_low"], row[f"{stem}_high"]
+            marker, ends = drawn_bars(ax)[_key(offset, row[f"advantage_{stem}"])]
+            if low == 0 and high == math.inf:
+                assert (marker, ends) == ("o", None)
+            else:  # never a finite top where the table says inf, and the table's finite ends exactly
+                assert ends == (low if low > 0 else ax.get_ylim()[0], high if high < math.inf else ax.get_ylim()[1])
+                assert marker == figures.bound_marker(low, high)
+    real = table.iloc[0]
+    assert real.real_high == math.inf and ends_drawn(fig.axes[0], -0.12)[fig.axes[0].get_ylim()[1]] == CARETUPBASE
+
+
+def test_a_tiny_difference_does_not_fill_the_advantage_axis(tmp_path):
+    rows = [verdict_row("moe_lowrank_r8_m64_s4_k4", 8, (1.10, 1.09, 1.11), (1.11, 1.10, 1.12), "undecided", True)]
+    fig = figures.verdict(pd.DataFrame(rows), seeds_of(rows), "t", str(tmp_path / "v.pdf"), str(tmp_path / "v.png"))
+    low, high = fig.axes[0].get_ylim()
+    assert high - low >= figures.MIN_ADVANTAGE_SPAN and low <= 1.0  # no advantage (1) on the axis, 1% stays small
+
+
+def test_the_ladder_legend_names_students_in_words_mlps_by_width_then_moes_and_says_what_its_bars_are(tmp_path):
+    students = ["moe_lowrank_r128_m1024_s32_k32", "mlp_h128", "mlp_h32", "mlp_h64"]  # by name: not the wanted order
+    runs = pd.DataFrame(
+        [
+            {"data": d, "student": s, "epochs": e, "seed": seed, "best_fvu": 0.5 / (i + 1) / e**0.1, "families": "main"}
+            for d in ("activations", "gaussian")
+            for i, s in enumerate(students)
+            for e in (8, 16, 32)
+            for seed in (0, 1, 2)
+        ]
+    )
+    fig = figures.ladder(runs, 0.03, "tiny layer 1", tmp_path / "l.pdf", tmp_path / "l.png")
+    legend = fig.axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "MLP: 32 neurons",
+        "MLP: 64 neurons",
+        "MLP: 128 neurons",
+        "MoE: 32 shared + 32 of 1,024 experts",
+    ]
+    assert "bar: min to max over seeds" in fig._suptitle.get_text() and "mean over 3 seeds" in fig._suptitle.get_text()
+    # each errorbar still carries its student's name, and spans that student's seeds at each budget
+    titles = {title: data for data, title in figures.DATA_TITLES.items()}
+    for ax in fig.axes:
+        for container in ax.containers:
+            mine = runs[(runs.student == container.get_label()) & (runs.data == titles[ax.get_title()])]
+            spans = sorted((min(s[:, 1]), max(s[:, 1])) for s in container.lines[2][-1].get_segments())
+            expected = sorted((g.best_fvu.min(), g.best_fvu.max()) for _, g in mine.groupby("epochs"))
+            assert np.allclose(spans, expected)
+
+
+def test_no_function_of_the_figures_module_is_over_60_lines():
+    tree = ast.parse((REPO / "src" / "secret_moe" / "figures.py").read_text())
+    lengths = {f.name: f.end_lineno - f.lineno + 1 for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    assert max(lengths.values()) <= 60, sorted(lengths.items(), key=lambda item: -item[1])[:3]

@@ -1,6 +1,7 @@
 """The scan figure draws what the profile holds: each layer's advantage on real and Gaussian inputs at its depth
-(hollow when undecided or unconverged, a triangle for a bound), the verdict words, and every statistic of both sides
-on the panels below, read back from the figure's artists."""
+(hollow when undecided or unconverged, a triangle for a bound, whose bar runs to the edge of the axis), the verdict
+words, and every statistic of both sides on the panels below, read back from the figure's artists; one layer as
+readable as many."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.markers import CARETDOWNBASE, CARETUPBASE
 
 from secret_moe.scan.figure import PANELS, SIDES, bar, hollow, offsets, scan
 from secret_moe.scan.profile import COLUMNS
-from secret_moe.steps import plot_scan
+from secret_moe.steps.figures import plot_scan
 
 MOE = "moe_lowrank_r32_m64_s4_k4"
 
@@ -110,3 +112,73 @@ def test_a_layer_without_an_advantage_is_left_out_of_the_top_panel_only(tmp_path
     fig = scan(table, "tiny", tmp_path / "scan.pdf", tmp_path / "scan.png")
     assert len(fig.axes[0].containers) == 4
     assert len(fig.axes[1].get_lines()[0].get_xdata()) == 3
+
+
+def bar_ends(ax, x: float) -> tuple[float, float] | None:
+    """The drawn ends of the errorbar at `x` (None: no bar)."""
+    (container,) = [c for c in ax.containers if abs(c.lines[0].get_xdata()[0] - x) < 1e-9]
+    if not container.has_yerr:
+        return None
+    (segment,) = container.lines[2][-1].get_segments()
+    return tuple(sorted(float(y) for _, y in segment))
+
+
+def test_a_bound_runs_to_the_edge_of_the_axis_never_to_a_finite_end(tmp_path):
+    """Layer 3's real side is a lower bound [0.9, inf): its bar ends at the top of the axis, with an arrowhead there;
+    layer 5's Gaussian side an upper bound [0, 1.3]: from the bottom of the axis; layer 0 an interval, as it is."""
+    fig = scan(profile(), "tiny", tmp_path / "scan.pdf", tmp_path / "scan.png")
+    top = fig.axes[0]
+    bottom_edge, top_edge = top.get_ylim()
+    where = offsets([MOE])
+    assert bar_ends(top, 3 + where[(MOE, "real")]) == (0.9, top_edge)
+    assert bar_ends(top, 5 + where[(MOE, "gaussian")]) == (bottom_edge, 1.3)
+    assert bar_ends(top, 0 + where[(MOE, "real")]) == (1.4, 2.4)
+    assert bar(1.2, 0.9, math.inf, (bottom_edge, top_edge)) == ("^", 0.9, top_edge)
+    carets = {
+        (round(float(line.get_xdata()[0]), 9), float(line.get_ydata()[0])): line.get_marker()
+        for line in top.get_lines()
+        if line.get_marker() in (CARETUPBASE, CARETDOWNBASE)
+    }
+    assert carets == {
+        (round(3 + where[(MOE, "real")], 9), top_edge): CARETUPBASE,
+        (round(5 + where[(MOE, "gaussian")], 9), bottom_edge): CARETDOWNBASE,
+    }
+
+
+def test_each_layer_has_its_own_tick(tmp_path):
+    fig = scan(profile(), "tiny", tmp_path / "scan.pdf", tmp_path / "scan.png")
+    assert list(fig.axes[-1].get_xticks()) == [0, 3, 5]
+    assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["0", "3", "5"]
+
+
+def one_layer() -> pd.DataFrame:
+    """The default run's profile: one layer, bounds only on both sides, a participation ratio of 37.2 against the
+    twin's 37.3."""
+    table = profile().iloc[[1]].copy()
+    table["layer"] = 9
+    table[["real_low", "real_high", "gaussian_low", "gaussian_high"]] = [0.0, math.inf, 0.0, math.inf]
+    table[["participation_ratio_real", "participation_ratio_gaussian"]] = [37.2, 37.3]
+    return table
+
+
+def test_a_one_layer_scan_is_a_table_like_panel_not_a_stretched_axis(tmp_path):
+    table = one_layer()
+    fig = scan(table, "tiny", tmp_path / "scan.pdf", tmp_path / "scan.png")
+    axis = fig.axes[-1]
+    assert list(axis.get_xticks()) == [9] and [t.get_text() for t in axis.get_xticklabels()] == ["9"]
+    low, high = axis.get_xlim()
+    assert low < 9 < high and high - low <= 2  # one layer wide, no fractional ticks around it
+    # the two sides at the same layer, a small offset apart, in the advantage panel and in every statistic's
+    drawn = sorted(c.lines[0].get_xdata()[0] for c in fig.axes[0].containers)
+    assert drawn == pytest.approx([9 + offsets([MOE])[(MOE, side)] for side in SIDES]) and drawn[1] - drawn[0] < 0.2
+    for ax, (stem, _, _) in zip(fig.axes[1:], PANELS, strict=True):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        xs = [float(lines[label].get_xdata()[0]) for label, *_ in SIDES.values()]
+        assert xs == pytest.approx(drawn)
+        assert {t.get_text() for t in ax.texts} == {f"{table[f'{stem}_{side}'].iloc[0]:.3g}" for side in SIDES}
+    # a participation ratio of 37.2 against 37.3 does not fill its panel: the axis includes 0
+    ratio = fig.axes[1 + [stem for stem, _, _ in PANELS].index("participation_ratio")]
+    bottom, top = ratio.get_ylim()
+    assert bottom <= 0 and (37.3 - 37.2) / (top - bottom) < 0.01
+    # bounds only: no bar on either side
+    assert not any(c.has_yerr for c in fig.axes[0].containers)

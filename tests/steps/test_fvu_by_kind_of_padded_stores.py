@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from secret_moe import steps
 from secret_moe.provenance import read_json
+from secret_moe.steps.activations import capture_activations
 from secret_moe.steps.collect import member_dir
 from secret_moe.steps.distill import train_students
+from secret_moe.steps.tokens import tokenise_corpus
 from secret_moe.testing import save_tiny_model, tiny_corpus_config
 
 LAYER = 1
@@ -23,7 +24,7 @@ def trained(request, tiny_corpus, tmp_path_factory):
     model_dir = save_tiny_model(root / "model", arch, seed=0, style=style)
     tokens = {split: str(root / f"{split}_tokens.zarr") for split in ("train", "validation")}
     corpus = tiny_corpus_config(tiny_corpus, train_tokens=2000, validation_tokens=600, validation_lines=40)
-    steps.tokenise_corpus(str(model_dir), tokens, corpus, seed=0)
+    tokenise_corpus(str(model_dir), tokens, corpus, seed=0)
     settings = {
         "batch_tokens": 512,
         "window_sequences": 16,
@@ -34,7 +35,7 @@ def trained(request, tiny_corpus, tmp_path_factory):
     stores = {}
     for split, path in tokens.items():
         stores[split] = str(root / f"{split}.zarr")
-        steps.capture_activations(
+        capture_activations(
             str(model_dir),
             str(model_dir),
             path,

@@ -1,7 +1,8 @@
 """The MoE student equals a naive per-token loop over its selected experts, and learns through every part.
 
 Written against the public interface only: MoEConfig, MoEStudent(config), forward(x), router(x) ->
-(scores_BK, idx_BK), and the attributes w_in, b_in, w_out, b_out, shared (an MLPStudent or None), router.
+(scores_BK, idx_BK), and the attributes w_in, b_in, w_out, b_out, shared (an MLPStudent or None), router; every
+router of the package's one list (ROUTERS).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from torch import nn
 from secret_moe.errors import ConfigError
 from secret_moe.students.mlp import MLPConfig, MLPStudent
 from secret_moe.students.moe import MoEConfig, MoEStudent
+from secret_moe.students.routers import ROUTERS
 
 D = 8
-ROUTERS = ["lowrank", "fullrank", "product_key"]
 
 
 def naive_forward(student: MoEStudent, x_BD: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import yaml
 
 from secret_moe.scan.figure import SIDES, offsets
 from secret_moe.scan.profile import COLUMNS
-from secret_moe.steps import plot_scan
+from secret_moe.steps.figures import plot_scan
 from secret_moe.testing import save_tiny_model, tiny_scan_budget, write_tiny_corpus
 from secret_moe.verdict import WORDS
 
