@@ -94,7 +94,8 @@ fitted = np.load(sys.argv[1])
 mean, cov = fitted["mean"], fitted["cov"]
 x = np.concatenate(list(gaussian_rows(mean, cov, rows=500, chunk_rows=128, seed=11)))
 eigvals, eigvecs = np.linalg.eigh(cov)  # the earlier factor, to show the two code paths differ at all
-old = (mean + np.random.default_rng(11).standard_normal((500, len(mean))) @ (eigvecs * np.sqrt(np.clip(eigvals, 0, None))).T)
+factor = eigvecs * np.sqrt(np.clip(eigvals, 0, None))
+old = mean + np.random.default_rng(11).standard_normal((500, len(mean))) @ factor.T
 np.savez(sys.argv[2], x=x, old=old.astype(np.float32))
 """
 
