@@ -1,12 +1,22 @@
-"""README.md stays short and every relative link of README.md and docs/ reaches a file and heading that exist."""
+"""README.md stays a short front door whose results table is the committed reference tables', and every
+relative link of README.md, docs/, reference/ and the measurement log reaches a file and heading that exist."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from readme_results import BEGIN, END, interval_text, readme_block, results_table  # noqa: E402
+
+PAGES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    *sorted((REPO / "reference").rglob("README.md")),
+    REPO / "benchmarks" / "results" / "README.md",
+]
 
 
 def anchors(page: Path) -> set[str]:
@@ -15,11 +25,25 @@ def anchors(page: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
-def test_readme_is_at_most_200_lines_with_one_delimited_results_section():
+def test_readme_is_at_most_150_lines_with_one_delimited_results_table():
     text = (REPO / "README.md").read_text()
-    assert len(text.splitlines()) <= 200
-    assert text.count("## Results\n") == 1
-    assert text.index("<!-- BEGIN RESULTS") < text.index("## Results\n") < text.index("<!-- END RESULTS -->")
+    assert len(text.splitlines()) <= 150
+    assert text.count("## Results\n") == 1 and text.count(BEGIN) == 1 and text.count(END) == 1
+    assert text.index("## Results\n") < text.index(BEGIN) < text.index(END)
+
+
+def test_readme_results_table_is_the_reference_runs_verdicts():
+    """Regenerate with `python benchmarks/readme_results.py` after a reference run is redone."""
+    assert readme_block((REPO / "README.md").read_text()) == results_table(REPO / "reference")
+
+
+def test_the_results_table_writes_each_kind_of_interval_as_the_verdict_section_does():
+    inf, nan = float("inf"), float("nan")
+    assert interval_text(1.1108, 1.0549, 1.1696) == "1.11 [1.05, 1.17]"
+    assert interval_text(1.345, 1.2581, inf) == "1.34 [1.26, ∞)"
+    assert interval_text(0.8, 0.0, 0.951) == "0.80 (0, 0.95]"
+    assert interval_text(1.2607, 0.0, inf) == "1.26 (0, ∞)"
+    assert interval_text(1.2, nan, nan) == "1.20"
 
 
 def test_every_relative_link_reaches_an_existing_file_and_heading():
