@@ -94,8 +94,8 @@ def commit_rows(path: str | Path, rows: int) -> None:
 
 
 def finish_store(partial: str | Path, final: str | Path) -> None:
+    seal(partial)  # before progress.json goes: a job killed here finds every row committed and seals again
     (Path(partial) / PROGRESS_FILE).unlink()
-    seal(partial)
     Path(partial).rename(final)
 
 
@@ -106,11 +106,11 @@ def open_store(path: str | Path, expected: dict[str, Any] | None = None, *, chec
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreMismatchError(f"{str(path)!r} is not a finished activation store (no zarr.json)")
+    check_store(path, checksums=checksums)  # first: the metadata read below may be what is damaged
     group = zarr.open_group(str(path), mode="r")
     if "x" not in group or "y" not in group:
         raise StoreMismatchError(f"store {str(path)!r} lacks its x or y array")
     check_attrs(dict(group.attrs), expected or {}, path)
-    check_store(path, checksums=checksums)
     return group
 
 

@@ -21,6 +21,7 @@ import itertools
 import logging
 import re
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,14 @@ def crc32_of(file: Path) -> int:
     return zlib.crc32(file.read_bytes())
 
 
+def _array_names(group: zarr.Group) -> list[str]:
+    """The group's arrays, sorted; the store's own files beside them (manifest.json, capture_stats.json) are not
+    Zarr nodes, and Zarr warns of each when it lists the group."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr hierarchy")
+        return sorted(group.array_keys())
+
+
 def _chunk_grid(array: zarr.Array) -> Iterator[tuple[tuple[int, ...], str]]:
     """(chunk coordinates, key relative to the array) of every chunk of `array`, in order."""
     encoding = array.metadata.chunk_key_encoding
@@ -108,7 +117,7 @@ def seal(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     group = zarr.open_group(str(path), mode="r+")
     arrays: dict[str, Any] = {}
-    for name in sorted(group.array_keys()):
+    for name in _array_names(group):
         array = group[name].with_config({"write_empty_chunks": True})
         files = {}
         for coords, key in _chunk_grid(array):
@@ -169,7 +178,7 @@ def _legacy_damage(path: Path, checksums: bool) -> tuple[int, list[Damage]]:
     """A store without a manifest: chunks of the dense arrays present by shape; with `checksums` all decoded."""
     group = zarr.open_group(str(path), mode="r")
     found, count = [], 0
-    for name in sorted(group.array_keys()):
+    for name in _array_names(group):
         array = group[name]
         for coords, key in _chunk_grid(array):
             count += 1
