@@ -267,7 +267,7 @@ def find_stores(root: str | Path) -> tuple[list[Path], list[Path]]:
     return finished, [p for p in found if p.name.endswith(".zarr.partial")]
 
 
-def verify(roots: list[str | Path], write: Callable[[str], None]) -> int:
+def verify(roots: Sequence[str | Path], write: Callable[[str], None]) -> int:
     """`secret-moe verify`: every finished store at or under `roots` checked in full (sizes and CRC-32s), one line
     each as it is checked; returns 0 when all are intact, 1 when any is damaged.  Trains nothing, writes nothing."""
     stores, unfinished = [], []
@@ -284,7 +284,8 @@ def verify(roots: list[str | Path], write: Callable[[str], None]) -> int:
         try:
             report = find_damage(store)
         except Exception as error:  # a store Zarr cannot even open (its zarr.json unreadable) is damaged too
-            write(f"DAMAGED  {store}: cannot be opened ({type(error).__name__}: {error})")
+            opened = f"cannot be opened ({type(error).__name__}: {error})"
+            write(f"DAMAGED  {store}: {opened}. Rebuild it: {rebuild_command(store)}")
             damaged += 1
             continue
         if report.damage:
