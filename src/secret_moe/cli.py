@@ -9,6 +9,12 @@ prints the number of training runs and an estimate of their wall time on this ma
 that config for the model's layer profile (results/scan/<model>/profile.csv) and its figure
 (figures/<model>/scan.png).  Snakemake stays the engine: rerunning the command resumes, and the written config
 works with any of its options (`--profile profiles/slurm`, DVC's stages) like any other config.
+
+    secret-moe verify [PATH ...]
+
+checks every finished store at or under each PATH (default: results/) against the manifest written when it was
+finished: every chunk there, with its size and CRC-32 (store_check.py, docs/robustness.md).  It prints one line per
+store and exits 1 when any is damaged; it trains nothing and writes nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     scan.add_argument("--budget", default="scan", help=f"a preset ({', '.join(PRESETS)}) or a budget YAML")
     scan.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="Snakemake's --cores (default: all)")
     scan.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, write and run nothing")
+    verify = commands.add_parser("verify", help="check finished stores for missing or damaged chunks (no training)")
+    verify.add_argument("paths", nargs="*", metavar="PATH", default=["results"], help="stores or folders (results/)")
     return main
 
 
@@ -202,9 +210,26 @@ def scan(args: argparse.Namespace, argv: list[str]) -> int:
     return run_snakemake(plan, args.cores)
 
 
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def verify(args: argparse.Namespace) -> int:
+    from secret_moe.store_check import verify as verify_stores
+
+    try:
+        return verify_stores(args.paths, say)
+    except SecretMoeError as error:
+        sys.stderr.write(f"secret-moe verify: error: {error}\n")
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if args.command == "verify":
+        return verify(args)
     try:
         return scan(args, argv)
     except SecretMoeError as error:  # ScanArgumentError names the argument; the others their config key or file

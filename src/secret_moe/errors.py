@@ -27,3 +27,8 @@ class NonFiniteLossError(SecretMoeError):
 
 class ScanArgumentError(SecretMoeError):
     """A command-line argument of `secret-moe scan` that cannot work, found before anything runs."""
+
+
+class StoreDamagedError(SecretMoeError):
+    """A finished store whose chunks differ from what was written (missing, truncated, other bytes): the message
+    names the store, the array, the chunk and the command that rebuilds it (store_check.py)."""

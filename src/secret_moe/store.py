@@ -3,7 +3,9 @@ stores of token positions the row arrays of `rows.py` (position, token id, kind)
 
 A store is written under `<final>.partial` with its full shape and metadata fixed at creation; a small
 `progress.json` (replaced atomically) records how many rows are committed.  Rows are written in whole
-chunks, so a committed chunk is never touched again, and the finished store is renamed into place.
+chunks, so a committed chunk is never touched again, and the finished store is sealed (`store_check.seal`: every
+chunk's size and CRC-32 in `manifest.json`) and renamed into place.  `open_store` checks a finished store against
+its manifest before anything reads it (`store_check.check_store`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from zarr.codecs import BloscCodec
 
 from secret_moe.errors import StoreMismatchError
 from secret_moe.provenance import read_json, write_json
+from secret_moe.store_check import check_store, seal
 
 # Float activations barely compress; byte-shuffled lz4 saves a little at almost no CPU cost.
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
@@ -91,15 +94,19 @@ def commit_rows(path: str | Path, rows: int) -> None:
 
 
 def finish_store(partial: str | Path, final: str | Path) -> None:
+    seal(partial)  # before progress.json goes: a job killed here finds every row committed and seals again
     (Path(partial) / PROGRESS_FILE).unlink()
     Path(partial).rename(final)
 
 
-def open_store(path: str | Path, expected: dict[str, Any] | None = None) -> zarr.Group:
-    """Open a finished store read-only, checking its metadata against `expected`."""
+def open_store(path: str | Path, expected: dict[str, Any] | None = None, *, checksums: bool = True) -> zarr.Group:
+    """Open a finished store read-only, checking its metadata against `expected` and its chunks against its
+    manifest: all there with their sizes, and with `checksums` (for readers of the rows, not of the metadata
+    alone) their CRC-32s.  A damaged store raises StoreDamagedError before anything reads it."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreMismatchError(f"{str(path)!r} is not a finished activation store (no zarr.json)")
+    check_store(path, checksums=checksums)  # first: the metadata read below may be what is damaged
     group = zarr.open_group(str(path), mode="r")
     if "x" not in group or "y" not in group:
         raise StoreMismatchError(f"store {str(path)!r} lacks its x or y array")

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from secret_moe.errors import CorpusError
 from secret_moe.provenance import fingerprint_text
+from secret_moe.store_check import check_store, seal
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,11 @@ def write_token_store(path: str | Path, sequences: list[np.ndarray], attrs: dict
     group.create_array("ids", data=np.concatenate(sequences), chunks=(1 << 20,))
     group.create_array("offsets", data=offsets, chunks=(1 << 20,))
     group.attrs.update(attrs)
+    seal(path)
 
 
 def read_token_store(path: str | Path) -> tuple[list[np.ndarray], dict[str, Any]]:
+    check_store(path)
     group = zarr.open_group(str(path), mode="r")
     ids = group["ids"][:]
     offsets = group["offsets"][:]
