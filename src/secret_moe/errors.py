@@ -27,3 +27,7 @@ class NonFiniteLossError(SecretMoeError):
 
 class ScanArgumentError(SecretMoeError):
     """A command-line argument of `secret-moe scan` that cannot work, found before anything runs."""
+
+
+class CacheError(SecretMoeError):
+    """A cache folder or file that is not private to this user (another owner, or others may write to it)."""
