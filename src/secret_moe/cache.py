@@ -115,10 +115,12 @@ def read_json(name: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def update_json(name: str, entries: dict[str, Any]) -> None:
-    """Add `entries` to the JSON object cached under `name` (nothing happens where the cache is not private)."""
+def update_json(name: str, entries: dict[str, Any], keep: int = 1000) -> None:
+    """Add `entries` to the JSON object cached under `name`, keeping the `keep` entries added last (nothing happens
+    where the cache is not private)."""
+    data = {key: value for key, value in read_json(name).items() if key not in entries} | entries
     try:
         with private_dir() as folder:
-            write_private_file(folder, name, json.dumps({**read_json(name), **entries}, indent=1).encode())
+            write_private_file(folder, name, json.dumps(dict(list(data.items())[-keep:]), indent=1).encode())
     except (CacheError, OSError) as error:
         log.info("not caching %s: %s", name, error)

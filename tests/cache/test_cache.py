@@ -70,3 +70,10 @@ def test_json_entries_are_kept_and_a_refused_cache_is_not_trusted(cache):
     update_json("shapes.json", {"c": [1, 2]})  # nothing written to a folder others may write to
     cache.chmod(0o700)
     assert read_json("shapes.json") == {"a": [18, 640], "b": [6, 512]}
+
+
+def test_only_the_entries_added_last_are_kept(cache):
+    for index in range(5):
+        update_json("shapes.json", {f"file{index}": [index, 1]}, keep=3)
+    update_json("shapes.json", {"file2": [2, 2]}, keep=3)  # an entry added again counts as added last
+    assert read_json("shapes.json") == {"file3": [3, 1], "file4": [4, 1], "file2": [2, 2]}

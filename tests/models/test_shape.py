@@ -1,6 +1,7 @@
-"""A model's shape without its weights, from real files: a folder's config.json, a GGUF file's metadata (parsed once,
-then cached by path, size and modification time), a package that writes a GGUF file (refused in one line when it is
-not installed), a Hub config in the local Hugging Face cache (the Hub itself only where the network is allowed)."""
+"""A model's shape without its weights, from real files: a folder's config.json, a GGUF file's metadata, a package that
+writes a GGUF file (written once, then its shape cached by the package's location, size and modification time;
+refused in one line when it is not installed), a Hub config in the local Hugging Face cache (the Hub itself only
+where the network is allowed)."""
 
 from __future__ import annotations
 
@@ -35,16 +36,12 @@ def test_a_folder_is_read_from_its_config_json(tmp_path):
         model_shape({"source": "local", "path": str(tmp_path / "empty")}, "m")
 
 
-def test_a_gguf_file_is_parsed_once_and_cached_by_path_size_and_time(tmp_path):
+def test_a_gguf_file_is_read_from_its_metadata(tmp_path):
     gguf = write_gguf_header(tmp_path / "m.gguf", layers=5, hidden=16)
-    spec = {"source": "gguf_file", "path": str(gguf)}
-    assert model_shape(spec, "m") == Shape(5, 16)
-    (key,) = read_json(SHAPE_CACHE)
-    assert key == f"gguf_file {gguf} {gguf.stat().st_size} {gguf.stat().st_mtime_ns}"
-    update_json(SHAPE_CACHE, {key: [7, 32]})  # what the cache holds is what a second read returns: no parse
-    assert model_shape(spec, "m") == Shape(7, 32)
-    write_gguf_header(gguf, layers=3, hidden=16)  # a new file at the same path is read again
-    assert model_shape(spec, "m") == Shape(3, 16)
+    assert model_shape({"source": "gguf_file", "path": str(gguf)}, "m") == Shape(5, 16)
+    write_gguf_header(gguf, layers=3, hidden=16)  # read again each time: a few kilobytes
+    assert model_shape({"source": "gguf_file", "path": str(gguf)}, "m") == Shape(3, 16)
+    assert read_json(SHAPE_CACHE) == {}
 
 
 def test_a_materialised_copy_is_read_before_the_source(tmp_path):
@@ -69,8 +66,13 @@ def test_a_gguf_package_is_read_from_the_file_it_writes(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path / "packages"))
-    assert model_shape({"source": "gguf_package", "gguf_package": "tiny_gguf_package"}, "m") == Shape(4, 8)
-    assert [key.split()[:2] for key in read_json(SHAPE_CACHE)] == [["gguf_package", "tiny_gguf_package"]]
+    spec = {"source": "gguf_package", "gguf_package": "tiny_gguf_package"}
+    assert model_shape(spec, "m") == Shape(4, 8)
+    init = package / "__init__.py"
+    (key,) = read_json(SHAPE_CACHE)
+    assert key == f"gguf_package tiny_gguf_package {init} {init.stat().st_size} {init.stat().st_mtime_ns}"
+    update_json(SHAPE_CACHE, {key: [7, 32]})  # what the cache holds is what a second read returns: nothing written
+    assert model_shape(spec, "m") == Shape(7, 32)
 
 
 @pytest.mark.parametrize("package", ["not_installed_anywhere", "secret_moe.no_such_module", "no_such_parent.child"])

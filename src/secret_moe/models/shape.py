@@ -4,10 +4,11 @@ cannot be read are refused before any job runs.
 Where the shape comes from, for each source of config `models.<name>.source`:
 - any source: its materialised copy (`resources/models/<name>/config.json`, from an earlier run), if there is one;
 - `local`: the folder's config.json;
-- `gguf_file`: the file's metadata (models/gguf.py), cached by the file's path, size and modification time in this
-  user's private cache (secret_moe.cache), so that a 250 MB file is parsed once, not at every `snakemake`;
+- `gguf_file`: the file's metadata (models/gguf.py), read as a stream up to the shape's keys: a few kilobytes of
+  a 250 MB file, 0.2 ms, at every `snakemake` (no cache would be faster);
 - `gguf_package`: the package must be installed (else a one-line refusal); its file is written to a temporary
-  folder and its metadata read, cached by the package's location, size and modification time;
+  folder once (250 MB, ~2 s) and its metadata read, then cached in this user's private cache (secret_moe.cache)
+  by the package's location, size and modification time;
 - `hub`: config.json from the local Hugging Face cache; else, where `network` allows, from the Hub with one request
   of at most HUB_TIMEOUT_S seconds and no retries (with HF_HUB_OFFLINE set, the local cache only), refused in one
   line where it cannot be fetched.  Without `network` the answer is None (unknown): a dry run plans offline.
@@ -27,7 +28,7 @@ from typing import Any
 from secret_moe.cache import read_json, update_json
 from secret_moe.errors import ConfigError, ModelSourceError
 from secret_moe.layout import path
-from secret_moe.models.gguf import check_gguf_file, gguf_shape
+from secret_moe.models.gguf import gguf_shape
 from secret_moe.models.layers import hidden_size, num_layers
 
 SHAPE_CACHE = "model-shapes.json"
@@ -68,14 +69,6 @@ def _cached(key: str, read: Any) -> Shape:
     shape = read()
     update_json(SHAPE_CACHE, {key: [shape.layers, shape.hidden]})
     return shape
-
-
-def _gguf_file(file: str, where: str) -> Shape:
-    found = check_gguf_file(file, where).resolve()
-    status = found.stat()
-    return _cached(
-        f"gguf_file {found} {status.st_size} {status.st_mtime_ns}", lambda: _shape(gguf_shape(found, where), where)
-    )
 
 
 def _gguf_package(package: str, where: str) -> Shape:
@@ -132,7 +125,7 @@ def model_shape(spec: dict[str, Any], name: str, where: str | None = None, netwo
     if source == "local":
         return _folder(Path(spec["path"]), where)
     if source == "gguf_file":
-        return _gguf_file(spec["path"], where)
+        return _shape(gguf_shape(spec["path"], where), where)
     if source == "gguf_package":
         return _gguf_package(spec["gguf_package"], where)
     file = hub_config_file(spec["hf_id"], spec.get("revision"), where, network)
