@@ -91,6 +91,12 @@ def test_a_hub_config_in_the_local_cache_is_read_without_the_network(tmp_path, m
     assert model_shape({"source": "hub", "hf_id": "org/elsewhere"}, "m", network=False) is None
 
 
+@pytest.mark.parametrize("hf_id", ["bad id", "a/b/c"])
+def test_a_hub_id_that_is_no_hub_id_is_refused(hf_id):
+    with pytest.raises(ModelSourceError, match=f"^models.m.hf_id: {hf_id!r} is no Hub id \\(Repo id must "):
+        model_shape({"source": "hub", "hf_id": hf_id}, "m", network=False)
+
+
 def hub_shape_in_a_process(tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """model_shape of a Hub model in a process of its own (the Hub's settings are read when huggingface_hub loads)."""
     script = (

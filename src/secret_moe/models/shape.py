@@ -94,7 +94,10 @@ def hub_config_file(hf_id: str, revision: str | None, where: str, network: bool 
     HF_HUB_OFFLINE is not set) after one quick request; None without `network`; one-line refusals otherwise."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(hf_id, "config.json", revision=revision)
+    try:
+        cached = try_to_load_from_cache(hf_id, "config.json", revision=revision)
+    except ValueError as error:  # HFValidationError: not a Hub id
+        raise ModelSourceError(f"{where}: {hf_id!r} is no Hub id ({error})") from error
     if isinstance(cached, str):
         return Path(cached)
     if not network:
