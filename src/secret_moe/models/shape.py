@@ -78,7 +78,7 @@ def _gguf_package(package: str, where: str) -> Shape:
         found = None
     if found is None or found.origin is None:
         raise ModelSourceError(f"{where}: package {package!r} is not installed; run the README install")
-    origin = Path(found.origin)
+    origin = Path(found.origin).resolve()  # one key whichever path the package was found through
     status = origin.stat()
 
     def read() -> Shape:
