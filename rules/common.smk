@@ -4,8 +4,6 @@ import sys
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from snakemake.utils import validate
-
 from secret_moe.families import CAPTIONS, LAYER_FIGURES
 from secret_moe.layout import PATHS, RESULT_TABLES, RUN_FILES, RUN_KEYS, SPLITS, TIMING_FILE, path
 from secret_moe.plan import (
@@ -15,6 +13,7 @@ from secret_moe.plan import (
     ladder_budgets,
     bundle_index,
     check_config,
+    check_model_layers,
     check_renamed_keys,
     figures_for,
     controls,
@@ -30,12 +29,23 @@ from secret_moe.plan import (
 )
 from secret_moe.students import STUDENT_PATTERN
 from secret_moe.precision import FULL_PRECISION
+from secret_moe.schema import config_source, validate_config
 from secret_moe.workflow_rules import LOCAL_RULES
 
+# Refusals in one line naming the key, before any job: the schema (then its defaults), the checks beyond it, and
+# once Snakemake is about to run jobs (not in a dry run, which plans offline), a Hub model's layers against its
+# config fetched from the Hub (docs/robustness.md).
 check_renamed_keys(config)
-validate(config, schema="../config/schema.yaml", set_default=True)
+validate_config(
+    config, Path(workflow.basedir) / "config" / "schema.yaml", config_source(workflow.overwrite_configfiles)
+)
 resolve_variants(config)
 check_config(config)
+
+
+onstart:
+    check_model_layers(config, network=True)
+
 
 # Scheduling on few cores: every store is built before bundles train (so that no core waits for a late store
 # at the end), and among bundles the longer budgets start first (priority = the bundle's epochs).

@@ -37,6 +37,7 @@ from secret_moe.plan import check_config, distill_runs, ladder_budgets, resolve_
 from secret_moe.scan.budget import PRESETS, check_one_moe, corpus_choice, load_budget, scan_config
 from secret_moe.scan.progress import JobSummaries
 from secret_moe.scan.target import Target, check_requested_layers, resolve
+from secret_moe.schema import validate_config
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout this package runs from (installed editable)
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -64,6 +65,17 @@ class Plan:
     targets: list[str]
 
 
+def at_least_one(text: str) -> int:
+    """An argument that counts something that must exist (`--cores 0` would start Snakemake with nothing to run on)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="secret-moe", description="Secret mixtures of experts inside your LLM.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -74,7 +86,9 @@ def parser() -> argparse.ArgumentParser:
         "--corpus", nargs="+", metavar="SOURCE", help="python_docs, hub, or a train and a validation file"
     )
     scan.add_argument("--budget", default="scan", help=f"a preset ({', '.join(PRESETS)}) or a budget YAML")
-    scan.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="Snakemake's --cores (default: all)")
+    scan.add_argument(
+        "--cores", type=at_least_one, default=os.cpu_count() or 1, help="Snakemake's --cores (default: all)"
+    )
     scan.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, write and run nothing")
     verify = commands.add_parser("verify", help="check finished stores for missing or damaged chunks (no training)")
     verify.add_argument("paths", nargs="*", metavar="PATH", default=["results"], help="stores or folders (results/)")
@@ -83,28 +97,27 @@ def parser() -> argparse.ArgumentParser:
 
 def validated_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config with the schema's defaults, checked as rules/common.smk checks it (nothing loads)."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
     resolved = copy.deepcopy(config)
     try:
-        validate(resolved, schema=str(SCHEMA), set_default=True)
+        validate_config(resolved, SCHEMA)
         resolve_variants(resolved)
         check_config(resolved)
-    except (WorkflowError, SecretMoeError) as error:
+    except SecretMoeError as error:
         raise ScanArgumentError(f"the scan's config is invalid: {error}") from error
     return resolved
 
 
 def plan_scan(args: argparse.Namespace) -> Plan:
-    """Resolve MODEL, the layers, the budget and the corpus, in that order, into a Plan; refuse any that cannot work
-    (ScanArgumentError, naming the argument) before any weights load."""
+    """Resolve the budget, the corpus, MODEL and the layers, in that order (the cheap arguments first: MODEL may be a
+    GGUF file to read), into a Plan; refuse any that cannot work (ScanArgumentError, naming the argument) before any
+    weights load."""
     base = yaml.safe_load((REPO / "config.yaml").read_text())
     schema = yaml.safe_load(SCHEMA.read_text())
     default_rank = schema["properties"]["models"]["additionalProperties"]["properties"]["router_rank"]["default"]
+    budget, corpus = load_budget(args.budget, REPO), corpus_choice(args.corpus)
     target = resolve(args.model, base["models"], default_rank)
     layers = check_requested_layers(target, args.layers)
-    config = scan_config(base, load_budget(args.budget, REPO), corpus_choice(args.corpus), target, layers)
+    config = scan_config(base, budget, corpus, target, layers)
     resolved = validated_config(config)
     check_one_moe(resolved)
     name = target.name

@@ -32,3 +32,7 @@ class ScanArgumentError(SecretMoeError):
 class StoreDamagedError(SecretMoeError):
     """A finished store whose chunks differ from what was written (missing, truncated, other bytes): the message
     names the store, the array, the chunk and the command that rebuilds it (store_check.py)."""
+
+
+class CacheError(SecretMoeError):
+    """A cache folder or file that is not private to this user (another owner, or others may write to it)."""

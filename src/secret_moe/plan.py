@@ -7,19 +7,16 @@ ablations of docs/configuration.md, "Experiments".
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from secret_moe.corpus import check_corpus
 from secret_moe.errors import ConfigError
 from secret_moe.families import FAMILIES, moe_sizes
 from secret_moe.layout import RUN_KEYS, SPLITS, path
-from secret_moe.models.gguf import check_gguf_file
-from secret_moe.models.layers import check_layers
+from secret_moe.models.layers import check_layer_range
+from secret_moe.models.shape import SOURCE_FIELD, Shape, model_shape
 from secret_moe.provenance import fingerprint_json
 from secret_moe.schedule import Schedule
 from secret_moe.students import build_student, parse_student
@@ -285,16 +282,6 @@ def bundle_index(bundles: dict[tuple[str, int, str, str], list[dict[str, Any]]])
     return {tuple(run[k] for k in RUN_KEYS): key[3] for key, members in bundles.items() for run in members}
 
 
-def _local_model_config(spec: dict[str, Any], name: str) -> Any | None:
-    """The model's config.json already on disk (a local model or a materialised one), as attributes, else None."""
-    folders = [Path(path("model", model=name))] + ([Path(spec["path"])] if spec["source"] == "local" else [])
-    for folder in folders:
-        if (folder / "config.json").is_file():
-            raw = json.loads((folder / "config.json").read_text())
-            return SimpleNamespace(**raw.get("text_config", raw))
-    return None
-
-
 RENAMED_KEYS = {"extract": "capture"}  # config keys of earlier versions -> their names now
 
 
@@ -303,6 +290,30 @@ def check_renamed_keys(config: dict[str, Any]) -> None:
     for old, new in RENAMED_KEYS.items():
         if old in config:
             raise ConfigError(f"config key {old!r} is now called {new!r} (same settings): rename it in your config")
+
+
+def _layer_keys(config: dict[str, Any], model: str) -> dict[int, str]:
+    """Each layer of `model` with a target, mapped to the config key that asks for it."""
+    spec = config["models"][model]
+    own = f"padding_controls.{model}.layers" if spec.get("same_as") else f"models.{model}.layers"
+    return {
+        layer: own if layer in spec["layers"] else "experiments.layer_sweep.layers"
+        for layer in layers_of(config, model)
+    }
+
+
+def check_model_layers(config: dict[str, Any], network: bool = False) -> None:
+    """Every model can be read and its layers exist, where its shape is known without weights (models/shape.py): a
+    GGUF file's or package's metadata, a folder's config.json, a Hub config in the local cache, or with `network`
+    one fetched from the Hub (the Snakefile's `onstart`, before any job runs; a dry run plans without it)."""
+    shapes: dict[str, Shape | None] = {}
+    for name in config["models"]:
+        base = resource_model(config, name)  # a padding control is read through the model it is the same as
+        if base not in shapes:
+            shapes[base] = model_shape(config["models"][base], base, network=network)
+        if (shape := shapes[base]) is not None:
+            for layer, key in _layer_keys(config, name).items():
+                check_layer_range(shape.layers, [layer], key)
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -319,13 +330,11 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError(f"experiments.layer_sweep.model: {sweep.get('model')!r} is not a key of models")
     check_one_pass(config)
     for name, spec in config["models"].items():
-        needed = {"hub": "hf_id", "gguf_package": "gguf_package", "gguf_file": "path", "local": "path"}[spec["source"]]
+        needed = SOURCE_FIELD[spec["source"]]
         if needed not in spec:
             raise ConfigError(f"models.{name}: source {spec['source']!r} needs the key {needed!r}")
-        if spec["source"] == "gguf_file":
-            check_gguf_file(spec["path"], f"models.{name}.path")
-        if (model_config := _local_model_config(spec, name)) is not None:
-            check_layers(model_config, layers_of(config, name), name)
+    check_model_layers(config, network=False)
+    for name in config["models"]:
         for student in sorted({s for layer in layers_of(config, name) for s in all_students(config, name, layer)}):
             try:
                 build_student(parse_student(student), d_model=1)

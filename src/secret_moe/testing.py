@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,16 @@ def write_gguf_header(path: str | Path, arch: str = "llama", layers: int = 5, hi
     writer.write_tensors_to_file()
     writer.close()
     return Path(path)
+
+
+def write_hub_cache(root: str | Path, hf_id: str, config: dict[str, Any]) -> Path:
+    """A local Hugging Face cache (huggingface_hub's layout under `root`) holding one model's config.json only."""
+    repo, commit = Path(root) / f"models--{hf_id.replace('/', '--')}", "0" * 40
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (repo / "snapshots" / commit / "config.json").write_text(json.dumps(config))
+    return repo
 
 
 def write_tiny_corpus(directory: str | Path, lines: dict[str, int], seed: int = 0) -> dict[str, str]:

@@ -64,6 +64,13 @@ def work(tmp_path, monkeypatch):
         (["{tmp}/renamed.gguf"], "MODEL: file '{tmp}/renamed.gguf' is not a GGUF file"),
         (["{model}", "--budget", "{tmp}/none.yaml"], "--budget: '{tmp}/none.yaml' is no preset"),
         (["{model}", "--corpus", "{tmp}/none.txt", "{tmp}/none.txt"], "--corpus: file '{tmp}/none.txt' does not exist"),
+        (
+            ["{model}", "--corpus", "{tmp}/none.txt"],
+            "--corpus: file '{tmp}/none.txt' does not exist (and it is neither",
+        ),
+        # the cheap arguments first: --budget is refused before MODEL (here a GGUF file that is not there) is read
+        (["{tmp}/missing.gguf", "--budget", "{tmp}/none.yaml"], "--budget: '{tmp}/none.yaml' is no preset"),
+        (["{tmp}/missing.gguf", "--corpus", "{tmp}/none.txt"], "--corpus: file '{tmp}/none.txt' does not exist"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_runs(work, capsys, arguments, message):
@@ -76,6 +83,16 @@ def test_bad_arguments_are_refused_before_anything_runs(work, capsys, arguments,
     assert message.format(**values) in capsys.readouterr().err
     assert time.perf_counter() - start < 30
     assert list(work["dir"].iterdir()) == []  # no results/, no resources/, no config written
+
+
+@pytest.mark.parametrize("cores", ["0", "-2", "two"])
+def test_cores_must_be_at_least_one(work, capsys, cores):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["scan", str(work["model"]), "--cores", cores])
+    assert exit_.value.code == 2
+    expected = "'two' is not a whole number" if cores == "two" else f"must be at least 1, not {cores}"
+    assert f"secret-moe scan: error: argument --cores: {expected}" in capsys.readouterr().err
+    assert list(work["dir"].iterdir()) == []
 
 
 def test_the_command_line_refuses_a_renamed_file_quickly(tmp_path):

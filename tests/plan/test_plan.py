@@ -20,6 +20,7 @@ from secret_moe.plan import (
     run_dir,
     students_by_family,
 )
+from secret_moe.testing import write_gguf_header
 
 # What secret_moe.testing.tiny_config asks for, worked out by hand from the config:
 #  main: MLP widths [4, 16]; MoE lowrank (router_rank 8), m = 64, s = k = 4
@@ -261,8 +262,7 @@ def test_run_paths_follow_one_grammar(config):
 
 
 def test_check_config_accepts_a_gguf_file_and_refuses_anything_else_by_name(workflow_config, schema_defaults, tmp_path):
-    gguf = tmp_path / "tiny.gguf"
-    gguf.write_bytes(b"GGUF\x03\x00\x00\x00")  # magic and version: all the parse-time check reads
+    gguf = write_gguf_header(tmp_path / "tiny.gguf", layers=3)  # its metadata, all the parse-time check reads
     workflow_config["models"]["tiny"].update({"source": "gguf_file", "path": str(gguf)})
     config = schema_defaults(workflow_config)
     check_config(config)

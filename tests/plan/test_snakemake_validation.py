@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import dump_config
+
+from secret_moe.testing import write_gguf_header, write_hub_cache
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def assert_failed_before_any_job(result: subprocess.CompletedProcess, tmp_path: Path) -> None:
@@ -40,18 +48,38 @@ def test_valid_tiny_config_plans_the_expected_jobs(workflow_config, tmp_path, dr
 
 
 @pytest.mark.parametrize(
-    ("where", "key"),
-    [((), "epochz"), (("distill",), "learning_rate")],
+    ("where", "key", "known"),
+    [((), "epochz", "the config: capture, corpus, device"), (("distill",), "learning_rate", "distill: batch_size")],
 )
-def test_unknown_config_key_fails_naming_the_key(workflow_config, tmp_path, where, key, dry_run):
+def test_unknown_config_key_fails_naming_the_key(workflow_config, tmp_path, where, key, known, dry_run):
     section = workflow_config
     for name in where:
         section = section[name]
     section[key] = 3
     result = dry_run(workflow_config, tmp_path)
     assert_failed_before_any_job(result, tmp_path)
-    assert f"'{key}'" in result.output
-    assert "Additional properties are not allowed" in result.output
+    assert f"{tmp_path / 'config.yaml'}: {'.'.join([*where, key])}: unknown key (the keys of {known}" in result.output
+    assert "Failed validating" not in result.output  # the schema is not printed
+    assert len(result.output.splitlines()) < 10, result.output
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["distill"].update(epochs=0), "distill.epochs: 0 is less than the minimum of 1"),
+        (
+            lambda c: c["distill"].update(learning_rates=[-0.003]),
+            "distill.learning_rates[0]: -0.003 is less than or equal to the minimum of 0",
+        ),
+        (lambda c: c["models"]["tiny"].update(layers=[-1]), "models.tiny.layers[0]: -1 is less than the minimum of 0"),
+    ],
+)
+def test_a_value_the_schema_refuses_is_named_by_its_key_path_first(workflow_config, tmp_path, dry_run, change, message):
+    change(workflow_config)
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert f"{tmp_path / 'config.yaml'}: {message}" in result.output
+    assert "Failed validating" not in result.output
 
 
 def test_k_above_m_fails_naming_the_student(workflow_config, tmp_path, dry_run):
@@ -117,3 +145,73 @@ def test_a_config_of_an_earlier_version_names_the_renamed_key(workflow_config, t
     result = dry_run(workflow_config, tmp_path)
     assert_failed_before_any_job(result, tmp_path)
     assert "config key 'extract' is now called 'capture'" in result.output
+
+
+def test_a_layer_out_of_range_of_a_gguf_file_fails_before_any_job(workflow_config, tmp_path, dry_run):
+    gguf = write_gguf_header(tmp_path / "model.gguf", layers=5, hidden=16)
+    workflow_config["models"]["tiny"].update({"source": "gguf_file", "path": str(gguf), "layers": [7]})
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    assert "models.tiny.layers: layer 7 is out of range; the model has 5 layers (0..4)" in result.output
+
+
+def test_a_layer_out_of_range_of_the_default_gguf_package_fails_before_any_job(tmp_path, dry_run):
+    """The default config's model, whose file only its package writes: its metadata gives the layer count (cached
+    after the first read), so the refusal comes before any job, not inside prepare_tokenizer."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["padding_controls"]["gemma3-270m-padded"]["layers"] = [18]
+    result = dry_run(config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    message = "padding_controls.gemma3-270m-padded.layers: layer 18 is out of range; the model has 18 layers (0..17)"
+    assert message in result.output
+
+
+def test_a_gguf_package_that_is_not_installed_fails_before_any_job(workflow_config, tmp_path, dry_run):
+    workflow_config["models"]["tiny"].update({"source": "gguf_package", "gguf_package": "no_such_gguf_package"})
+    result = dry_run(workflow_config, tmp_path)
+    assert_failed_before_any_job(result, tmp_path)
+    message = "models.tiny.gguf_package: package 'no_such_gguf_package' is not installed; run the README install"
+    assert message in result.output
+
+
+def run_offline_hub(config: dict, tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """Snakemake on `config` with the Hub at a closed local port and an empty local Hugging Face cache but for what
+    the test put in tmp_path/hub."""
+    configfile = dump_config(tmp_path / "config.yaml", config)
+    (tmp_path / "work").mkdir(exist_ok=True)
+    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile")]
+    command += ["-d", str(tmp_path / "work")]
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env["HF_HUB_OFFLINE"] = "0"
+    result = subprocess.run(
+        [*command, "--configfile", str(configfile), *options, "figures/all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def test_an_unreachable_hub_is_refused_in_one_line_before_any_job_runs(workflow_config, tmp_path):
+    workflow_config["models"]["tiny"].update({"source": "hub", "hf_id": "secret-moe-tests/nowhere"})
+    planned = run_offline_hub(workflow_config, tmp_path, "-n")
+    assert planned.returncode == 0, planned.output[-3000:]  # a dry run plans offline
+    result = run_offline_hub(workflow_config, tmp_path, "--cores", "1")
+    assert result.returncode != 0
+    assert (
+        "models.tiny.hf_id: the config of 'secret-moe-tests/nowhere' (revision None) could not be fetched from the "
+        "Hugging Face Hub (" in result.output
+    ), result.output[-3000:]
+    assert "Select jobs to execute" not in result.output and "Retrying" not in result.output
+    assert [p for p in (tmp_path / "work").rglob("*") if ".snakemake" not in p.parts] == []
+
+
+def test_a_hub_config_in_the_local_cache_checks_layers_in_a_dry_run(workflow_config, tmp_path):
+    write_hub_cache(tmp_path / "hub", "secret-moe-tests/cached", {"num_hidden_layers": 2, "hidden_size": 32})
+    workflow_config["models"]["tiny"].update({"source": "hub", "hf_id": "secret-moe-tests/cached", "layers": [2]})
+    result = run_offline_hub(workflow_config, tmp_path, "-n")
+    assert_failed_before_any_job(result, tmp_path)
+    assert "models.tiny.layers: layer 2 is out of range; the model has 2 layers (0..1)" in result.output

@@ -87,8 +87,14 @@ def test_the_corpus_option(tmp_path):
     assert files == {"source": "files", "files": {"train": str(train), "validation": str(validation)}}
     with pytest.raises(ScanArgumentError, match="--corpus: file '.*missing.txt' does not exist"):
         corpus_choice([str(train), str(tmp_path / "missing.txt")])
-    with pytest.raises(ScanArgumentError, match="--corpus: python_docs, hub, or two files"):
+    with pytest.raises(
+        ScanArgumentError, match=r"--corpus: python_docs, hub, or two files \(train, then validation\), not 1 file$"
+    ):
         corpus_choice([str(train)])
+    with pytest.raises(
+        ScanArgumentError, match="--corpus: file 'nope.txt' does not exist \\(and it is neither python_docs nor hub\\)"
+    ):
+        corpus_choice(["nope.txt"])
     config = scan_config(BASE, {}, files, GEMMA, [9])
     assert config["corpus"]["files"]["text_column"] == BASE["corpus"]["files"]["text_column"]
     assert config["corpus"]["source"] == "files" and config["corpus"]["files"]["train"] == str(train)

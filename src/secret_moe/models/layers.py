@@ -34,13 +34,14 @@ def hidden_size(config: Any) -> int:
 
 def check_layers(config: Any, layers: list[int], model_name: str) -> None:
     """Fail, naming the model and layer, when a requested layer does not exist."""
-    count = num_layers(config)
+    check_layer_range(num_layers(config), layers, f"models.{model_name}.layers")
+
+
+def check_layer_range(count: int, layers: list[int], key: str) -> None:
+    """Fail, naming the config key and the layer, when a layer is not one of `count`."""
     for layer in layers:
         if not 0 <= layer < count:
-            raise ConfigError(
-                f"models.{model_name}.layers: layer {layer} is out of range; "
-                f"the model has {count} layers (0..{count - 1})"
-            )
+            raise ConfigError(f"{key}: layer {layer} is out of range; the model has {count} layers (0..{count - 1})")
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

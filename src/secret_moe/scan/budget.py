@@ -71,11 +71,15 @@ def corpus_choice(values: list[str] | None) -> dict[str, Any]:
         return {}
     if values in (["python_docs"], ["hub"]):
         return {"source": values[0]}
-    if len(values) != 2:
-        raise ScanArgumentError("--corpus: python_docs, hub, or two files (train, then validation)")
     for value in values:
         if not Path(value).is_file():
-            raise ScanArgumentError(f"--corpus: file {value!r} does not exist")
+            other = " (and it is neither python_docs nor hub)" if len(values) == 1 else ""
+            raise ScanArgumentError(f"--corpus: file {value!r} does not exist{other}")
+    if len(values) != 2:
+        raise ScanArgumentError(
+            f"--corpus: python_docs, hub, or two files (train, then validation), not {len(values)} file"
+            + ("s" if len(values) > 1 else "")
+        )
     train, validation = (str(Path(value).resolve()) for value in values)
     return {"source": "files", "files": {"train": train, "validation": validation}}
 

@@ -12,7 +12,8 @@ count give the same bytes.  Measured against today's path: docs/performance.md.
 The source is plain C++ with a C ABI, compiled with the system's C++ compiler (`$CXX`, else `c++`: g++ from
 Debian's `g++` package, or clang++) into `<cache>/secret_moe/fused-<hash>.so` (`$XDG_CACHE_HOME` or
 ~/.cache; the hash covers the source, the flags, the compiler's version and the machine) and loaded with
-ctypes; the first use on a machine compiles (about 3 s), later ones load the cached library.  Where it
+ctypes; the first use on a machine compiles (about 3 s), later ones load the cached library once it is
+verified: a private folder, and the SHA-256 recorded at build time (students/kernel_cache.py).  Where it
 cannot be built (no compiler, a failed build) the student falls back to today's path, with one warning in
 the log; `SECRET_MOE_FUSED=0` in the environment (or `ENABLED = False`) selects today's path on purpose.
 CUDA tensors, and dtypes other than float32, always take today's path.
@@ -21,16 +22,16 @@ CUDA tensors, and dtypes other than float32, always take today's path.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
 import platform
 import shlex
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
+
+from secret_moe.students import kernel_cache
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +55,16 @@ _library: ctypes.CDLL | None = None
 _tried = False
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "secret_moe"
+def library_name() -> str:
+    """The cached library's file name for this source, compiler and machine."""
+    return kernel_cache.library_name(SOURCE, *_build_inputs())
 
 
-def build(source: Path = SOURCE) -> Path:
-    """Compile `source` into the cache (unless it is there already) and return the library's path."""
-    compiler = shlex.split(os.environ.get("CXX", "c++"))
-    version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), *compiler, *FLAGS, version, platform.machine()]).encode())
-    target = _cache_dir() / f"fused-{key.hexdigest()[:16]}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # concurrent jobs: build apart, rename
-            out = Path(tmp) / target.name
-            proc = subprocess.run([*compiler, *FLAGS, str(source), "-o", str(out)], capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f"{' '.join(compiler)} failed: {(proc.stderr.strip().splitlines() or ['?'])[0]}")
-            os.replace(out, target)
-    return target
+def _build_inputs() -> tuple[list[str], list[str], str, str]:
+    """The compiler's command (`$CXX`, else `c++`), the flags, the compiler's `--version` text and the machine."""
+    command = shlex.split(os.environ.get("CXX", "c++"))
+    version = subprocess.run([*command, "--version"], capture_output=True, text=True, check=True).stdout
+    return command, FLAGS, version, platform.machine()
 
 
 def library() -> ctypes.CDLL | None:
@@ -81,7 +73,7 @@ def library() -> ctypes.CDLL | None:
     if not _tried:
         _tried = True
         try:
-            lib = ctypes.CDLL(str(build()))
+            lib = kernel_cache.load_library(SOURCE, *_build_inputs())
             for name, (args, result) in _SIGNATURES.items():
                 getattr(lib, name).argtypes, getattr(lib, name).restype = args, result
             _library = lib
