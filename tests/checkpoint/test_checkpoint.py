@@ -22,25 +22,31 @@ D = 8
 STUDENTS = ("mlp_h8", "moe_lowrank_r4_m16_s2_k2")
 
 
-@pytest.fixture(scope="module")
-def batches(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("stores")
-    loaders = []
+def loaders(folder, device):
+    """Training and validation batches of two small stores on `device`."""
+    out = []
     for split, rows, seed in (("train", 512, 0), ("validation", 128, 1)):
         group = open_store(write_mlp_store(folder / f"{split}.zarr", rows, D, 64, seed))
-        loaders.append(
-            ActivationBatches(group, 64, shuffle=split == "train", seed=0, group_chunks=2, in_memory=True, device="cpu")
+        out.append(
+            ActivationBatches(
+                group, 64, shuffle=split == "train", seed=0, group_chunks=2, in_memory=True, device=device
+            )
         )
-    return loaders
+    return out
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory):
+    return loaders(tmp_path_factory.mktemp("stores"), "cpu")
 
 
 def train(batches, schedule, precision, checkpoint):
-    """Fresh students (the same start every time) trained together for 4 epochs."""
+    """Fresh students (the same start every time) trained together for 4 epochs on the batches' device."""
     train_batches, val = batches
     students = []
     for name in STUDENTS:
         torch.manual_seed(0)
-        students.append(build_student(parse_student(name), D))
+        students.append(build_student(parse_student(name), D).to(train_batches.device))
     configs = [TrainConfig(4, 3e-3, name, precision) for name in STUDENTS]
     results = fit_together(
         students, train_batches, val, configs, output_variance(val), schedule=schedule, checkpoint=checkpoint
@@ -127,3 +133,26 @@ def progress_of(students, batches):
     """The progress at the start of a cosine run of these students, as fit_together makes it."""
     configs = [TrainConfig(4, 3e-3, name) for name in STUDENTS]
     return starting_progress(students, configs, batches[0], Schedule(), 4)
+
+
+@pytest.mark.cuda
+def test_on_cuda_a_checkpoint_restores_the_students_scalers_and_the_cuda_generator(tmp_path, caplog):
+    """On a GPU (float16 with its CUDA gradient scaler): the last checkpoint restores the run at its end, and the
+    CUDA generator's state comes back with the others."""
+    batches = loaders(tmp_path, "cuda")
+    path = tmp_path / "bundle.pt"
+    students, results = train(batches, Schedule(), "float16", Checkpoint(path, "these settings"))
+    assert "cuda" in torch.load(path, weights_only=True)["rng"]
+    torch.cuda.manual_seed(5)
+    Checkpoint(tmp_path / "now.pt", "these settings").write(progress_of(students, batches))
+    drawn = torch.randn(3, device="cuda").tolist()
+    torch.cuda.manual_seed(9)
+    assert Checkpoint(tmp_path / "now.pt", "these settings").resume(progress_of(students, batches))
+    assert torch.randn(3, device="cuda").tolist() == drawn
+    with caplog.at_level(logging.INFO):
+        again, resumed = train(batches, Schedule(), "float16", Checkpoint(path, "these settings"))
+    assert "0 epochs trained in this process" in caplog.text
+    assert without_time(resumed) == without_time(results)
+    for student, restored in zip(students, again, strict=True):
+        trained, loaded = student.state_dict(), restored.state_dict()
+        assert all(torch.equal(trained[key], loaded[key]) for key in trained)
