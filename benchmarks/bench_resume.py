@@ -28,7 +28,7 @@ from secret_moe.testing import kill_after_checkpoint, start_training, write_mlp_
 
 STUDENTS = ["mlp_h32", "mlp_h64", "mlp_h128", "moe_lowrank_r128_m1024_s32_k32"]
 SCHEDULE = {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 3}  # config.yaml's
-WRITTEN = re.compile(r"checkpoint after (\d+) epochs written \(([\d.]+) MB in ([\d.]+) s\)")
+WRITTEN = re.compile(r"checkpoint after (\d+) epochs written \(([\d.]+) MiB in ([\d.]+) s\)")
 
 
 def arguments(stores: list[Path], out: Path, epochs: int, checkpoint: Path | None) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def report(
             f"{killed + resumed:.1f} s against {whole:.1f} s uninterrupted",
             f"metrics.json and student.safetensors, resumed vs uninterrupted: {compared[0]} files, "
             f"{'all byte-identical' if compared[1] else 'DIFFERENT'}; checkpoint deleted at the end: {removed}",
-            f"checkpoints written: {len(writes)}, size {min(sizes):.1f}-{max(sizes):.1f} MB (median "
+            f"checkpoints written: {len(writes)}, size {min(sizes):.1f}-{max(sizes):.1f} MiB (median "
             f"{statistics.median(sizes):.1f}), write time median {statistics.median(seconds):.2f} s, max "
             f"{max(seconds):.2f} s; all writes {sum(seconds):.1f} s of {killed + resumed:.1f} s",
         ]

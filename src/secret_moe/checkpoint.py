@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # of the file's contents: a checkpoint of another format is ignored like one of other settings
-MEGABYTE = 2**20
+MEBIBYTE = 2**20
 
 
 @dataclass
@@ -87,9 +87,9 @@ class Checkpoint:
         size = write_atomically(self.path, state)
         self._written = time.monotonic()
         log.info(
-            "checkpoint after %d epochs written (%.1f MB in %.2f s): %s",
+            "checkpoint after %d epochs written (%.1f MiB in %.2f s): %s",
             progress.epochs_trained,
-            size / MEGABYTE,
+            size / MEBIBYTE,
             time.perf_counter() - tick,
             self.path,
         )
