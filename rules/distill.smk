@@ -25,6 +25,9 @@ rule train_students:
         seed=config["seed"],
         device=config["device"],
         precision=config["distill"]["precision"],
+        # outside the job's output, which Snakemake deletes when the job fails: a rerun continues from it
+        checkpoint=path("checkpoint"),
+        checkpoint_minutes=config["distill"]["checkpoint_minutes"],
     script:
         "../scripts/train_students.py"
 

@@ -14,5 +14,7 @@ train_students(
     seed=sm.params.seed,
     device=sm.params.device,
     precision=sm.params.precision,
+    checkpoint=sm.params.checkpoint,
+    checkpoint_minutes=sm.params.checkpoint_minutes,
     threads=sm.threads,
 )

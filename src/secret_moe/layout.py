@@ -26,6 +26,9 @@ PATHS = {
     # runs that read the same store with the same seed and epochs train together in a (temporary) bundle
     "bundle": "results/distill/{model}/layer{layer}/{data}/bundles/{bundle}",
     "run": "results/distill/{model}/layer{layer}/{data}/{student}/e{epochs}_lr{lr}_seed{seed}",
+    # a bundle's training progress (secret_moe.checkpoint), deleted when it finishes; no rule's output, since
+    # Snakemake deletes a failed job's outputs and a killed or timed-out job's rerun continues from it
+    "checkpoint": "results/checkpoints/{model}/layer{layer}/{data}/{bundle}.pt",
     "table": "results/aggregate/{name}.csv",
     "figure": "figures/{model}/layer{layer}/{figure}.{ext}",
     "model_figure": "figures/{model}/{figure}.{ext}",  # one per model: layer_sweep, control

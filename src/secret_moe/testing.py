@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from secret_moe.store import commit_rows, create_store, finish_store, partial_path
 from secret_moe.students import active_neurons, parse_student
 
 WORDS = [
@@ -311,3 +315,56 @@ def metric(
 def families_for(metrics: list[dict[str, Any]], family: str = "main") -> dict[tuple[str, int, str], list[str]]:
     """Every run's student in one experiment family (the `families` argument of runs_table)."""
     return {(m["model"], m["layer"], m["student"]): [family] for m in metrics}
+
+
+def write_mlp_store(
+    path: str | Path, rows: int, d_model: int, chunk_rows: int, seed: int, attrs: dict[str, Any] | None = None
+) -> Path:
+    """A finished activation store, written with the package's store writer: Gaussian inputs x and the outputs y of
+    a random GELU MLP (hidden width 2 d_model, outputs of order one), all from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    up_HD = torch.randn(2 * d_model, d_model, generator=generator) / d_model**0.5
+    down_DH = torch.randn(d_model, 2 * d_model, generator=generator) / d_model**0.5
+    partial = partial_path(path)
+    group = create_store(partial, rows, d_model, chunk_rows, attrs or {"layer": 1, "model_id": "tiny"})
+    for start in range(0, rows, chunk_rows):
+        x_ND = torch.randn(min(chunk_rows, rows - start), d_model, generator=generator)
+        group["x"][start : start + len(x_ND)] = x_ND.numpy()
+        group["y"][start : start + len(x_ND)] = (torch.nn.functional.gelu(x_ND @ up_HD.T) @ down_DH.T).numpy()
+    commit_rows(partial, rows)
+    finish_store(partial, path)
+    return Path(path)
+
+
+# A training process: `steps.distill.train_students(**arguments)`, logging as a Snakemake job of rule train_students
+_TRAINING = """import json, sys
+from secret_moe.logs import log_to
+from secret_moe.steps.distill import train_students
+log_to(sys.argv[2])
+train_students(**json.loads(sys.argv[1]))
+"""
+
+
+def start_training(arguments: dict[str, Any], log: str | Path) -> subprocess.Popen:
+    """`steps.distill.train_students(**arguments)` in a new Python process (a real one, that can be killed), its
+    logging and progress bars appended to `log`."""
+    with open(log, "a") as stream:
+        return subprocess.Popen(
+            [sys.executable, "-c", _TRAINING, json.dumps(arguments), str(log)], stdout=stream, stderr=stream
+        )
+
+
+def kill_after_checkpoint(process: subprocess.Popen, log: str | Path, epochs: int, timeout: float = 600) -> None:
+    """SIGKILL a `start_training` process as soon as its log says that its checkpoint after `epochs` epochs of
+    training is written (`checkpoint.Checkpoint.write`); a RuntimeError if it ends or times out before."""
+    mark, deadline = f"checkpoint after {epochs} epochs written", time.monotonic() + timeout
+    while mark not in Path(log).read_text():
+        if process.poll() is not None:
+            raise RuntimeError(f"the training process ended (exit {process.returncode}) before {mark!r}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"the training process took more than {timeout} s to log {mark!r}")
+        time.sleep(0.005)
+    process.kill()
+    process.wait()

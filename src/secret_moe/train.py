@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from secret_moe.batches import ActivationBatches
+from secret_moe.checkpoint import Checkpoint
 from secret_moe.errors import ConfigError, NonFiniteLossError
 from secret_moe.fvu_by_kind import batch_kinds, kind_report
 from secret_moe.precision import FULL_PRECISION, PRECISIONS, MixedPrecision
@@ -40,6 +41,45 @@ class TrainConfig:
             raise ValueError(f"run {self.run_name}: epochs and learning rate must be positive")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"distill.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+# One epoch of one student: its history record and its per-kind report (None without kinds)
+Entry = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+@dataclass
+class Line:
+    """Students trained along one path of the schedule (the trunk, or a cooldown branch off it) with what their
+    steps change besides the weights: Adam optimisers, float16 gradient scalers, cosine schedulers (none under
+    wsd); per student its history, and the epochs done (global: epoch numbers pick the batches)."""
+
+    students: list[nn.Module]
+    optimizers: list[torch.optim.Optimizer]
+    amps: list[MixedPrecision]
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler]
+    history: list[list[Entry]]
+    done: int = 0
+
+    def branch(self) -> Line:
+        """A copy to train on while this line waits, its history empty (students, optimisers, scalers and schedulers
+        copied together, so each copied optimiser steps its copied student)."""
+        students, optimizers, amps, schedulers = deepcopy((self.students, self.optimizers, self.amps, self.schedulers))
+        return Line(students, optimizers, amps, schedulers, [[] for _ in students], self.done)
+
+
+@dataclass
+class Progress:
+    """Where a `fit_together` run stands at the end of an epoch, all that a checkpoint holds besides the random
+    number generators: the trunk, the cooldown branch in progress (if any), the finished rungs (per rung, per
+    student, its history) and what was spent so far: epochs (the trunk's and every branch's), seconds per student
+    and rows."""
+
+    trunk: Line
+    branch: Line | None = None
+    rungs: list[list[list[Entry]]] = field(default_factory=list)
+    epochs_trained: int = 0
+    seconds: list[float] = field(default_factory=list)
+    rows_seen: int = 0
 
 
 def _train_step(
@@ -117,6 +157,7 @@ def fit_together(
     split: KindSplit | None = None,
     schedule: Schedule | None = None,
     on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> list[dict[str, Any]]:
     """Train several students on the same batches, one step of each per batch.
 
@@ -131,8 +172,12 @@ def fit_together(
     cooldown branch off the trunk, trained on a copy of the students and their optimisers, so the trunk goes on
     untouched; each result then also has `rungs`, one history per budget (shortest first), each equal to the
     history of a run trained for that budget alone.  `history` is the longest budget's.  `on_rung(budget,
-    histories)`, if given, receives each rung's per-student histories as soon as the rung is done (the progress of
-    a long ladder, before the whole run ends).
+    histories)`, if given, receives each rung's per-student histories as soon as the rung is done in this
+    process (the progress of a long ladder, before the whole run ends).
+
+    With `checkpoint`, the run continues from the checkpoint's saved state if it holds one of these settings,
+    and saves its state at the end of epochs (`checkpoint.Checkpoint`); the results are the same bytes as
+    without interruption.  The caller removes the checkpoint once the results are safe.
     """
     epochs = {config.epochs for config in configs}
     if len(epochs) != 1:
@@ -140,51 +185,81 @@ def fit_together(
     (total_epochs,) = epochs
     schedule = schedule or Schedule()
     budgets = schedule.budgets(total_epochs)
-    optimizers = [make_optimizer(s, c.learning_rate) for s, c in zip(students, configs, strict=True)]
-    amps = [MixedPrecision.of(config.precision, train.device) for config in configs]
-    run = _Run(train, val, configs, variance, split, seconds=[0.0] * len(students))
+    progress = starting_progress(students, configs, train, schedule, total_epochs)
+    if checkpoint is not None:
+        checkpoint.resume(progress)
+    before = progress.epochs_trained
+    run = _Run(train, val, configs, variance, split, progress, checkpoint)
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
-    if schedule.kind == "cosine":
-        schedulers = [
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_epochs * len(train)) for opt in optimizers
-        ]
-        history = run.epochs(
-            students, optimizers, amps, range(total_epochs), label, after_step=lambda i: schedulers[i].step()
-        )
-        rung_histories = [history]
-    else:
-        rung_histories = []
-        trunk: list[list[tuple[dict[str, Any], dict[str, Any] | None]]] = [[] for _ in students]
-        done = 0
-        for budget in budgets:
-            start = schedule.cooldown_start(budget)
-            rate = partial(_wsd_rate, [c.learning_rate for c in configs], schedule, len(train), budget)
-            part = run.epochs(students, optimizers, amps, range(done, start), label, before_step=rate)
-            trunk, done = [t + p for t, p in zip(trunk, part, strict=True)], start
-            # a shorter budget cools down a copy; the longest one cools down the trunk itself
-            last = budget == budgets[-1]
-            branch = (students, optimizers, amps) if last else deepcopy((students, optimizers, amps))
-            branch = run.epochs(*branch, range(start, budget), f"{label} e{budget}", before_step=rate)
-            rung_histories.append([t + b for t, b in zip(trunk, branch, strict=True)])
-            if on_rung is not None:
-                on_rung(budget, [_history(h, False)["history"] for h in rung_histories[-1]])
+    for budget in budgets[len(progress.rungs) :]:
+        _train_rung(run, schedule, budget, budget == budgets[-1], label)
+        if on_rung is not None:
+            on_rung(budget, [_history(h, False)["history"] for h in progress.rungs[-1]])
+    log.info(
+        "%s: %d epochs trained in this process, %d in all",
+        label,
+        progress.epochs_trained - before,
+        progress.epochs_trained,
+    )
+    return _results(progress, budgets, split is not None)
+
+
+def _results(progress: Progress, budgets: list[int], by_kind: bool) -> list[dict[str, Any]]:
+    """Each student's result: its history (the longest budget's), per-kind reports, time and throughput, and with
+    several budgets every rung's history."""
     results = []
-    for i in range(len(students)):
+    for i, seconds in enumerate(progress.seconds):
         result = {
-            **_history(rung_histories[-1][i], split is not None),
-            "seconds": run.seconds[i],
-            "samples_per_second": run.rows_seen / run.seconds[i],
+            **_history(progress.rungs[-1][i], by_kind),
+            "seconds": seconds,
+            "samples_per_second": progress.rows_seen / seconds,
         }
         if len(budgets) > 1:
             result["rungs"] = [
-                {"epochs": budget, **_history(histories[i], split is not None)}
-                for budget, histories in zip(budgets, rung_histories, strict=True)
+                {"epochs": budget, **_history(histories[i], by_kind)}
+                for budget, histories in zip(budgets, progress.rungs, strict=True)
             ]
         results.append(result)
     return results
 
 
-def _history(entries: list[tuple[dict[str, Any], dict[str, Any] | None]], by_kind: bool) -> dict[str, list]:
+def starting_progress(
+    students: list[nn.Module], configs: list[TrainConfig], train: ActivationBatches, schedule: Schedule, epochs: int
+) -> Progress:
+    """A run's progress at its start: the students on the trunk, each with its Adam optimiser, gradient scaler and
+    (cosine) scheduler; nothing trained."""
+    optimizers = [make_optimizer(s, c.learning_rate) for s, c in zip(students, configs, strict=True)]
+    amps = [MixedPrecision.of(config.precision, train.device) for config in configs]
+    schedulers = (
+        [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train)) for opt in optimizers]
+        if schedule.kind == "cosine"
+        else []
+    )
+    trunk = Line(students, optimizers, amps, schedulers, [[] for _ in students])
+    return Progress(trunk, seconds=[0.0] * len(students))
+
+
+def _train_rung(run: _Run, schedule: Schedule, budget: int, last: bool, label: str) -> None:
+    """One rung of the ladder (under cosine: the whole run): the trunk up to the budget's cooldown start, then its
+    cooldown on a branch, a copy of the trunk, so the trunk goes on untouched; the longest budget cools down the
+    trunk itself.  The rung's per-student histories join `run.progress.rungs`."""
+    progress = run.progress
+    rate = None
+    if schedule.kind == "wsd":
+        rate = partial(_wsd_rate, [c.learning_rate for c in run.configs], schedule, len(run.train), budget)
+    if last:
+        run.epochs(progress.trunk, budget, label, rate)
+        progress.rungs.append(progress.trunk.history)
+        return
+    if progress.branch is None:  # else a resumed run's branch in progress
+        run.epochs(progress.trunk, schedule.cooldown_start(budget), label, rate)
+        progress.branch = progress.trunk.branch()
+    run.epochs(progress.branch, budget, f"{label} e{budget}", rate)
+    progress.rungs.append([t + b for t, b in zip(progress.trunk.history, progress.branch.history, strict=True)])
+    progress.branch = None
+
+
+def _history(entries: list[Entry], by_kind: bool) -> dict[str, list]:
     """One student's (record, per-kind report) per epoch, as its `history` and `by_kind` lists."""
     return {
         "history": [record for record, _ in entries],
@@ -201,70 +276,69 @@ def _wsd_rate(
 
 @dataclass
 class _Run:
-    """What the epochs of one `fit_together` share: the data, the per-student configs and the time spent."""
+    """What the epochs of one `fit_together` share: the data, the per-student configs, the progress so far and the
+    checkpoint it is saved to."""
 
     train: ActivationBatches
     val: ActivationBatches
     configs: list[TrainConfig]
     variance: float
     split: KindSplit | None
-    seconds: list[float]
-    rows_seen: int = 0
+    progress: Progress
+    checkpoint: Checkpoint | None = None
 
-    def epochs(
-        self,
-        students: list[nn.Module],
-        optimizers: list[torch.optim.Optimizer],
-        amps: list[MixedPrecision],
-        epochs: range,
-        label: str,
-        before_step: Callable[[int, int], float] | None = None,
-        after_step: Callable[[int], None] | None = None,
-    ) -> list[list[tuple[dict[str, Any], dict[str, Any] | None]]]:
-        """Train `students` for `epochs` (global epoch numbers: they pick the batches), evaluating after each;
-        `before_step(i, step)` gives student i's rate at global step `step`, `after_step(i)` runs after its
-        step.  Returns per student one (history record, per-kind report) per epoch."""
-        out: list[list[tuple[dict[str, Any], dict[str, Any] | None]]] = [[] for _ in students]
+    def epochs(self, line: Line, stop: int, label: str, before_step: Callable[[int, int], float] | None = None) -> None:
+        """Train `line` from its epochs done up to `stop` (global epoch numbers: they pick the batches), evaluating
+        after each and appending to its history; `before_step(i, step)` gives student i's rate at global step
+        `step`, else the line's (cosine) schedulers step after each step.  Offers the checkpoint the progress
+        after every epoch."""
         steps = len(self.train)
-        for student in students:
+        for student in line.students:
             student.train()
-        for epoch in epochs:
-            loss_sums, rows = [0.0] * len(students), 0
+        for epoch in range(line.done, stop):
+            loss_sums, rows = [0.0] * len(line.students), 0
             progress = tqdm(
                 self.train.epoch(epoch), total=steps, desc=f"{label} epoch {epoch + 1}", mininterval=5, leave=False
             )
             for step, (x_BD, y_BD) in enumerate(progress):
-                for i, (student, optimizer) in enumerate(zip(students, optimizers, strict=True)):
-                    tick = time.perf_counter()
-                    if before_step is not None:
-                        rate = before_step(i, epoch * steps + step)
-                        for group in optimizer.param_groups:
-                            group["lr"] = rate
-                    loss = _train_step(student, optimizer, x_BD, y_BD, amps[i]).item()
-                    if not math.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"run {self.configs[i].run_name}: training loss became {loss} at epoch {epoch + 1}, "
-                            f"step {step + 1}"
-                        )
-                    if after_step is not None:
-                        after_step(i)
-                    self.seconds[i] += time.perf_counter() - tick
-                    loss_sums[i] += loss * len(x_BD)
+                for i in range(len(line.students)):
+                    rate = before_step(i, epoch * steps + step) if before_step is not None else None
+                    loss_sums[i] += self._step(line, i, x_BD, y_BD, rate, (epoch, step)) * len(x_BD)
                 rows += len(x_BD)
-            self.rows_seen += rows
-            for i, entry in enumerate(self._evaluate(students, epoch, [s / rows for s in loss_sums])):
-                out[i].append(entry)
-        return out
+            self.progress.rows_seen += rows
+            for i, entry in enumerate(self._evaluate(line.students, epoch, [s / rows for s in loss_sums])):
+                line.history[i].append(entry)
+            line.done = epoch + 1
+            self.progress.epochs_trained += 1
+            if self.checkpoint is not None:
+                self.checkpoint.offer(self.progress)
 
-    def _evaluate(
-        self, students: list[nn.Module], epoch: int, train_mse: list[float]
-    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    def _step(
+        self, line: Line, i: int, x_BD: torch.Tensor, y_BD: torch.Tensor, rate: float | None, at: tuple[int, int]
+    ) -> float:
+        """Student i's training step at `rate` (None: its scheduler's); its loss.  `at`: (epoch, step), 0-based."""
+        tick = time.perf_counter()
+        optimizer = line.optimizers[i]
+        if rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+        loss = _train_step(line.students[i], optimizer, x_BD, y_BD, line.amps[i]).item()
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"run {self.configs[i].run_name}: training loss became {loss} at epoch {at[0] + 1}, step {at[1] + 1}"
+            )
+        if line.schedulers:
+            line.schedulers[i].step()
+        self.progress.seconds[i] += time.perf_counter() - tick
+        return loss
+
+    def _evaluate(self, students: list[nn.Module], epoch: int, train_mse: list[float]) -> list[Entry]:
         tick = time.perf_counter()
         errors_SK = squared_errors(students, self.val, self.split.kinds_N if self.split else None)
         eval_share = (time.perf_counter() - tick) / len(students)
         entries = []
         for i, (errors_K, config) in enumerate(zip(errors_SK, self.configs, strict=True)):
-            self.seconds[i] += eval_share
+            self.progress.seconds[i] += eval_share
             val_mse = float(errors_K.sum()) / (self.val.rows * self.val.d_model)
             if not math.isfinite(val_mse):
                 raise NonFiniteLossError(f"run {config.run_name}: validation loss is {val_mse} after epoch {epoch + 1}")

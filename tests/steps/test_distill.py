@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -64,6 +66,30 @@ def test_a_run_trained_alone_equals_the_same_run_in_a_bundle(stores, tmp_path):
         read_json(member_dir(tmp_path / "alone", run) / "metrics.json"),
     )
     assert bundled == alone
+
+
+def test_a_checkpointed_bundle_writes_the_same_bytes_and_removes_its_checkpoint(stores, tmp_path, caplog):
+    members = runs("mlp_h4", "moe_lowrank_r4_m16_s2_k2")
+    train(stores, tmp_path / "plain", members)
+    checkpoint = tmp_path / "checkpoints" / "bundle.pt"
+    with caplog.at_level(logging.INFO):
+        train_students(
+            *stores,
+            str(tmp_path / "saved"),
+            runs=members,
+            distill=DISTILL,
+            seed=0,
+            device="cpu",
+            threads=1,
+            checkpoint=str(checkpoint),
+            checkpoint_minutes=0,
+        )
+    assert "checkpoint after 2 epochs written" in caplog.text  # one after every epoch
+    assert not checkpoint.exists() and list(checkpoint.parent.iterdir()) == []
+    for run in members:
+        for name in ("metrics.json", "student.safetensors"):
+            plain = member_dir(tmp_path / "plain", run) / name
+            assert plain.read_bytes() == (member_dir(tmp_path / "saved", run) / name).read_bytes()
 
 
 def test_a_bundle_refuses_runs_of_different_budgets(stores, tmp_path):

@@ -1,10 +1,12 @@
 """The budget ladder through the real Snakefile: one run per student gives every rung, the verdict at every
-rung, the ladder figure, and an interrupted run resumes to the same bytes."""
+rung, the ladder figure, and an interrupted run resumes, from the checkpoint of the bundle it was training, to the
+same bytes."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import pandas as pd
 import pytest
 
 from secret_moe import figures
+from secret_moe.layout import RUN_FILES
 from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
 from secret_moe.verdict import WORDS
 
@@ -46,10 +49,12 @@ def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def metrics_bytes(project: Path) -> dict[str, bytes]:
+def run_bytes(project: Path) -> dict[str, bytes]:
+    """Every run folder's metrics.json and weights."""
     return {
         str(path.relative_to(project)): path.read_bytes()
-        for path in sorted((project / "work/results/distill").rglob("metrics.json"))
+        for name in RUN_FILES
+        for path in sorted((project / "work/results/distill").rglob(name))
     }
 
 
@@ -64,6 +69,7 @@ def project(tmp_path_factory):
         "learning_rates": [0.003],
         "seeds": [0, 1],
         "schedule": {"kind": "wsd", "warmup_epochs": 0, "cooldown_fraction": 0.5, "rungs": 2},
+        "checkpoint_minutes": 0,  # after every epoch: 5 epochs per bundle, trunk and cooldown branch
     }
     config["experiments"] = {"budget_check": {"enabled": True, "tolerance": 0.03}}
     write_config(project / "config.yaml", config)
@@ -118,15 +124,14 @@ def test_the_ladder_figure_draws_every_students_mean_fvu_at_every_rung(project):
         assert np.allclose(y, [expected[(data, student, e)] for e in x])
 
 
-def _training(project: Path) -> bool:
-    """A train_students job has logged a finished epoch: Snakemake is in the middle of the ladder's runs."""
-    return any("epoch 1:" in log.read_text() for log in (project / "work/logs/train_students").rglob("*.log"))
+def checkpoints(project: Path) -> list[Path]:
+    return sorted((project / "work/results/checkpoints").rglob("*.pt"))
 
 
 def test_an_interrupted_ladder_run_resumes_to_the_same_bytes(project, tmp_path):
-    finished = metrics_bytes(project)
+    finished = run_bytes(project)
     project = shutil.copytree(project, tmp_path / "copy", symlinks=True)  # the other tests read the original
-    assert metrics_bytes(project) == finished
+    assert run_bytes(project) == finished and checkpoints(project) == []  # a finished bundle leaves none
     for done in ("results/distill", "results/aggregate", "figures", "logs/train_students"):  # all after the stores
         shutil.rmtree(project / "work" / done)
     with open(project / "interrupted.log", "w") as output:
@@ -137,14 +142,21 @@ def test_an_interrupted_ladder_run_resumes_to_the_same_bytes(project, tmp_path):
             start_new_session=True,
         )
         deadline = time.monotonic() + 600
-        while not _training(project) and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
+        while not checkpoints(project) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.002)  # a bundle of the tiny store trains an epoch in milliseconds
         if process.poll() is not None:
             tail = (project / "interrupted.log").read_text()[-3000:]
             pytest.fail(f"Snakemake ended (exit {process.returncode}) before it could be interrupted:\n{tail}")
         os.killpg(process.pid, signal.SIGKILL)  # Snakemake and its running job, as a killed session would
         process.wait()
-    assert len(metrics_bytes(project)) < len(finished), "the kill should land before the last run"
+    (killed,) = checkpoints(project)  # the kill landed while a bundle trained, after its first epoch
+    assert len(run_bytes(project)) < len(finished), "the kill should land before the last run"
+    log = project / "work/logs/train_students" / killed.relative_to(project / "work/results/checkpoints")
     snakemake(project, "--unlock")  # the killed Snakemake left its lock, as after a killed session
     snakemake(project, "figures/all", "--cores", "2", "--rerun-incomplete")
-    assert metrics_bytes(project) == finished
+    rerun = log.with_suffix(".log").read_text()  # the rerun job's log (Snakemake deletes the killed job's)
+    assert re.search(r"resumed from epoch \d+", rerun), rerun[-3000:]
+    trained = re.search(r"(\d+) epochs trained in this process, 5 in all", rerun)
+    assert trained and int(trained.group(1)) < 5  # only the epochs left after the checkpoint
+    assert run_bytes(project) == finished
+    assert checkpoints(project) == []

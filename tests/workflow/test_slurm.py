@@ -13,11 +13,13 @@ import copy
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +86,7 @@ def cluster() -> Iterator[dict[str, Any]]:
 def paper_run(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny workflow (2 students x 2 data x 2 learning rates) run to its figures on the cluster."""
     root = tmp_path_factory.mktemp("slurm")
-    profile = root / "profile"
-    profile.mkdir()
-    test_profile = {
-        **PROFILE,
-        "default-resources": {
-            **PROFILE["default-resources"],
-            "slurm_partition": cluster["partition"],
-            "slurm_account": cluster["account"],
-        },
-    }
-    test_profile["slurm-init-seconds-before-status-checks"] = 2
-    (profile / "config.yaml").write_text(yaml.safe_dump(test_profile))
-
+    profile = cluster_profile(root, cluster)
     workdir = root / "work"
     (workdir / "corpus").mkdir(parents=True)
     corpus = write_tiny_corpus(workdir / "corpus", {"train": 400, "validation": 100})
@@ -111,9 +101,26 @@ def paper_run(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     return {"workdir": workdir, "profile": profile, "config": config, "result": result}
 
 
-def run_snakemake(workdir: Path, profile: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def cluster_profile(root: Path, cluster: dict[str, Any]) -> Path:
+    """The real Slurm profile with the test cluster's partition and account and a 2 s first status check."""
+    profile = root / "profile"
+    profile.mkdir()
+    config = {
+        **PROFILE,
+        "default-resources": {
+            **PROFILE["default-resources"],
+            "slurm_partition": cluster["partition"],
+            "slurm_account": cluster["account"],
+        },
+    }
+    config["slurm-init-seconds-before-status-checks"] = 2
+    (profile / "config.yaml").write_text(yaml.safe_dump(config))
+    return profile
+
+
+def snakemake_command(workdir: Path, profile: Path, *args: str, target: str = "figures/all") -> list[str]:
     # SIGINT, not SIGTERM: Snakemake then cancels its Slurm jobs and exits
-    command = [
+    return [
         "timeout",
         "-s",
         "INT",
@@ -122,16 +129,20 @@ def run_snakemake(workdir: Path, profile: Path, env: dict[str, str], *args: str)
         "-m",
         "snakemake",
         "-s",
-        REPO / "Snakefile",
+        str(REPO / "Snakefile"),
         "--configfile",
-        workdir / "config.yaml",
+        str(workdir / "config.yaml"),
         "-d",
-        workdir,
+        str(workdir),
         "--workflow-profile",
-        profile,
+        str(profile),
         *args,
-        "figures/all",
+        target,
     ]
+
+
+def run_snakemake(workdir: Path, profile: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    command = snakemake_command(workdir, profile, *args)
     return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=SNAKEMAKE_SECONDS + 60)
 
 
@@ -236,3 +247,74 @@ def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
     assert set(job_counts(rerun.stderr)) <= LOCAL_RULES | ({"train_students"} if missing else set())
     assert {job["State"] for job in sacct(rerun.stderr, cluster["env"])} <= {"COMPLETED"}
     assert all((workdir / run / "metrics.json").exists() for run in runs([0.001, 0.003, 0.01]))
+
+
+RESUME_EPOCHS = 1500  # a bundle of two tiny students trains for 1-3 minutes here: long enough to be stopped twice
+
+
+def wait_until(found: Callable[[], Any], process: subprocess.Popen, what: str, seconds: float = 900) -> Any:
+    """Poll `found()` until it gives something true; fail, naming `what`, if Snakemake ends or time runs out."""
+    deadline = time.monotonic() + seconds
+    while not (value := found()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"Snakemake ended (exit {process.poll()}) or {seconds} s passed before {what}")
+        time.sleep(0.2)
+    return value
+
+
+def slurm_job_of(rule: str, env: dict[str, str]) -> str | None:
+    """The id of the queued or running Slurm job of `rule` (the plugin's comment: rule_<rule>_wildcards_...)."""
+    lines = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%k"], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return next(
+        (job for job, comment in (line.split("|", 1) for line in lines) if comment.startswith(f"rule_{rule}_")), None
+    )
+
+
+def test_a_preempted_then_timed_out_bundle_resumes_from_its_checkpoint(cluster: dict[str, Any], tmp_path: Path) -> None:
+    """A training job requeued by Slurm, as preemption requeues it (`scontrol requeue`; the profile's
+    `slurm-requeue`), starts again and continues from its checkpoint; cut by its time limit, it is submitted again by
+    Snakemake (the profile's `retries`) and continues again, to the end."""
+    env, profile, workdir = cluster["env"], cluster_profile(tmp_path, cluster), tmp_path / "work"
+    (workdir / "corpus").mkdir(parents=True)
+    corpus = write_tiny_corpus(workdir / "corpus", {"train": 400, "validation": 100})
+    config = tiny_config(save_tiny_model(workdir / "model"), corpus, experiments={})
+    config["distill"].update(data=["activations"], learning_rates=[0.003], mlp_widths=[4])
+    config["distill"].update(epochs=RESUME_EPOCHS, checkpoint_minutes=0)
+    write_config(workdir / "config.yaml", config)
+    target = f"results/distill/tiny/layer1/activations/mlp_h4/e{RESUME_EPOCHS}_lr0.003_seed0/metrics.json"
+    output = tmp_path / "snakemake.log"
+    with output.open("w") as stream:
+        process = subprocess.Popen(
+            snakemake_command(workdir, profile, target=target), env=env, stdout=stream, stderr=subprocess.STDOUT
+        )
+    try:
+        checkpoint = wait_until(
+            lambda: next((workdir / "results/checkpoints").rglob("*.pt"), None), process, "a checkpoint"
+        )
+        log = workdir / "logs/train_students" / checkpoint.relative_to(workdir / "results/checkpoints")
+        log = log.with_suffix(".log")
+        job = wait_until(lambda: slurm_job_of("train_students", env), process, "the training job in squeue")
+        subprocess.run(["scontrol", "requeue", job], env=env, check=True)  # what preemption with requeue does
+        wait_until(
+            lambda: log.is_file() and "resumed from epoch" in log.read_text(), process, "the requeued job resumed"
+        )
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=0:1"], env=env, check=True)
+        assert process.wait(timeout=SNAKEMAKE_SECONDS) == 0, output.read_text()[-5000:]
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+    text = output.read_text()
+    trains = [j for j in sacct(text, env) if j["name"] == "train_students"]
+    assert [j["State"] for j in trains] == ["TIMEOUT", "COMPLETED"], trains  # one job requeued, then cut; a retry
+    requeued = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-D", "-j", job, "-o", "State"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert requeued[0] == "REQUEUED" and requeued[-1] == "TIMEOUT", requeued
+    final = log.read_text()  # the last submission's log
+    assert re.search(r"resumed from epoch \d+", final), final[-3000:]
+    trained = re.search(r"(\d+) epochs trained in this process, (\d+) in all", final)
+    assert trained and int(trained.group(1)) < int(trained.group(2)) == RESUME_EPOCHS
+    assert (workdir / target).is_file() and not checkpoint.exists()
