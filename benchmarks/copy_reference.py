@@ -2,8 +2,8 @@
 
     python benchmarks/copy_reference.py RUN_DIR reference/verdict_run [--log TIMING_LOG]
 
-Copies every table of `layout.RESULT_TABLES` except the per-run and per-epoch ones (`runs`, `curves`: large,
-and rebuilt from the run's metrics), every store's `rows_by_kind.csv`, and every figure under `figures/`
+Copies every table of `layout.RESULT_TABLES` except the per-epoch one (`curves`: large, rebuilt from the runs'
+metrics; `runs` is kept: it alone holds every rung's FVU per student and seed, which a rule on the ladder reads), every store's `rows_by_kind.csv`, and every figure under `figures/`
 (`figures/<model>/layer9/ladder.png` becomes `<model>_layer9_ladder.png`), and every file of a `secret-moe scan`
 under `results/scan/` (`results/scan/<model>/input_stats/layer3.csv` becomes `<model>_input_stats_layer3.csv`;
 docs/scan.md). With `--log`, the timing lines
@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-LEFT_OUT = {"runs", "curves"}
+LEFT_OUT = {"curves"}
 
 
 def copy_reference(run: Path, dest: Path, log: Path | None) -> list[Path]:

@@ -11,11 +11,12 @@ from copy_reference import copy_reference  # noqa: E402
 from secret_moe.layout import path  # noqa: E402
 
 
-def test_tables_figures_and_a_scan_are_copied_flat_and_the_per_run_tables_are_not(tmp_path):
+def test_tables_figures_and_a_scan_are_copied_flat_and_the_per_epoch_curves_are_not(tmp_path):
     run = tmp_path / "run"
     files = {
         path("table", name="verdict"): "verdict",
         path("table", name="runs"): "runs",
+        path("table", name="curves"): "curves",
         path("profile", model="tiny"): "profile",
         path("input_stats", model="tiny", layer=2): "stats",
         "figures/tiny/scan.png": "png",
@@ -29,7 +30,14 @@ def test_tables_figures_and_a_scan_are_copied_flat_and_the_per_run_tables_are_no
     copied = copy_reference(run, tmp_path / "ref", log)
     names = sorted(p.name for p in copied)
     assert names == sorted(
-        ["verdict.csv", "tiny_profile.csv", "tiny_input_stats_layer2.csv", "tiny_scan.png", "tiny_layer2_ladder.png"]
+        [
+            "verdict.csv",
+            "runs.csv",
+            "tiny_profile.csv",
+            "tiny_input_stats_layer2.csv",
+            "tiny_scan.png",
+            "tiny_layer2_ladder.png",
+        ]
         + ["timing.txt"]
     )
     assert (tmp_path / "ref" / "tiny_input_stats_layer2.csv").read_text() == "stats"
