@@ -16,9 +16,7 @@ from secret_moe.schema import config_source, key_path, validate_config
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "config" / "schema.yaml"
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
-DISTILL_KEYS = "batch_size, bundle_size, data, epochs, group_chunks, in_memory, learning_rates, mlp_widths, moe, " + (
-    "precision, schedule, seeds, threads"
-)
+DISTILL_KEYS = ", ".join(sorted(yaml.safe_load(SCHEMA.read_text())["properties"]["distill"]["properties"]))
 
 
 def gemma(config: dict) -> dict:
