@@ -2,7 +2,8 @@
 
 The same moments and seed are drawn in fresh processes, each forcing another OpenBLAS kernel set
 (`OPENBLAS_CORETYPE`: what another CPU would pick, e.g. Haswell kernels on a CPU without AVX-512), with two
-square roots of the covariance: the package's symmetric one (`gaussian.sampler_matrix`) and the earlier
+square roots of the covariance: the package's (`gaussian.gaussian_rows`: the symmetric root, its product with z made
+exact on grids) and the earlier
 eigenvector factor V·diag(√λ) (kept here only to measure the difference). Every draw is compared with the
 first code path's: identical bytes, the share of float32 values that differ, and the largest difference in
 units of each dimension's standard deviation.
@@ -45,7 +46,7 @@ def worker(moments: str, out: str, rows: int, seed: int) -> None:
     fitted = np.load(moments)
     mean, cov = fitted["mean"], fitted["cov"]
     draws = {
-        "symmetric": np.concatenate(list(gaussian_rows(mean, cov, rows, CHUNK_ROWS, seed))),
+        "symmetric, exact": np.concatenate(list(gaussian_rows(mean, cov, rows, CHUNK_ROWS, seed))),
         "eigenvectors": eigenvector_rows(mean, cov, rows, seed),
     }
     np.savez(out, **draws)
@@ -81,7 +82,7 @@ def main() -> None:
     first = args.coretypes[0]
     rows = [
         [root, f"{first} vs {ct}", *compare(draws[first][root], draws[ct][root], std_D)]
-        for root in ("symmetric", "eigenvectors")
+        for root in ("symmetric, exact", "eigenvectors")
         for ct in args.coretypes[1:]
     ]
     headers = ["square root", "OpenBLAS kernels", "same bytes", "float32 values that differ", "largest diff / std"]
