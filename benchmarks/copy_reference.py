@@ -3,9 +3,10 @@
     python benchmarks/copy_reference.py RUN_DIR reference/verdict_run [--log TIMING_LOG]
 
 Copies every table of `layout.RESULT_TABLES` except the per-epoch one (`curves`: large, rebuilt from the runs'
-metrics; `runs` is kept: it alone holds every rung's FVU per student and seed, which a rule on the ladder reads), every store's `rows_by_kind.csv`, and every figure under `figures/`
-(`figures/<model>/layer9/ladder.png` becomes `<model>_layer9_ladder.png`), and every file of a `secret-moe scan`
-under `results/scan/` (`results/scan/<model>/input_stats/layer3.csv` becomes `<model>_input_stats_layer3.csv`;
+metrics; `runs` is kept: it alone holds every rung's FVU per student and seed, which a rule on the ladder reads),
+every store's `rows_by_kind.csv`, and every figure under `figures/` (`figures/<model>/layer9/ladder.png` becomes
+`<model>_layer9_ladder.png`), and every file of a `secret-moe scan` under `results/scan/`
+(`results/scan/<model>/input_stats/layer3.csv` becomes `<model>_input_stats_layer3.csv`;
 docs/scan.md). With `--log`, the timing lines
 `benchmarks/time_default_run.sh` printed are copied to `timing.txt`, with the machine beside them.
 """
