@@ -6,8 +6,10 @@
 One row per reference run (`RUNS`) and row of its `verdict.csv` (a model and layer: the D_act variant, read
 from the store's `rows_by_kind_<model>_train.csv`): the budget the verdict was read at (the ladder's last rung,
 from `ladder.csv`), the MoE advantage on real activations and on the Gaussian twin (geometric mean over seeds
-and its interval, as README "The verdict" writes bounds), the largest FVU change over the last doubling and
-the word.  tests/workflow/test_docs.py checks that README.md holds exactly this table.
+and its interval, as README "The verdict" writes bounds), what the intervals hold (the training still to come
+and the margin between the sides, or, for a table made under the previous rule, its 3% tolerance and the
+largest FVU change over the last doubling) and the word.  tests/workflow/test_docs.py checks that README.md
+holds exactly this table.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ COLUMNS = [
     "epochs (last rung), seeds",
     "MoE advantage, real",
     "Gaussian",
-    "largest FVU change over the last doubling",
+    "what the intervals hold",
     "verdict",
 ]
 HEADER = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -89,6 +91,14 @@ def convergence_text(row: dict[str, str]) -> str:
     return f"{change:.1%}: {who}, {'real' if data == 'activations' else 'Gaussian'}"
 
 
+def rule_text(row: dict[str, str]) -> str:
+    """`seeds + training still to come, margin 0.44` under the rule that counts the remaining training (a
+    `margin` column), `seeds; previous rule: 3% FVU tolerance (5.4%: MoE, real)` for a table made before it."""
+    if row.get("margin", ""):
+        return f"seeds + training still to come; margin {float(row['margin']):.2f}"
+    return f"seeds; previous rule: 3% FVU tolerance ({convergence_text(row)})"
+
+
 def results_table(reference: Path = REPO / "reference") -> str:
     """The README's results table (header and one line per reference run and verdict row)."""
     lines = list(HEADER)
@@ -106,7 +116,7 @@ def results_table(reference: Path = REPO / "reference") -> str:
                 f"{epochs_read_at(run, row)}, {row['seeds']}",
                 real,
                 gaussian,
-                convergence_text(row),
+                rule_text(row),
                 word,
             ]
             lines.append("| " + " | ".join(cells) + " |")

@@ -2,15 +2,21 @@
 
 At equal active neurons, does a sparse MoE student approximate the teacher MLP better than a dense MLP on
 real activations, and not on the Gaussian control?  The MoE advantage (the MLP width that matches the MoE's
-FVU, over the MoE's active neurons) is computed per seed; its mean over seeds gets a t-interval.  The budget
-check trains the main comparison again at `factor` times the epochs: a student whose best FVU moves by more
-than `tolerance` (relative to the longer budget) between the two is unconverged.  The rule (README "The
-verdict"):
+FVU, over the MoE's active neurons) is computed per seed; its mean over seeds gets a t-interval.  The rule
+(README "The verdict"), on the two sides' intervals:
 
-- supports: every student involved converged, and the real interval lies above 1 and above the Gaussian one;
-- contradicts: every student converged, and the real interval lies below 1 or below the Gaussian one;
-- undecided: anything else (the intervals overlap, a student did not converge or was not checked, an
-  advantage fell outside the measured MLP widths, or fewer than two seeds).
+- supports: the real interval lies above 1 and above the Gaussian one;
+- contradicts: the real interval lies below 1 or below the Gaussian one;
+- undecided: anything else (the intervals overlap, an open side, or fewer than two seeds).
+
+What the intervals hold depends on what the budget check measured:
+
+- under a budget ladder of three rungs or more (`ladder_verdict`), each student's FVU is the best over the
+  rungs so far, and the training still to come (`remaining.remaining_fall`) widens each side: an MoE that may
+  still improve raises the side's high end, MLPs that may still improve lower its low end, and a fall without
+  bound opens that end (0 or inf).  No tolerance enters the word;
+- otherwise (`budget_check.factor` runs, or a ladder of two rungs) a student whose FVU moved by more than
+  `tolerance` between the two budgets makes its side a bound (`side_interval`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from secret_moe.aggregate import LOWER, POINT, UPPER, advantage_per_seed, best_per_seed, interval
+from secret_moe.remaining import envelope, lowered, remaining_fall
 
 REAL, GAUSSIAN = "activations", "gaussian"
 WORDS = ("supports", "contradicts", "undecided")
@@ -103,12 +110,78 @@ def side_interval(
     return (mean, low, high), "; ".join(reasons) or "measured"
 
 
+def widened_advantage(per_seed: pd.DataFrame, remaining: pd.DataFrame) -> pd.DataFrame:
+    """`advantage_per_seed` of `per_seed`, and beside it the advantage once the training still to come is done
+    (`remaining.remaining_fall`): `_up` with every MoE's FVU lowered by its fall (inf where unbounded), `_down`
+    with every MLP's lowered (0 where one of that seed's MLPs has an unbounded fall)."""
+    keys = POINT + ["seed"]
+    table = advantage_per_seed(per_seed)
+    for suffix, kind in (("_up", "moe"), ("_down", "mlp")):
+        changed, unbounded = lowered(per_seed, remaining, kind)
+        moved = advantage_per_seed(changed)[keys + ["advantage", "bound", "advantage_bound"]]
+        moved = moved.rename(columns={c: c + suffix for c in ("advantage", "bound", "advantage_bound")})
+        table = table.merge(moved, on=keys, how="left")
+        sides = ["model", "layer", "data", "seed"] if kind == "mlp" else keys
+        hit = table[sides].merge(unbounded[sides].drop_duplicates(), on=sides, how="left", indicator=True)
+        table.loc[(hit["_merge"] == "both").to_numpy(), "advantage" + suffix] = math.inf if kind == "moe" else 0.0
+    return table
+
+
+def _end(group: pd.DataFrame, suffix: str, confidence: float) -> tuple[float, str]:
+    """The high (`_up`) or low (`_down`) end of a side once its remaining training is done: that end of the
+    t-interval of the moved advantages, or open (inf or 0, with the reason) where a fall is unbounded or the
+    moved curves leave the measured MLP widths on that side."""
+    up = suffix == "_up"
+    values = group["advantage" + suffix]
+    if values.isin([math.inf, 0.0]).any():
+        who = "an MoE's" if up else "an MLP's"
+        return (math.inf, 0.0)[not up], f"open {('below', 'above')[up]}: {who} fall still to come is unbounded"
+    if (group["bound" + suffix] == (LOWER if up else UPPER)).any():
+        where = "beat the widest MLP" if up else "be worse than the narrowest MLP"
+        return (math.inf, 0.0)[
+            not up
+        ], f"open {('below', 'above')[up]}: with the training still to come the MoE may {where}"
+    _, low, high = interval(values.where(values.notna(), group["advantage_bound" + suffix]), confidence)
+    return (high if up else low), ""
+
+
+def widened_side(group: pd.DataFrame, confidence: float) -> tuple[tuple[float, float, float], tuple[float, float], str]:
+    """One data side under a ladder: (mean, low, high) with the training still to come, the seeds-only
+    (low, high), and what kind of number it is."""
+    (mean, seeds_low, seeds_high), kind = side_interval(group, confidence, True, True)
+    if math.isnan(seeds_low):  # one seed, or an unmatched one: no interval to widen
+        return (mean, seeds_low, seeds_high), (seeds_low, seeds_high), kind
+    (high, why_high), (low, why_low) = _end(group, "_up", confidence), _end(group, "_down", confidence)
+    high, low = max(high, seeds_high), min(low, seeds_low)
+    notes = [] if kind == "measured" else [kind]
+    notes += [
+        why for why, end, seeds in ((why_high, high, seeds_high), (why_low, low, seeds_low)) if why and end != seeds
+    ]
+    share = _share(low, high, seeds_low, seeds_high)
+    notes = notes or [f"measured; the training still to come makes {share:.0%} of the interval"]
+    return (mean, low, high), (seeds_low, seeds_high), "; ".join(notes)
+
+
+def _share(low: float, high: float, seeds_low: float, seeds_high: float) -> float:
+    """The share of an interval's width (log scale) that the training still to come adds to the seeds'."""
+    total = math.log(high / low) if 0 < low and math.isfinite(high) else math.inf
+    seeds = math.log(seeds_high / seeds_low) if 0 < seeds_low and math.isfinite(seeds_high) else math.inf
+    if math.isinf(total):
+        return 1.0 if math.isfinite(seeds) else math.nan
+    return 1 - seeds / total if total > 0 else 0.0
+
+
 def verdict_table(
     per_seed_advantage: pd.DataFrame, check: pd.DataFrame | None, confidence: float, tolerance: float | None
 ) -> pd.DataFrame:
     """One row per (model, layer, MoE student of the main comparison): the advantage on real and Gaussian
-    data with their intervals (log scale; a bound's open side 0 or inf), the budget check's outcome for every
-    student involved (that MoE and the main comparison's MLPs, on both data), and the verdict word."""
+    data with their intervals (log scale; an open side 0 or inf), the budget check's outcome for every
+    student involved (that MoE and the main comparison's MLPs, on both data), and the verdict word.
+
+    Given `widened_advantage` (columns `advantage_up`/`_down`), each side's interval carries the training
+    still to come, and the table adds the seeds-only interval, the share of the width the remaining training
+    adds and the margin between the sides; the budget check is then reported, not used."""
+    widened = "advantage_up" in per_seed_advantage.columns
     rows = []
     for (model, layer, student), group in per_seed_advantage.groupby(["model", "layer", "student"], sort=True):
         row = {
@@ -120,10 +193,18 @@ def verdict_table(
         }
         sides = {}
         for name, data in (("real", REAL), ("gaussian", GAUSSIAN)):
-            moe_ok, mlps_ok = _side_converged(check, model, layer, student, data)
-            (mean, low, high), kind = side_interval(group[group.data == data], confidence, moe_ok, mlps_ok)
+            mine = group[group.data == data]
+            if widened:
+                (mean, low, high), (seeds_low, seeds_high), kind = widened_side(mine, confidence)
+                row |= {f"{name}_seeds_low": seeds_low, f"{name}_seeds_high": seeds_high}
+                row[f"{name}_training_share"] = _share(low, high, seeds_low, seeds_high)
+            else:
+                moe_ok, mlps_ok = _side_converged(check, model, layer, student, data)
+                (mean, low, high), kind = side_interval(mine, confidence, moe_ok, mlps_ok)
             sides[name] = (mean, low, high)
             row |= {f"advantage_{name}": mean, f"{name}_low": low, f"{name}_high": high, f"{name}_is": kind}
+        if widened:
+            row["margin"] = sides["real"][1] / sides["gaussian"][2] if sides["gaussian"][2] > 0 else math.inf
         converged, change, note = _convergence(check, model, layer, student, tolerance)
         row |= {"converged": converged, "max_fvu_change": change, "convergence": note}
         if check is not None:
@@ -135,18 +216,32 @@ def verdict_table(
     return pd.DataFrame(rows)
 
 
+def ladder_verdict(
+    runs: pd.DataFrame, budgets: list[int], seeds: list[int], confidence: float, tolerance: float
+) -> pd.DataFrame:
+    """The verdict at the last of `budgets` (a doubling ladder): FVUs are the best over the rungs so far, each
+    side widened by the training still to come (open with fewer than three rungs); the budget check of the
+    last two rungs is reported beside it."""
+    check = (
+        budget_check_table(runs, budgets[-2], 2, seeds, tolerance)
+        if len(budgets) > 1
+        else _unchecked(runs, budgets[-1])
+    )
+    per_seed = envelope(runs, budgets)
+    remaining = remaining_fall(runs, budgets)
+    return verdict_table(widened_advantage(per_seed, remaining), check, confidence, tolerance)
+
+
 def ladder_table(
     runs: pd.DataFrame, budgets: list[int], seeds: list[int], confidence: float, tolerance: float
 ) -> pd.DataFrame:
-    """The verdict at every rung of a budget ladder (budgets doubling): at each budget, the advantage over
-    seeds and the word, each student's convergence judged by its FVU change from the previous rung (the first
-    rung has none, so every side there is a bound and its word is undecided)."""
-    tables = []
-    for i, budget in enumerate(budgets):
-        per_seed = advantage_per_seed(best_per_seed(runs, budget))
-        check = budget_check_table(runs, budgets[i - 1], 2, seeds, tolerance) if i else _unchecked(runs, budget)
-        table = verdict_table(per_seed, check, confidence, tolerance)
-        tables.append(table.assign(epochs=budget))
+    """The verdict at every rung of a budget ladder (`ladder_verdict` on the rungs up to it): below
+    `remaining.MIN_RUNGS` rungs the training still to come is unbounded, so every side is open and the word
+    undecided."""
+    tables = [
+        ladder_verdict(runs, budgets[: i + 1], seeds, confidence, tolerance).assign(epochs=budget)
+        for i, budget in enumerate(budgets)
+    ]
     if not tables:
         return pd.DataFrame()
     table = pd.concat(tables, ignore_index=True)

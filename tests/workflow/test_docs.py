@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from readme_results import BEGIN, END, interval_text, readme_block, results_table  # noqa: E402
+from readme_results import BEGIN, END, interval_text, readme_block, results_table, rule_text  # noqa: E402
 
 PAGES = [
     REPO / "README.md",
@@ -57,3 +57,10 @@ def test_every_relative_link_reaches_an_existing_file_and_heading():
             if not where.exists() or (anchor and where.is_file() and anchor not in anchors(where)):
                 broken.append(f"{page.relative_to(REPO)}: {target}")
     assert broken == []
+
+
+def test_the_results_table_says_which_rule_made_each_row():
+    new = {"margin": "0.4417", "max_fvu_change": "0.087", "convergence": "no: x on activations moved 8.7%"}
+    assert rule_text(new) == "seeds + training still to come; margin 0.44"
+    old = {"max_fvu_change": "0.0544", "convergence": "no: moe_lowrank_r128_m1024_s32_k32 on activations moved 5.4%"}
+    assert rule_text(old) == "seeds; previous rule: 3% FVU tolerance (5.4%: MoE, real)"

@@ -18,7 +18,7 @@ from secret_moe.aggregate import (
 )
 from secret_moe.layout import RUN_KEYS, TIMING_FILE
 from secret_moe.provenance import read_json
-from secret_moe.verdict import budget_check_table, ladder_table, verdict_table
+from secret_moe.verdict import budget_check_table, ladder_table, ladder_verdict, verdict_table
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,16 @@ def aggregate_runs(
     by_seed_advantage = advantage_per_seed(per_seed)
     check, ladder_verdicts = None, pd.DataFrame()
     seeds = sorted(runs.seed.unique()) if len(runs) else []
+    tolerance = budget_check["tolerance"] if budget_check else None
+    verdict = None
     if budget_check and ladder:
-        tolerance = budget_check["tolerance"]
         check = budget_check_table(runs, ladder[-2], 2, seeds, tolerance)
         ladder_verdicts = ladder_table(runs, ladder, seeds, confidence, tolerance)
+        verdict = ladder_verdict(runs, ladder, seeds, confidence, tolerance)
     elif budget_check:
-        check = budget_check_table(
-            runs, epochs, budget_check["factor"], budget_check["seeds"], budget_check["tolerance"]
-        )
+        check = budget_check_table(runs, epochs, budget_check["factor"], budget_check["seeds"], tolerance)
+    if verdict is None:
+        verdict = verdict_table(by_seed_advantage, check, confidence, tolerance)
     tables = {
         "runs": runs,
         "best": best_over_lr(runs, epochs),
@@ -76,9 +78,7 @@ def aggregate_runs(
         "moe_advantage": moe_advantage(by_seed_advantage, confidence),
         "advantage_by_seed": by_seed_advantage,
         "budget_check": check if check is not None else pd.DataFrame(),
-        "verdict": verdict_table(
-            by_seed_advantage, check, confidence, budget_check["tolerance"] if budget_check else None
-        ),
+        "verdict": verdict,
         "ladder": ladder_verdicts,
         "fvu_by_kind": fvu_by_kind_table(metrics, membership),
     }
