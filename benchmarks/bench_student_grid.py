@@ -151,10 +151,10 @@ def main() -> None:
 
     from safetensors.torch import load_file
 
+    from secret_moe.config import load_config
     from secret_moe.layout import RUN_FILES, TIMING_FILE
     from secret_moe.plan import all_students
     from secret_moe.provenance import read_json
-    from secret_moe.restore import load_config
     from secret_moe.steps.collect import member_dir
 
     config = load_config(REPO / "config.yaml")

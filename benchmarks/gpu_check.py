@@ -234,11 +234,10 @@ def train_bundle(
             stores["validation"],
             folder,
             runs=runs,
-            distill=one_rung(config["distill"]),
+            distill={**one_rung(config["distill"]), "precision": precision},
             seed=config["seed"],
             device=device,
             threads=config["distill"]["threads"] if device == "cpu" else 1,
-            precision=precision,
         )
         seconds = time.perf_counter() - tick
         results = {}

@@ -21,8 +21,8 @@ rule capture_activations:
     resources:
         mem_mb=mem_mb("capture_activations"),
     params:
-        spec=model_spec,
-        capture=capture_config,
+        spec=lambda w: targets.model_spec(config, w.model),
+        capture=lambda w: targets.capture_config(config, w.model),
         seed=config["seed"],
         device=config["device"],
         # layer -> store; a function of the output, so Snakemake leaves it out of the params it compares (its

@@ -5,7 +5,7 @@
 
 rule aggregate_runs:
     input:
-        distill_metrics(),
+        targets.distill_metrics(DISTILL),
     output:
         runs=report(path("table", name="runs"), category="Results", caption="../report/runs.rst"),
         best=report(path("table", name="best"), category="Results", caption="../report/best.rst"),

@@ -5,8 +5,8 @@
 
 rule train_students:
     input:
-        train=lambda w: data_store(w.data, "train"),
-        validation=lambda w: data_store(w.data, "validation"),
+        train=lambda w: targets.data_store(w.data, "train"),
+        validation=lambda w: targets.data_store(w.data, "validation"),
     output:
         temp(directory(path("bundle"))),
     log:
@@ -21,10 +21,9 @@ rule train_students:
         mem_mb=mem_mb("train_students"),
     params:
         runs=lambda w: BUNDLES[(w.model, int(w.layer), w.data, w.bundle)],
-        distill=distill_params,
+        distill=distill_params(config),
         seed=config["seed"],
         device=config["device"],
-        precision=config["distill"]["precision"],
         # outside the job's output, which Snakemake deletes when the job fails: a rerun continues from it
         checkpoint=path("checkpoint"),
         checkpoint_minutes=config["distill"]["checkpoint_minutes"],
@@ -34,10 +33,10 @@ rule train_students:
 
 rule collect_run:
     input:
-        bundle=bundle_of_run,
+        bundle=lambda w: targets.bundle_of_run(DISTILL, w),
         # the stores again, so that a rebuilt store makes its runs stale although the bundle folder is gone
-        train=lambda w: data_store(w.data, "train"),
-        validation=lambda w: data_store(w.data, "validation"),
+        train=lambda w: targets.data_store(w.data, "train"),
+        validation=lambda w: targets.data_store(w.data, "validation"),
     output:
         metrics=f"{path('run')}/{RUN_FILES[0]}",
         weights=f"{path('run')}/{RUN_FILES[1]}",
@@ -46,9 +45,9 @@ rule collect_run:
     conda:
         ENV
     params:
-        run=run_of,
+        run=targets.run_of,
         # what decides a run's result: a change here retrains it
-        distill=distill_params,
+        distill=distill_params(config),
         seed=config["seed"],
     script:
         "../scripts/collect_run.py"

@@ -151,7 +151,7 @@ rule plot_scan:
 
 rule all_figures:
     input:
-        all_figure_files(),
+        targets.all_figure_files(config, PAPER_TABLE),
     output:
         path("all_figures"),
     log:

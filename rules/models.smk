@@ -14,7 +14,7 @@ rule prepare_tokenizer:
     resources:
         mem_mb=mem_mb("prepare_tokenizer"),
     params:
-        spec=model_spec,
+        spec=lambda w: targets.model_spec(config, w.model),
     script:
         "../scripts/prepare_tokenizer.py"
 
@@ -35,7 +35,7 @@ rule prepare_model:
     resources:
         mem_mb=mem_mb("prepare_model"),
     params:
-        spec=model_spec,
+        spec=lambda w: targets.model_spec(config, w.model),
         seed=config["seed"],
     script:
         "../scripts/prepare_model.py"
@@ -56,6 +56,6 @@ rule export_teacher:
     resources:
         mem_mb=mem_mb("export_teacher"),
     params:
-        spec=model_spec,
+        spec=lambda w: targets.model_spec(config, w.model),
     script:
         "../scripts/export_teacher.py"

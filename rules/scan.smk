@@ -28,7 +28,9 @@ rule profile_layers:
     input:
         verdict=path("table", name="verdict"),
         ladder=path("table", name="ladder"),
-        stats=lambda w: [path("input_stats", model=w.model, layer=layer) for layer in scan_layers(w.model)],
+        stats=lambda w: [
+            path("input_stats", model=w.model, layer=layer) for layer in targets.scan_layers(config, w.model)
+        ],
     output:
         report(path("profile"), category="Scan", subcategory="{model}", caption="../report/profile.rst"),
     log:
@@ -36,7 +38,7 @@ rule profile_layers:
     conda:
         ENV
     params:
-        layers=lambda w: scan_layers(w.model),
+        layers=lambda w: targets.scan_layers(config, w.model),
         epochs=config["distill"]["epochs"],
     script:
         "../scripts/profile_layers.py"

@@ -20,7 +20,6 @@ store and exits 1 when any is damaged; it trains nothing and writes nothing.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import shlex
 import subprocess
@@ -31,16 +30,15 @@ from typing import Any
 
 import yaml
 
+from secret_moe.config import REPO, SCHEMA, load_config
 from secret_moe.errors import ScanArgumentError, SecretMoeError
 from secret_moe.layout import path
-from secret_moe.plan import check_config, distill_runs, ladder_budgets, resolve_variants
+from secret_moe.plan import distill_runs, ladder_budgets
 from secret_moe.scan.budget import PRESETS, check_one_moe, corpus_choice, load_budget, scan_config
 from secret_moe.scan.progress import JobSummaries
 from secret_moe.scan.target import Target, check_requested_layers, resolve
-from secret_moe.schema import validate_config
+from secret_moe.settings import DistillSettings
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout this package runs from (installed editable)
-SCHEMA = REPO / "config" / "schema.yaml"
 # what the runs of a scan are counted by: run key -> (singular, plural)
 RUN_COUNTS = {
     "layer": ("layer", "layers"),
@@ -96,15 +94,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def validated_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with the schema's defaults, checked as rules/common.smk checks it (nothing loads)."""
-    resolved = copy.deepcopy(config)
+    """A copy of the config with the schema's defaults, checked as the Snakefile checks it (nothing loads)."""
     try:
-        validate_config(resolved, SCHEMA)
-        resolve_variants(resolved)
-        check_config(resolved)
+        return load_config(config)
     except SecretMoeError as error:
         raise ScanArgumentError(f"the scan's config is invalid: {error}") from error
-    return resolved
 
 
 def plan_scan(args: argparse.Namespace) -> Plan:
@@ -129,18 +123,16 @@ def plan_scan(args: argparse.Namespace) -> Plan:
 def estimate(plan: Plan, cores: int) -> tuple[float, int] | None:
     """(estimated wall seconds of the distillation, parallel jobs), or None without token caps to size it by."""
     from secret_moe.scan.estimate import estimate_seconds, time_students
-    from secret_moe.schedule import Schedule
 
     distill, caps = plan.resolved["distill"], plan.resolved["corpus"]["max_tokens"]
     if not plan.runs or caps.get("train") is None or caps.get("validation") is None:
         return None
     students = sorted({run["student"] for run in plan.runs})
     steps, threads = plan.resolved["scan"]["timing_steps"], distill["threads"]
-    batch, rate = distill["batch_size"], distill["learning_rates"][0]
-    times = time_students(students, plan.target.hidden, batch, steps, rate, threads)
+    settings, rate = DistillSettings.from_config(plan.resolved), distill["learning_rates"][0]
+    times = time_students(students, plan.target.hidden, settings.batch_size, steps, rate, threads)
     jobs = max(1, cores // threads)
-    schedule = Schedule(**distill["schedule"])
-    return estimate_seconds(plan.runs, times, caps, batch, schedule, jobs), jobs
+    return estimate_seconds(plan.runs, times, caps, settings.batch_size, settings.schedule, jobs), jobs
 
 
 def duration(seconds: float) -> str:

@@ -19,6 +19,7 @@ from secret_moe.models.layers import check_layer_range
 from secret_moe.models.shape import SOURCE_FIELD, Shape, model_shape
 from secret_moe.provenance import fingerprint_json
 from secret_moe.schedule import Schedule
+from secret_moe.settings import DistillSettings
 from secret_moe.students import build_student, parse_student
 
 log = logging.getLogger(__name__)
@@ -185,12 +186,13 @@ def budget_check(config: dict[str, Any]) -> dict[str, Any] | None:
 LONGER_BUDGET_KEYS = ("factor", "seeds")  # experiments.budget_check's keys of the longer budget, without a ladder
 
 
-def check_budget_check(config: dict[str, Any]) -> None:
-    """Under a budget ladder the check compares the ladder's last two rungs of every seed, so `factor` and `seeds`
-    would be ignored: refuse them. Without a ladder an enabled check trains the main comparison again at `factor`
-    times the epochs on `seeds`: require them (the schema gives them no default, as no ladder could use one)."""
+def check_budget_check(config: dict[str, Any], schedule: Schedule) -> None:
+    """Under a budget ladder (`schedule`: `distill.schedule`) the check compares the ladder's last two rungs of every
+    seed, so `factor` and `seeds` would be ignored: refuse them. Without a ladder an enabled check trains the main
+    comparison again at `factor` times the epochs on `seeds`: require them (the schema gives them no default, as no
+    ladder could use one)."""
     spec = config.get("experiments", {}).get("budget_check", {})
-    rungs = Schedule(**config["distill"].get("schedule", {})).rungs
+    rungs = schedule.rungs
     if rungs > 1 and (ignored := [key for key in LONGER_BUDGET_KEYS if key in spec]):
         raise ConfigError(
             f"experiments.budget_check: {' and '.join(ignored)} would be ignored under a budget ladder "
@@ -205,7 +207,7 @@ def check_budget_check(config: dict[str, Any]) -> None:
 
 def ladder_budgets(config: dict[str, Any]) -> list[int]:
     """The budgets of the config's ladder (`distill.schedule`, shortest first), or [] without one."""
-    schedule = Schedule(**config["distill"].get("schedule", {}))
+    schedule = DistillSettings.from_config(config).schedule
     return schedule.budgets(config["distill"]["epochs"]) if schedule.rungs > 1 else []
 
 
@@ -282,16 +284,6 @@ def bundle_index(bundles: dict[tuple[str, int, str, str], list[dict[str, Any]]])
     return {tuple(run[k] for k in RUN_KEYS): key[3] for key, members in bundles.items() for run in members}
 
 
-RENAMED_KEYS = {"extract": "capture"}  # config keys of earlier versions -> their names now
-
-
-def check_renamed_keys(config: dict[str, Any]) -> None:
-    """Name the new key of a renamed one, before the schema refuses it as unknown."""
-    for old, new in RENAMED_KEYS.items():
-        if old in config:
-            raise ConfigError(f"config key {old!r} is now called {new!r} (same settings): rename it in your config")
-
-
 def _layer_keys(config: dict[str, Any], model: str) -> dict[int, str]:
     """Each layer of `model` with a target, mapped to the config key that asks for it."""
     spec = config["models"][model]
@@ -320,9 +312,9 @@ def check_config(config: dict[str, Any]) -> None:
     """Checks beyond the JSON schema, all cheap: run before any job is scheduled."""
     check_corpus(config["corpus"])
     check_moe_sizes(config["distill"]["moe"])
-    schedule = Schedule(**config["distill"].get("schedule", {}))
+    schedule = DistillSettings.from_config(config).schedule
     schedule.budgets(config["distill"]["epochs"])
-    check_budget_check(config)
+    check_budget_check(config, schedule)
     if (check := budget_check(config)) and schedule.rungs == 1:
         schedule.budgets(config["distill"]["epochs"] * check["factor"])
     sweep = config.get("experiments", {}).get("layer_sweep", {})

@@ -32,8 +32,6 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from secret_moe import layout
 
 # dvc.yaml's stage groups (secret_moe.layout), in the workflow's order: their rules and, per model ("{m}"), outputs.
@@ -41,18 +39,6 @@ GROUP_RULES = {name: list(stage.rules) for name, stage in layout.stage_groups().
 GROUP_OUTS = {
     name: [out.replace("{model}", "{m}") for out in stage.outs()] for name, stage in layout.stage_groups().items()
 }
-
-
-def load_config(path: str | Path = "config.yaml") -> dict[str, Any]:
-    """config.yaml with the schema's defaults filled in, as the Snakefile sees it."""
-    from snakemake.utils import validate
-
-    from secret_moe.plan import resolve_variants
-
-    config = yaml.safe_load(Path(path).read_text())
-    validate(config, str(Path(path).parent / "config" / "schema.yaml"), set_default=True)
-    resolve_variants(config)
-    return config
 
 
 def group_targets(config: dict[str, Any], group: str, model: str | None = None) -> list[str]:
@@ -178,6 +164,8 @@ def verify_downloads(remote: str | None) -> str:
 
 
 def restore(targets: list[str], remote: str | None = None, jobs: int | None = None) -> None:
+    from secret_moe.config import load_config  # here: `targets GROUP --rules` reads no config (imports no torch)
+
     config = load_config()
     chosen, files = select(config, targets)
     check_lock(chosen)
@@ -210,7 +198,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("model", nargs="?")
         parser.add_argument("--rules", action="store_true", help="print the group's Snakemake rules instead")
         args = parser.parse_args(argv[1:])
-        print(" ".join(GROUP_RULES[args.group] if args.rules else group_targets(load_config(), args.group, args.model)))
+        if args.rules:
+            print(" ".join(GROUP_RULES[args.group]))
+            return
+        from secret_moe.config import load_config
+
+        print(" ".join(group_targets(load_config(), args.group, args.model)))
         return
     parser = argparse.ArgumentParser(prog="python -m secret_moe.restore", description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help="dvc.yaml stages or output paths (default: everything)")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from secret_moe.config import check_renamed_keys
 from secret_moe.errors import ConfigError, CorpusError, ModelSourceError
 from secret_moe.plan import (
     all_students,
     bundle_index,
     check_config,
-    check_renamed_keys,
     controls,
     distill_runs,
     layers_of,

@@ -25,10 +25,9 @@ from secret_moe.errors import SecretMoeError
 from secret_moe.fvu_by_kind import kind_split, router_usage
 from secret_moe.layout import RUN_FILES, TIMING_FILE, run_name
 from secret_moe.memory import keep_freed_memory
-from secret_moe.precision import FULL_PRECISION
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.rows import KindSplit, read_kinds
-from secret_moe.schedule import Schedule
+from secret_moe.settings import DistillSettings
 from secret_moe.steps.collect import member_dir
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
@@ -49,13 +48,12 @@ def train_students(
     device: str,
     threads: int,
     on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
-    precision: str = FULL_PRECISION,
     checkpoint: str | None = None,
     checkpoint_minutes: float = 0.0,
 ) -> None:
     """Train every run of one bundle together; each run's files go to `bundle_dir/<student>_lr<lr>/`.
-    `distill` holds the settings that decide a run (recorded in its provenance); `precision` is
-    `distill.precision`, which is among them unless float32 (rules/common.smk `distill_params`).
+    `distill` holds the settings that decide a run (`settings.distill_params`, recorded in its provenance as given):
+    `precision` is among them unless float32.
     `on_rung` as for `train.fit_together` (each rung of a budget ladder, as soon as it is done).
     With `checkpoint` (a file path), the training saves its progress there at the end of an epoch at most every
     `checkpoint_minutes` (0: every epoch), continues from it when it was killed before, and deletes it at the end
@@ -67,20 +65,22 @@ def train_students(
     keep_freed_memory()
     device = resolve_device(device)
     run_seed = seed + runs[0]["seed"]
-    data = _Data.open(train_store, val_store, runs[0]["layer"], distill, run_seed, device)
+    settings = DistillSettings.from_section(distill)
+    data = _Data.open(train_store, val_store, runs[0]["layer"], settings, run_seed, device)
     students = []
     for run in runs:
         set_seed(run_seed)  # each student starts as it would alone
         students.append(build_student(parse_student(run["student"]), data.train.d_model).to(device))
+    precision = settings.precision
     configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision) for run in runs]
     log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
-    schedule = Schedule(**distill.get("schedule", {}))
     record = provenance({"distill": distill, "seed": seed}, data.fingerprints())
     saved = None
     if checkpoint is not None:
         # what decides the bundle's bytes: its runs, settings, inputs and code, and where and how it runs
         decided = {"runs": runs, "provenance": record, "device": device, "threads": threads}
         saved = Checkpoint(Path(checkpoint), fingerprint_json(decided), checkpoint_minutes)
+    schedule = settings.schedule
     results = fit_together(students, data.train, data.val, configs, data.variance, data.split, schedule, on_rung, saved)
     for run, student, result in zip(runs, students, results, strict=True):
         timing = _timing(result, bundle_dir, len(runs))
@@ -103,19 +103,19 @@ class _Data:
 
     @classmethod
     def open(
-        cls, train_store: str, val_store: str, layer: int, distill: dict[str, Any], seed: int, device: str
+        cls, train_store: str, val_store: str, layer: int, settings: DistillSettings, seed: int, device: str
     ) -> _Data:
         train_group = open_store(train_store, {"layer": layer})
         val_group = open_store(val_store, {"layer": layer, "model_id": train_group.attrs["model_id"]})
         batches = {
             "shuffle": True,
             "seed": seed,
-            "group_chunks": distill["group_chunks"],
-            "in_memory": distill["in_memory"],
+            "group_chunks": settings.group_chunks,
+            "in_memory": settings.in_memory,
             "device": device,
         }
-        train = ActivationBatches(train_group, distill["batch_size"], **batches)
-        val = ActivationBatches(val_group, distill["batch_size"], **{**batches, "shuffle": False})
+        train = ActivationBatches(train_group, settings.batch_size, **batches)
+        val = ActivationBatches(val_group, settings.batch_size, **{**batches, "shuffle": False})
         kinds_N = read_kinds(val_group, val_store)
         split = kind_split(val, kinds_N) if kinds_N is not None else None
         variance = split.variance() if split else output_variance(val)
