@@ -56,6 +56,7 @@ wildcard_constraints:
     seed=r"\d+",
     epochs=r"\d+",
     bundle=r"e\d+_seed\d+_[0-9a-f]+",
+    draw=r"\d+",
 
 
 def resource(kind, split=None):

@@ -5,8 +5,8 @@
 
 rule train_students:
     input:
-        train=lambda w: targets.data_store(w.data, "train"),
-        validation=lambda w: targets.data_store(w.data, "validation"),
+        train=lambda w: targets.data_store(config, w.data, "train", targets.bundle_seed(DISTILL, w)),
+        validation=lambda w: targets.data_store(config, w.data, "validation", targets.bundle_seed(DISTILL, w)),
     output:
         temp(directory(path("bundle"))),
     log:
@@ -35,8 +35,8 @@ rule collect_run:
     input:
         bundle=lambda w: targets.bundle_of_run(DISTILL, w),
         # the stores again, so that a rebuilt store makes its runs stale although the bundle folder is gone
-        train=lambda w: targets.data_store(w.data, "train"),
-        validation=lambda w: targets.data_store(w.data, "validation"),
+        train=lambda w: targets.data_store(config, w.data, "train", int(w.seed)),
+        validation=lambda w: targets.data_store(config, w.data, "validation", int(w.seed)),
     output:
         metrics=f"{path('run')}/{RUN_FILES[0]}",
         weights=f"{path('run')}/{RUN_FILES[1]}",

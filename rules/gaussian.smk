@@ -39,7 +39,20 @@ rule sample_gaussian:
         mem_mb=mem_mb("sample_gaussian"),
     params:
         # each split draws its own points: seed + gaussian.split_seeds[split]
-        seed=lambda w: config["seed"] + config["gaussian"]["split_seeds"][w.split],
+        seed=lambda w: targets.gaussian_seed(config, w.split),
         device=config["device"],
     script:
         "../scripts/sample_gaussian.py"
+
+
+# gaussian.draw_per_seed: each training seed's own sample, drawn like the shared one with a seed of its own
+use rule sample_gaussian as sample_gaussian_draw with:
+    output:
+        directory(path("gaussian_draw")),
+    log:
+        "logs/sample_gaussian/{model}/layer{layer}/draw{draw}/{split}.log",
+    benchmark:
+        "logs/benchmarks/sample_gaussian/{model}/layer{layer}/draw{draw}/{split}.tsv"
+    params:
+        seed=lambda w: targets.gaussian_seed(config, w.split, int(w.draw)),
+        device=config["device"],

@@ -23,6 +23,8 @@ PATHS = {
     "activations": "results/activations/{model}/layer{layer}/{split}.zarr",
     "moments": "results/gaussian/{model}/layer{layer}/moments.npz",
     "gaussian": "results/gaussian/{model}/layer{layer}/{split}.zarr",
+    # gaussian.draw_per_seed: the sample that the runs of one seed train and validate on (docs/convergence.md)
+    "gaussian_draw": "results/gaussian/{model}/layer{layer}/draw{draw}/{split}.zarr",
     # runs that read the same store with the same seed and epochs train together in a (temporary) bundle
     "bundle": "results/distill/{model}/layer{layer}/{data}/bundles/{bundle}",
     "run": "results/distill/{model}/layer{layer}/{data}/{student}/e{epochs}_lr{lr}_seed{seed}",
@@ -128,8 +130,8 @@ STAGES = {  # in the workflow's order
         note="the stores of MLP inputs x and outputs y per layer and split, and each layer's MLP as a teacher",
     ),
     "gaussian": Stage(
-        ("fit_gaussian", "sample_gaussian"),
-        ("moments", "gaussian"),
+        ("fit_gaussian", "sample_gaussian", "sample_gaussian_draw"),
+        ("moments", "gaussian", "gaussian_draw"),
         reads=("activations", "teacher"),
         config=("gaussian",),
         note="the Gaussian control: fitted moments and sampled stores per layer",
@@ -137,7 +139,7 @@ STAGES = {  # in the workflow's order
     "distill": Stage(
         ("train_students", "collect_run"),
         ("bundle", "run"),
-        reads=("activations", "gaussian"),
+        reads=("activations", "gaussian", "gaussian_draw"),
         config=("distill",),
         note="every student of this model: all layers, data, learning rates and seeds",
     ),

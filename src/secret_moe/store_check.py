@@ -44,7 +44,12 @@ MANIFEST_FORMAT = 1
 # value, so a chunk of `kind` holding text tokens only has no file there).
 DENSE_ARRAYS = ("x", "y", "ids", "offsets")
 # The rule that writes each kind of store (layout.PATHS), for the command that rebuilds a damaged one.
-REBUILT_BY = {"tokens": "tokenise_corpus", "activations": "capture_activations", "gaussian": "sample_gaussian"}
+REBUILT_BY = {
+    "tokens": "tokenise_corpus",
+    "activations": "capture_activations",
+    "gaussian": "sample_gaussian",
+    "gaussian_draw": "sample_gaussian_draw",
+}
 SHOWN = 3  # damaged chunks named in an error message; the rest are counted
 
 

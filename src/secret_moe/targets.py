@@ -70,9 +70,25 @@ def capture_config(config: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-def data_store(data: str, split: str) -> str:
-    """Path of the store a distillation run reads: real activations or their Gaussian control."""
-    return path("activations" if data == "activations" else "gaussian", split=split)
+# A seed's own Gaussian draw is sampled with seed + split_seeds[split] + DRAW_STRIDE x (seed + 1), apart from the
+# shared sample's seed + split_seeds[split] (the schema keeps split seeds below the stride)
+DRAW_STRIDE = 1000
+
+
+def data_store(config: dict[str, Any], data: str, split: str, seed: int) -> str:
+    """Path of the store a distillation run of `seed` reads: real activations, or their Gaussian control (the
+    seed's own draw under `gaussian.draw_per_seed`, else the one shared sample)."""
+    if data == "activations":
+        return path("activations", split=split)
+    if config["gaussian"]["draw_per_seed"]:
+        return path("gaussian_draw", split=split, draw=seed)
+    return path("gaussian", split=split)
+
+
+def gaussian_seed(config: dict[str, Any], split: str, draw: int | None = None) -> int:
+    """The sampling seed of a Gaussian store: the shared sample of `split`, or seed `draw`'s own."""
+    seed = config["seed"] + config["gaussian"]["split_seeds"][split]
+    return seed if draw is None else seed + DRAW_STRIDE * (draw + 1)
 
 
 def run_finished(config: dict[str, Any], run: Run) -> str | None:
@@ -115,6 +131,12 @@ def bundle_of_run(plan: DistillPlan, wildcards: Mapping[str, str]) -> str:
     run = run_of(wildcards)
     where = {key: run[key] for key in ("model", "layer", "data")}
     return path("bundle", **where, bundle=plan.bundle_of[tuple(run.values())])
+
+
+def bundle_seed(plan: DistillPlan, wildcards: Mapping[str, str]) -> int:
+    """The seed every run of the bundle of `wildcards` shares (a bundle is one store, seed and budget)."""
+    key = (wildcards["model"], int(wildcards["layer"]), wildcards["data"], wildcards["bundle"])
+    return plan.bundles[key][0]["seed"]
 
 
 def distill_metrics(plan: DistillPlan) -> list[str]:

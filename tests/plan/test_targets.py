@@ -155,9 +155,27 @@ def test_a_padding_control_uses_its_bases_materialised_files_and_captures_with_i
 def test_the_data_store_and_scan_targets(workflow_config):
     workflow_config["models"]["tiny"]["layers"] = [2, 0]
     config = load_config(workflow_config)
-    assert targets.data_store("gaussian", "train") == path("gaussian", split="train")
-    assert targets.data_store("activations", "validation") == path("activations", split="validation")
+    assert targets.data_store(config, "gaussian", "train", 3) == path("gaussian", split="train")
+    assert targets.data_store(config, "activations", "validation", 3) == path("activations", split="validation")
     assert targets.scan_layers(config, "tiny") == [0, 2]
     assert targets.scan_figure_files(config) == [
         path("model_figure", model="tiny", figure="scan", ext=ext) for ext in ("pdf", "png")
     ]
+
+
+def test_with_a_draw_per_seed_each_seed_trains_and_validates_on_its_own_gaussian_sample(workflow_config):
+    workflow_config["gaussian"] = {"draw_per_seed": True}
+    config = load_config(workflow_config)
+    for split in ("train", "validation"):
+        stores = {targets.data_store(config, "gaussian", split, seed) for seed in (0, 1, 2)}
+        assert stores == {path("gaussian_draw", split=split, draw=seed) for seed in (0, 1, 2)}
+        # the real side is one store whatever the seed
+        assert {targets.data_store(config, "activations", split, seed) for seed in (0, 1)} == {
+            path("activations", split=split)
+        }
+    # every sample of the plan has a seed of its own: the shared ones, and each draw's per split
+    seeds = [
+        targets.gaussian_seed(config, split, draw) for split in ("train", "validation") for draw in (None, 0, 1, 2)
+    ]
+    assert len(set(seeds)) == len(seeds)
+    assert targets.gaussian_seed(config, "train") == config["seed"] + config["gaussian"]["split_seeds"]["train"]

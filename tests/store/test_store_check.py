@@ -150,6 +150,7 @@ def test_a_store_before_manifests_is_checked_by_shape_and_decoding(store):
     [
         ("results/activations/m/layer3/validation.zarr", "capture_activations"),
         ("results/gaussian/m/layer3/train.zarr", "sample_gaussian"),
+        ("results/gaussian/m/layer3/draw2/validation.zarr", "sample_gaussian_draw"),
         ("results/tokens/m/train.zarr", "tokenise_corpus"),
     ],
 )

@@ -59,8 +59,8 @@ def test_every_rule_belongs_to_one_stage_and_every_script_is_named_after_its_rul
     sources = rule_sources(REPO)
     staged = [rule for stage in layout.STAGES.values() for rule in stage.rules]
     assert sorted(staged) == sorted(set(sources) - {"all"})  # each rule once, none forgotten
-    # capture_layers is capture_activations with other outputs (`use rule`), so it runs that rule's script
-    uses = {"capture_layers": "capture_activations"}
+    # rules made from another with other outputs (`use rule`) run that rule's script
+    uses = {"capture_layers": "capture_activations", "sample_gaussian_draw": "sample_gaussian"}
     assert all(script in (None, f"scripts/{uses.get(rule, rule)}.py") for rule, (_, script) in sources.items())
 
 
@@ -172,7 +172,9 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("dag")
     (tmp / "corpus").mkdir()
     corpus = write_tiny_corpus(tmp / "corpus", {"train": 300, "validation": 80})
-    config = tiny_config(save_tiny_model(tmp / "gpt-neox", "gpt_neox"), corpus, gaussian={"block_rows": 4096})
+    # each seed its own Gaussian draw (sample_gaussian_draw), the shared sample still described (sample_gaussian)
+    gaussian = {"block_rows": 4096, "draw_per_seed": True}
+    config = tiny_config(save_tiny_model(tmp / "gpt-neox", "gpt_neox"), corpus, gaussian=gaussian)
     config["models"]["tiny2"] = {**config["models"]["tiny"], "path": str(save_tiny_model(tmp / "llama", "llama"))}
     # two layers of tiny2 in one forward pass (capture_layers), the other models' stores one layer at a time
     config["models"]["tiny2"]["layers"] = [0, 1]
