@@ -2,7 +2,12 @@
 
 Each epoch visits the chunks in a seeded random order, loads `group_chunks` of them at a time, shuffles
 their rows together and cuts batches; leftovers carry into the next group, so every batch but the last
-is full.  With `in_memory` the arrays are read once and kept (fast when they fit).
+is full.  `group_chunks` 0 puts every chunk in one group: a full row permutation each epoch (read from the
+store, the whole store is then loaded at once; in memory it costs nothing).  With `in_memory` the arrays are
+read once and kept (fast when they fit).
+
+Chunks hold consecutive rows of the store (tokens of a few documents, of similar length where the capture sorts
+them), so a small group makes every batch of a group draw from the same few documents.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class ActivationBatches:
         self.rows, self.d_model = group["x"].shape
         self.chunk_rows = group["x"].chunks[0]
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        if group_chunks < 0:
+            raise ValueError(f"group_chunks must be >= 0 (0: all chunks), got {group_chunks}")
         self.group_chunks, self.device = group_chunks, device
 
     def __len__(self) -> int:
@@ -45,8 +52,9 @@ class ActivationBatches:
         rng = np.random.default_rng([self.seed, epoch])
         if self.shuffle:
             rng.shuffle(chunks)
-        for first in range(0, len(chunks), self.group_chunks):
-            picked = chunks[first : first + self.group_chunks]
+        group = self.group_chunks or len(chunks)
+        for first in range(0, len(chunks), group):
+            picked = chunks[first : first + group]
             rows = sum(min(self.chunk_rows, self.rows - c * self.chunk_rows) for c in picked)
             yield picked, rng.permutation(rows) if self.shuffle else None
 
