@@ -2,7 +2,14 @@
 
 Each epoch visits the chunks in a seeded random order, loads `group_chunks` of them at a time, shuffles
 their rows together and cuts batches; leftovers carry into the next group, so every batch but the last
-is full.  With `in_memory` the arrays are read once and kept (fast when they fit).
+is full.  `group_chunks` 0 puts every chunk in one group: a full row permutation each epoch (read from the
+store, the whole store is then loaded at once; in memory it costs nothing).  With `in_memory` the arrays are
+read once and kept (fast when they fit).
+
+A chunk holds consecutive rows of the store.  The capture shuffles each window's rows before writing them
+(`capture.py`), so in its stores a chunk is already a random sample of a window's tokens and small groups give
+nearly independent batches; in a store whose rows came in document order, every batch of a small group would draw
+from a few documents (tests/train/test_reference.py measures what that costs a MoE student).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class ActivationBatches:
         self.rows, self.d_model = group["x"].shape
         self.chunk_rows = group["x"].chunks[0]
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        if group_chunks < 0:
+            raise ValueError(f"group_chunks must be >= 0 (0: all chunks), got {group_chunks}")
         self.group_chunks, self.device = group_chunks, device
 
     def __len__(self) -> int:
@@ -45,8 +54,9 @@ class ActivationBatches:
         rng = np.random.default_rng([self.seed, epoch])
         if self.shuffle:
             rng.shuffle(chunks)
-        for first in range(0, len(chunks), self.group_chunks):
-            picked = chunks[first : first + self.group_chunks]
+        group = self.group_chunks or len(chunks)
+        for first in range(0, len(chunks), group):
+            picked = chunks[first : first + group]
             rows = sum(min(self.chunk_rows, self.rows - c * self.chunk_rows) for c in picked)
             yield picked, rng.permutation(rows) if self.shuffle else None
 

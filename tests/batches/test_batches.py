@@ -70,6 +70,21 @@ def test_shuffle_is_chunk_level(store):
     assert len(starts) > 1
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_group_chunks_zero_is_a_full_row_permutation(store, in_memory):
+    """`group_chunks` 0: every chunk in one group, the same order as a group of all chunks, and a first batch
+    drawn from most chunks (a full row permutation, not a chunk-level shuffle)."""
+    full = batches(store, group_chunks=0, batch_size=32, in_memory=in_memory)
+    everything = batches(store, group_chunks=-(-ROWS // CHUNK), batch_size=32, in_memory=in_memory)
+    for epoch in (0, 1):
+        np.testing.assert_array_equal(np.concatenate(ids_of(full.epoch(epoch))), full.row_order(epoch))
+        np.testing.assert_array_equal(full.row_order(epoch), everything.row_order(epoch))
+    first_batch = next(iter(full.epoch(0)))[0][:, 0].numpy().astype(int)
+    assert len(set(first_batch // CHUNK)) >= 8  # 32 random rows of 16 chunks hit 14 of them (median)
+    with pytest.raises(ValueError, match="group_chunks"):
+        batches(store, group_chunks=-1)
+
+
 def test_without_shuffle_rows_come_in_store_order(store):
     data = batches(store, shuffle=False, batch_size=100)
     np.testing.assert_array_equal(np.concatenate(ids_of(data.epoch(0))), np.arange(ROWS))
