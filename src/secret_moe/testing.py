@@ -226,6 +226,19 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
     return config
 
 
+# The students `tiny_config` asks for, worked out by hand from the config (tests compare the plan with them):
+#  main: MLP widths [4, 16]; MoE lowrank (router_rank 8), m = 64, s = k = 4
+#  shared_split at 8 active neurons, m = 64: s = 0 (k = 8), s = 4 (k = 4), and the dense MLP of width 8
+#  router_rank: lowrank ranks [4] and full rank, m = 64, s = k = 4
+TINY_MOE = "moe_lowrank_r8_m64_s4_k4"  # the main grid's one MoE
+TINY_FAMILIES: dict[str, list[str]] = {
+    "main": ["mlp_h4", "mlp_h16", TINY_MOE],
+    "shared_split": ["moe_lowrank_r8_m64_s0_k8", TINY_MOE, "mlp_h8"],
+    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"],
+}
+TINY_STUDENTS: list[str] = sorted({student for students in TINY_FAMILIES.values() for student in students})
+
+
 def tiny_scan_budget() -> dict[str, Any]:
     """A budget file of `secret-moe scan --budget` (the shape of config/scan.yaml) for the tiny models: the tiny
     corpus's line filters and token caps, the tiny capture, one MoE size beside two MLPs, a ladder of 1 and 2 epochs

@@ -18,22 +18,21 @@ import pytest
 import yaml
 import zarr
 
-from secret_moe.testing import run_snakemake, save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import (
+    TINY_STUDENTS,
+    run_snakemake,
+    save_tiny_model,
+    tiny_config,
+    write_config,
+    write_tiny_corpus,
+)
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 ACTIVATIONS = [f"results/activations/tiny/layer1/{split}.zarr" for split in ("train", "validation")]
 FIGURES = ["fvu_vs_active", "learning_curves", "router_comparison", "shared_split"]
-STUDENTS = {
-    "mlp_h4",
-    "mlp_h8",
-    "mlp_h16",
-    "moe_lowrank_r8_m64_s4_k4",
-    "moe_lowrank_r8_m64_s0_k8",
-    "moe_lowrank_r4_m64_s4_k4",
-    "moe_fullrank_m64_s4_k4",
-}
+STUDENTS = set(TINY_STUDENTS)
 
 
 def snakemake(run_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ import pytest
 from secret_moe import figures
 from secret_moe.layout import RUN_FILES
 from secret_moe.testing import (
+    TINY_MOE,
     run_snakemake,
     save_tiny_model,
     snakemake_command,
@@ -32,7 +33,7 @@ from secret_moe.verdict import WORDS
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-MOE = "moe_lowrank_r8_m64_s4_k4"
+MOE = TINY_MOE
 
 
 def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ import yaml
 
 from secret_moe import workflow_rules
 from secret_moe.testing import (
+    TINY_MOE,
     run_snakemake,
     save_tiny_model,
     snakemake_command,
@@ -41,7 +42,7 @@ PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text
 SLURM_SCRIPTS = REPO / "tests" / "slurm"
 SNAKEMAKE_SECONDS = 1200  # ends a hung status loop; one run took 3-11 min on a busy 2-core machine
 LOCAL_RULES = set(workflow_rules.LOCAL_RULES)
-STUDENTS = ("mlp_h4", "moe_lowrank_r8_m64_s4_k4")
+STUDENTS = ("mlp_h4", TINY_MOE)  # the main grid of tiny_config at one MLP width
 BAD_LR = 1e15  # Adam steps this large overflow float32 at once: the trainer raises NonFiniteLossError
 
 pytestmark = pytest.mark.slow
