@@ -18,7 +18,9 @@ import argparse
 import filecmp
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _common import machine, save, table
 
@@ -31,7 +33,7 @@ def same_files(a: Path, b: Path) -> bool:
     return all(filecmp.cmp(a / name, b / name, shallow=False) for name in names)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default="/tmp/fresh/resources/models/gemma3-270m")
     parser.add_argument("--tokens", default="/tmp/fresh/results/tokens/gemma3-270m/train.zarr")
@@ -46,20 +48,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="times each way runs (the best time is kept)")
     parser.add_argument("--out", default=None, help="folder for the temporary stores (default: the system's)")
     parser.add_argument("--name", default="bench_capture_layers", help="results file: benchmarks/results/NAME.txt")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import torch
 
-    from secret_moe.capture import capture_activations, capture_layers, first_tokens
-    from secret_moe.models.layers import num_layers
-    from secret_moe.models.loading import load_local_model, load_local_tokenizer
-    from secret_moe.tokenise import read_token_store
-
-    sequences = first_tokens(read_token_store(args.tokens)[0], args.max_tokens)
-    tokens = int(sum(len(s) for s in sequences))
-    tokenizer = load_local_tokenizer(args.model_dir)
+def capture_settings(tokenizer: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments both ways of capturing share: the tokenizer's padding and the batching."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    settings = {
+    return {
         "pad_id": pad_id,
         "batch_tokens": args.batch_tokens,
         "window_sequences": args.window_sequences,
@@ -69,41 +64,83 @@ def main() -> None:
         "pad_left": tokenizer.padding_side == "left",
         "special_ids": sorted(set(tokenizer.all_special_ids)),
     }
-    model = load_local_model(args.model_dir, args.dtype, args.device)
-    layers = sorted(args.layers) if args.layers else list(range(num_layers(model.config)))
 
-    def sync() -> None:
-        if args.device == "cuda":
+
+@dataclass
+class Capture:
+    """What both ways capture: the model, the sequences, the layers and the shared settings."""
+
+    model: Any
+    sequences: list[Any]
+    layers: list[int]
+    settings: dict[str, Any]
+
+    def sync(self) -> None:
+        import torch
+
+        if self.settings["device"] == "cuda":
             torch.cuda.synchronize()
 
-    def per_layer(folder: Path) -> float:
-        sync()
+    def per_layer(self, folder: Path) -> float:
+        """Wall seconds of one `capture_activations` pass per layer into `folder`."""
+        from secret_moe.capture import capture_activations
+
+        self.sync()
         tick = time.perf_counter()
-        for layer in layers:
+        for layer in self.layers:
             out = folder / f"layer{layer}.zarr"
-            capture_activations(model, sequences, out, layer=layer, attrs={"layer": layer}, **settings)
-        sync()
+            capture_activations(self.model, self.sequences, out, layer=layer, attrs={"layer": layer}, **self.settings)
+        self.sync()
         return time.perf_counter() - tick
 
-    def one_pass(folder: Path) -> float:
-        sync()
+    def one_pass(self, folder: Path) -> float:
+        """Wall seconds of one `capture_layers` pass for every layer into `folder`."""
+        from secret_moe.capture import capture_layers
+
+        self.sync()
         tick = time.perf_counter()
-        outs = {layer: folder / f"layer{layer}.zarr" for layer in layers}
-        capture_layers(model, sequences, outs, attrs={layer: {"layer": layer} for layer in layers}, **settings)
-        sync()
+        outs = {layer: folder / f"layer{layer}.zarr" for layer in self.layers}
+        attrs = {layer: {"layer": layer} for layer in self.layers}
+        capture_layers(self.model, self.sequences, outs, attrs=attrs, **self.settings)
+        self.sync()
         return time.perf_counter() - tick
+
+
+def time_both(capture: Capture, repeats: int, out: str | None) -> tuple[dict[str, list[float]], bool]:
+    """Seconds of each way per repeat (in turn, after one warm-up), and whether their stores are the same bytes."""
+    from secret_moe.capture import capture_activations
 
     seconds: dict[str, list[float]] = {"one pass per layer": [], "one pass for all layers": []}
     identical = True
-    with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-        first_sequence = sequences[:1]  # warm-up: first calls pay for allocations and kernel choices
-        capture_activations(model, first_sequence, Path(tmp) / "warmup.zarr", layer=layers[0], attrs={}, **settings)
-        for repeat in range(args.repeats):
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        first_sequence = capture.sequences[:1]  # warm-up: first calls pay for allocations and kernel choices
+        warmup = Path(tmp) / "warmup.zarr"
+        capture_activations(
+            capture.model, first_sequence, warmup, layer=capture.layers[0], attrs={}, **capture.settings
+        )
+        for repeat in range(repeats):
             alone, together = Path(tmp) / f"alone{repeat}", Path(tmp) / f"together{repeat}"
-            seconds["one pass per layer"].append(per_layer(alone))
-            seconds["one pass for all layers"].append(one_pass(together))
-            identical &= all(same_files(alone / f"layer{i}.zarr", together / f"layer{i}.zarr") for i in layers)
+            seconds["one pass per layer"].append(capture.per_layer(alone))
+            seconds["one pass for all layers"].append(capture.one_pass(together))
+            identical &= all(same_files(alone / f"layer{i}.zarr", together / f"layer{i}.zarr") for i in capture.layers)
             print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()), flush=True)
+    return seconds, identical
+
+
+def main() -> None:
+    args = parse_args()
+
+    from secret_moe.capture import first_tokens
+    from secret_moe.models.layers import num_layers
+    from secret_moe.models.loading import load_local_model, load_local_tokenizer
+    from secret_moe.tokenise import read_token_store
+
+    sequences = first_tokens(read_token_store(args.tokens)[0], args.max_tokens)
+    tokens = int(sum(len(s) for s in sequences))
+    settings = capture_settings(load_local_tokenizer(args.model_dir), args)
+    model = load_local_model(args.model_dir, args.dtype, args.device)
+    layers = sorted(args.layers) if args.layers else list(range(num_layers(model.config)))
+    seconds, identical = time_both(Capture(model, sequences, layers, settings), args.repeats, args.out)
 
     best = {name: min(times) for name, times in seconds.items()}
     ratio = best["one pass per layer"] / best["one pass for all layers"]

@@ -19,10 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from _common import machine, save, table
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default="/tmp/fresh/resources/models/gemma3-270m")
     parser.add_argument("--tokens", default="/tmp/fresh/results/tokens/gemma3-270m/train.zarr")
@@ -35,33 +38,28 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="temporary folder for the Zarr store (default: a new one)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import numpy as np
-    import torch
 
-    from secret_moe.capture import capture_activations, capture_batch, plan_batches, plan_windows
-    from secret_moe.models.layers import hidden_size, num_layers
-    from secret_moe.models.loading import load_local_model, load_local_tokenizer
-    from secret_moe.tokenise import read_token_store
+def store_padding(lengths: np.ndarray, args: argparse.Namespace) -> tuple[float, str]:
+    """Padding of the batches the pipeline would form over the whole store (planning only, no model run), and a
+    summary of the store."""
+    from secret_moe.capture import plan_batches, plan_windows
 
-    sequences, _ = read_token_store(args.tokens)
-    lengths = np.array([len(s) for s in sequences])
-    # padding of the batches the pipeline would form over the whole store (planning only, no model run)
     planned = [
         b
         for w in plan_windows(lengths, args.window_sequences, args.seed)
         for b in plan_batches(w, lengths, args.batch_tokens)
     ]
-    store_padding = 1 - lengths.sum() / sum(len(b) * lengths[b].max() for b in planned)
-    store_summary = f"{lengths.sum()} tokens, {len(lengths)} sequences, {len(planned)} batches"
-    keep = int(np.searchsorted(np.cumsum(lengths), args.max_tokens)) + 1
-    sequences, lengths = sequences[:keep], lengths[:keep]
-    tokenizer = load_local_tokenizer(args.model_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    model = load_local_model(args.model_dir, args.dtype, args.device)
-    layers = num_layers(model.config)
-    d_model = hidden_size(model.config)
+    padding = 1 - lengths.sum() / sum(len(b) * lengths[b].max() for b in planned)
+    return padding, f"{lengths.sum()} tokens, {len(lengths)} sequences, {len(planned)} batches"
+
+
+def padded_batches(
+    sequences: list[np.ndarray], lengths: np.ndarray, pad_id: int, args: argparse.Namespace
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input ids, attention mask) of the pipeline's length-sorted batches, padded on the right, on the device."""
+    from secret_moe.capture import plan_batches, plan_windows
 
     batches = []
     for window in plan_windows(lengths, args.window_sequences, args.seed):
@@ -73,14 +71,22 @@ def main() -> None:
                 ids[row, : lengths[index]] = torch.from_numpy(sequences[index].astype(np.int64))
                 mask[row, : lengths[index]] = 1
             batches.append((ids.to(args.device), mask.to(args.device)))
-    tokens = int(lengths.sum())
+    return batches
+
+
+def time_forwards(
+    model: torch.nn.Module, layer: int, batches: list[tuple[torch.Tensor, torch.Tensor]], device: str
+) -> dict[str, float]:
+    """Wall seconds of the truncated forward, the full forward and the decoder stack over all batches (after one
+    warm-up batch each), in that order."""
+    from secret_moe.capture import capture_batch
 
     def sync() -> None:
-        if args.device == "cuda":
+        if device == "cuda":
             torch.cuda.synchronize()
 
     runs = {
-        f"truncated (capture_batch, layer {args.layer})": lambda ids, mask: capture_batch(model, args.layer, ids, mask),
+        f"truncated (capture_batch, layer {layer})": lambda ids, mask: capture_batch(model, layer, ids, mask),
         "full forward, LM head included (model(...))": lambda ids, mask: model(
             input_ids=ids, attention_mask=mask, use_cache=False
         ),
@@ -99,9 +105,14 @@ def main() -> None:
             sync()
             seconds[name] = time.perf_counter() - tick
             print(f"{name}: {seconds[name]:.1f} s", flush=True)
+    return seconds
 
-    truncated = next(iter(seconds))
-    rows = [[name, f"{tokens / s:.0f}", f"{s:.1f}", f"{s / seconds[truncated]:.2f}x"] for name, s in seconds.items()]
+
+def time_capture(
+    model: torch.nn.Module, sequences: list[np.ndarray], pad_id: int, args: argparse.Namespace
+) -> tuple[dict[str, float], float]:
+    """`capture_activations` of the same sequences into a temporary store: its statistics and wall seconds."""
+    from secret_moe.capture import capture_activations
 
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         tick = time.perf_counter()
@@ -118,7 +129,33 @@ def main() -> None:
             device=args.device,
             attrs={"bench": True},
         )
-        wall = time.perf_counter() - tick
+        return stats, time.perf_counter() - tick
+
+
+def main() -> None:
+    args = parse_args()
+
+    from secret_moe.models.layers import hidden_size, num_layers
+    from secret_moe.models.loading import load_local_model, load_local_tokenizer
+    from secret_moe.tokenise import read_token_store
+
+    sequences, _ = read_token_store(args.tokens)
+    lengths = np.array([len(s) for s in sequences])
+    padding, store_summary = store_padding(lengths, args)
+    keep = int(np.searchsorted(np.cumsum(lengths), args.max_tokens)) + 1
+    sequences, lengths = sequences[:keep], lengths[:keep]
+    tokenizer = load_local_tokenizer(args.model_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model = load_local_model(args.model_dir, args.dtype, args.device)
+    layers = num_layers(model.config)
+    d_model = hidden_size(model.config)
+
+    batches = padded_batches(sequences, lengths, pad_id, args)
+    tokens = int(lengths.sum())
+    seconds = time_forwards(model, args.layer, batches, args.device)
+    truncated = next(iter(seconds))
+    rows = [[name, f"{tokens / s:.0f}", f"{s:.1f}", f"{s / seconds[truncated]:.2f}x"] for name, s in seconds.items()]
+    stats, wall = time_capture(model, sequences, pad_id, args)
     rows.append(["capture_activations (truncated forward + Zarr write)", f"{tokens / wall:.0f}", f"{wall:.1f}", "-"])
 
     full, stack = list(seconds)[1], list(seconds)[2]
@@ -145,7 +182,7 @@ def main() -> None:
             f"(x and y, float32, lz4)"
         ),
         (
-            f"padding fraction with length-sorted batching: {100 * store_padding:.2f}% over the whole token store "
+            f"padding fraction with length-sorted batching: {100 * padding:.2f}% over the whole token store "
             f"({store_summary}); {100 * stats['padding_fraction']:.2f}% in the timed subset"
         ),
     ]

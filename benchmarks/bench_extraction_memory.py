@@ -89,7 +89,7 @@ def status_mib(field: str) -> float:
     return float("nan")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default="/tmp/fresh/resources/models/gemma3-270m")
     parser.add_argument("--tokens", default="/tmp/fresh/results/tokens/gemma3-270m/train.zarr")
@@ -100,8 +100,12 @@ def main() -> None:
     parser.add_argument("--chunk-mb", type=float, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    common = [
+    return parser.parse_args()
+
+
+def worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The options a worker needs besides its N."""
+    return [
         "--model-dir",
         args.model_dir,
         "--tokens",
@@ -115,14 +119,10 @@ def main() -> None:
         "--chunk-mb",
         str(args.chunk_mb),
     ]
-    if args.worker:
-        worker(args)
-        return
-    results = [run_worker(__file__, [*common, "--n", str(n)]) for n in (args.tokens_n, 2 * args.tokens_n)]
-    for r in results:
-        if "error" in r:
-            raise SystemExit(f"worker failed: {r['error']}")
-    rows = [
+
+
+def table_rows(results: list[dict]) -> list[list]:
+    return [
         [
             f"{r['tokens']:.0f}",
             r["sequences"],
@@ -132,6 +132,19 @@ def main() -> None:
         ]
         for r in results
     ]
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    common = worker_arguments(args)
+    results = [run_worker(__file__, [*common, "--n", str(n)]) for n in (args.tokens_n, 2 * args.tokens_n)]
+    for r in results:
+        if "error" in r:
+            raise SystemExit(f"worker failed: {r['error']}")
+    rows = table_rows(results)
     small, large = results
     change = 100 * (large["peak_mib"] / small["peak_mib"] - 1)
     change_above = 100 * ((large["peak_mib"] - large["before_mib"]) / (small["peak_mib"] - small["before_mib"]) - 1)

@@ -74,7 +74,7 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "samples_per_s": args.batch / seconds, "mem_mib": mem, "cpu_s": cpu}))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="d = 640, m in {1e4, 1e5}, k = 128 only")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per config (default 2)")
@@ -93,7 +93,91 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=640, help=argparse.SUPPRESS)
     parser.add_argument("--m", type=int, default=100000, help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=128, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def implementations(attribution: bool, mixed: list[str]) -> dict[str, tuple[str, str]]:
+    """label -> (implementation, precision), timed in this order."""
+    impls = {"baseline": ("baseline", "float32"), "ours": ("ours", "float32")}
+    if attribution:
+        impls["ours_torch_adam"] = ("ours_torch_adam", "float32")
+    impls.update({f"ours_{p}": ("ours", p) for p in mixed})
+    return impls
+
+
+def time_config(
+    args: argparse.Namespace, steps: int, device: str, size: tuple[int, int, int], impls: dict[str, tuple[str, str]]
+) -> dict[str, dict]:
+    """Each implementation's worker result (or error) at one (d, m, k) on one device, in its own process."""
+    d, m, k = size
+    result = {}
+    for label, (impl, precision) in impls.items():
+        result[label] = run_worker(
+            __file__,
+            ["--impl", impl, "--precision", precision, "--device", device, "--d", str(d), "--m", str(m)]
+            + ["--k", str(k), "--rank", str(args.rank), "--batch", str(args.batch), "--steps", str(steps)],
+        )
+        print(device, d, m, k, label, result[label], file=sys.stderr, flush=True)
+    return result
+
+
+def fmt(r: dict, key: str, f: str) -> str:
+    """A worker's number formatted, or its error."""
+    return f.format(r[key]) if key in r else r.get("error", "?")
+
+
+def table_row(
+    device: str, size: tuple[int, int, int], result: dict[str, dict], attribution: bool, mixed: list[str]
+) -> list:
+    d, m, k = size
+    base, ours = result["baseline"], result["ours"]
+    ratio = (
+        f"{ours['samples_per_s'] / base['samples_per_s']:.2f}x" if "error" not in base and "error" not in ours else "-"
+    )
+    row = [
+        device,
+        d,
+        f"{m:.0e}",
+        k,
+        k,
+        fmt(base, "samples_per_s", "{:.0f}"),
+        fmt(ours, "samples_per_s", "{:.0f}"),
+        ratio,
+        fmt(base, "cpu_s", "{:.2f}"),
+        fmt(ours, "cpu_s", "{:.2f}"),
+        fmt(base, "mem_mib", "{:.0f}"),
+        fmt(ours, "mem_mib", "{:.0f}"),
+    ]
+    if attribution:
+        row.append(fmt(result["ours_torch_adam"], "samples_per_s", "{:.0f}"))
+    for precision in mixed:
+        other = result[f"ours_{precision}"]
+        row.append(fmt(other, "samples_per_s", "{:.0f}"))
+        ok = "error" not in other and "error" not in ours
+        row.append(f"{other['samples_per_s'] / ours['samples_per_s']:.2f}x" if ok else "-")
+    return row
+
+
+def headers(attribution: bool, mixed: list[str]) -> list[str]:
+    names = [
+        "device",
+        "d",
+        "m",
+        "s",
+        "k",
+        "baseline samples/s",
+        "ours samples/s",
+        "speed-up",
+        "baseline CPU s/step",
+        "ours CPU s/step",
+        "baseline mem MiB",
+        "ours mem MiB",
+    ] + (["ours w/ torch Adam samples/s"] if attribution else [])
+    return names + [h for p in mixed for h in (f"ours {p} samples/s", f"{p} / float32")]
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker:
         worker(args)
         return
@@ -108,87 +192,12 @@ def main() -> None:
     )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     mixed = [p for p in args.precisions if p != "float32"]
-    # label -> (implementation, precision), timed in this order
-    impls = {"baseline": ("baseline", "float32"), "ours": ("ours", "float32")}
-    if args.attribution:
-        impls["ours_torch_adam"] = ("ours_torch_adam", "float32")
-    impls.update({f"ours_{p}": ("ours", p) for p in mixed})
-    rows = []
-    for device in devices:
-        for d, m, k in grid:
-            result = {}
-            for label, (impl, precision) in impls.items():
-                result[label] = run_worker(
-                    __file__,
-                    [
-                        "--impl",
-                        impl,
-                        "--precision",
-                        precision,
-                        "--device",
-                        device,
-                        "--d",
-                        str(d),
-                        "--m",
-                        str(m),
-                        "--k",
-                        str(k),
-                        "--rank",
-                        str(args.rank),
-                        "--batch",
-                        str(args.batch),
-                        "--steps",
-                        str(steps),
-                    ],
-                )
-                print(device, d, m, k, label, result[label], file=sys.stderr, flush=True)
-            base, ours = result["baseline"], result["ours"]
-            ratio = (
-                f"{ours['samples_per_s'] / base['samples_per_s']:.2f}x"
-                if "error" not in base and "error" not in ours
-                else "-"
-            )
-
-            def fmt(r: dict, key: str, f: str) -> str:
-                return f.format(r[key]) if key in r else r.get("error", "?")
-
-            row = [
-                device,
-                d,
-                f"{m:.0e}",
-                k,
-                k,
-                fmt(base, "samples_per_s", "{:.0f}"),
-                fmt(ours, "samples_per_s", "{:.0f}"),
-                ratio,
-                fmt(base, "cpu_s", "{:.2f}"),
-                fmt(ours, "cpu_s", "{:.2f}"),
-                fmt(base, "mem_mib", "{:.0f}"),
-                fmt(ours, "mem_mib", "{:.0f}"),
-            ]
-            if args.attribution:
-                row.append(fmt(result["ours_torch_adam"], "samples_per_s", "{:.0f}"))
-            for precision in mixed:
-                other = result[f"ours_{precision}"]
-                row.append(fmt(other, "samples_per_s", "{:.0f}"))
-                ok = "error" not in other and "error" not in ours
-                row.append(f"{other['samples_per_s'] / ours['samples_per_s']:.2f}x" if ok else "-")
-            rows.append(row)
-    headers = [
-        "device",
-        "d",
-        "m",
-        "s",
-        "k",
-        "baseline samples/s",
-        "ours samples/s",
-        "speed-up",
-        "baseline CPU s/step",
-        "ours CPU s/step",
-        "baseline mem MiB",
-        "ours mem MiB",
-    ] + (["ours w/ torch Adam samples/s"] if args.attribution else [])
-    headers += [h for p in mixed for h in (f"ours {p} samples/s", f"{p} / float32")]
+    impls = implementations(args.attribution, mixed)
+    rows = [
+        table_row(device, size, time_config(args, steps, device, size, impls), args.attribution, mixed)
+        for device in devices
+        for size in grid
+    ]
     text = "\n".join(
         [
             (
@@ -197,7 +206,7 @@ def main() -> None:
             ),
             f"machine: {machine()}",
             "",
-            table(headers, rows),
+            table(headers(args.attribution, mixed), rows),
             "",
             "samples/s: wall clock; CPU s/step: user + system CPU time of the worker per step (all threads);",
             "mem: peak RSS (CPU) over the RSS before the model was built, or torch.cuda.max_memory_allocated.",

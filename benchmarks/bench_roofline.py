@@ -227,24 +227,29 @@ def paths_table(threads: int, rounds: int, round_steps: int, gflops_peak: float,
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (config distill.threads)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of today's path vs fused")
     parser.add_argument("--round-steps", type=int, default=5, help="steps per path per round")
     parser.add_argument("--paths-only", action="store_true", help="only the table of today's path vs fused")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def roofline_rows(
+    steps: int, paths_only: bool, gflops_peak: float, gbs_peak: float
+) -> tuple[list[list[str]], list[str]]:
+    """One row per student of `STUDENTS` (none with `paths_only`): its step against the machine's bounds; and a
+    note with the top operators of every student far below its bound."""
     from secret_moe.students import parse_student
 
-    gflops_peak, gbs_peak = machine_bounds(args.threads)
     balance = gflops_peak / gbs_peak  # FLOP per byte where the two bounds meet
     rows, notes = [], []
-    for label, name in {} if args.paths_only else STUDENTS.items():
+    for label, name in {} if paths_only else STUDENTS.items():
         flops, bytes_ = step_model(parse_student(name))
         intensity = flops / bytes_
-        seconds, top = time_step(name, args.steps if "1e5" not in label else max(2, args.steps // 5), False)
+        seconds, top = time_step(name, steps if "1e5" not in label else max(2, steps // 5), False)
         gflops, gbs = flops / seconds / 1e9, bytes_ / seconds / 1e9
         bound = "compute" if intensity > balance else "memory"
         share = gflops / gflops_peak if bound == "compute" else gbs / gbs_peak
@@ -264,6 +269,14 @@ def main() -> None:
                 f"{share:.0%}",
             ]
         )
+    return rows, notes
+
+
+def main() -> None:
+    args = parse_args()
+    gflops_peak, gbs_peak = machine_bounds(args.threads)
+    balance = gflops_peak / gbs_peak  # FLOP per byte where the two bounds meet
+    rows, notes = roofline_rows(args.steps, args.paths_only, gflops_peak, gbs_peak)
     text = "\n".join(
         [
             f"Roofline of one training step (fwd + bwd + Adam), d = {D}, batch {BATCH}, {args.threads} torch thread(s)",

@@ -39,7 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _common import machine, save, table
 
@@ -132,7 +134,7 @@ def run_all(jobs: list[list[str]], parallel: int, env: dict[str, str] | None = N
     return time.perf_counter() - tick
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", choices=["present", "bundle"], help=argparse.SUPPRESS)
     parser.add_argument("--runs", help=argparse.SUPPRESS)
@@ -144,18 +146,33 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic train store")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--present-rev", default="2a4e503", help="the commit whose code is the present path")
-    args = parser.parse_args()
-    if args.worker:
-        worker(args)
-        return
+    return parser.parse_args()
 
-    from safetensors.torch import load_file
 
+@dataclass
+class Grid:
+    """The runs of one store of config.yaml (every student x learning rate, the first seed) and their settings."""
+
+    model: str
+    layer: int
+    distill: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+
+@dataclass
+class Outcome:
+    """What the three paths did: wall seconds per path, each run's folder in every path, and how they agree."""
+
+    wall: dict[str, float]
+    folders: list[tuple[Path, Path, Path]]
+    spread: float  # largest relative difference of the validation FVU histories
+    bundled_same: list[bool]  # this code's weights alone and bundled, per run
+    identical: list[bool]  # the weights of all three paths, per run
+
+
+def default_grid(epochs: int) -> Grid:
     from secret_moe.config import load_config
-    from secret_moe.layout import RUN_FILES, TIMING_FILE
     from secret_moe.plan import all_students
-    from secret_moe.provenance import read_json
-    from secret_moe.steps.collect import member_dir
 
     config = load_config(REPO / "config.yaml")
     model = next(iter(config["models"]))
@@ -167,112 +184,143 @@ def main() -> None:
             "layer": layer,
             "data": "activations",
             "student": student,
-            "epochs": args.epochs,
+            "epochs": epochs,
             "lr": lr,
             "seed": config["distill"]["seeds"][0],
         }
         for student in all_students(config, model, layer)
         for lr in config["distill"]["learning_rates"]
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        if args.train:
-            train, validation = args.train, args.validation
-        else:
-            train, validation = synthetic_stores(tmp, args.rows, 640, layer)
+    return Grid(model, layer, distill, runs)
 
-        present_env = {**os.environ, "PYTHONPATH": str(present_code(args.present_rev, tmp))}
 
-        def command(members: list[dict], out: Path, worker: str = "bundle") -> list[str]:
-            spec = tmp / f"{out.name}.json"
-            spec.write_text(json.dumps(members))
-            return [
-                sys.executable,
-                __file__,
-                "--worker",
-                worker,
-                "--runs",
-                str(spec),
-                "--out",
-                str(out),
-                "--train",
-                train,
-                "--validation",
-                validation,
-                "--distill",
-                json.dumps(distill),
-                "--files",
-                json.dumps(RUN_FILES),
-            ]
+def worker_command(
+    tmp: Path, members: list[dict], out: Path, stores: tuple[str, str], distill: dict, worker: str = "bundle"
+) -> list[str]:
+    """This script as a worker training `members` into `out` (its run list written to a file in `tmp`)."""
+    from secret_moe.layout import RUN_FILES
 
-        present = [command([run], tmp / f"present{i}", "present") for i, run in enumerate(runs)]
-        single = [command([run], tmp / f"single{i}") for i, run in enumerate(runs)]
-        # two bundles of the same make-up, as the default's real and Gaussian bundles are
-        bundles = [command(runs[0::2], tmp / "bundle0"), command(runs[1::2], tmp / "bundle1")]
-        paths = (f"per run, {args.present_rev}", "per run, this code", "bundled, this code")
-        wall = {
-            paths[0]: run_all(present, 2, present_env),
-            paths[1]: run_all(single, 2),
-            paths[2]: run_all(bundles, 2),
-        }
+    spec = tmp / f"{out.name}.json"
+    spec.write_text(json.dumps(members))
+    return [
+        sys.executable,
+        __file__,
+        "--worker",
+        worker,
+        "--runs",
+        str(spec),
+        "--out",
+        str(out),
+        "--train",
+        stores[0],
+        "--validation",
+        stores[1],
+        "--distill",
+        json.dumps(distill),
+        "--files",
+        json.dumps(RUN_FILES),
+    ]
 
-        # each run's folder in the three paths
-        folders = [
-            (tmp / f"present{i}", member_dir(tmp / f"single{i}", run), member_dir(tmp / f"bundle{i % 2}", run))
-            for i, run in enumerate(runs)
-        ]
 
-        def fvus(folder: Path) -> list[float]:
-            return [record["val_fvu"] for record in read_json(folder / RUN_FILES[0])["history"]]
+def time_paths(grid: Grid, tmp: Path, stores: tuple[str, str], present_rev: str) -> dict[str, float]:
+    """Train the grid the three ways, two processes at a time; wall seconds per path."""
+    present_env = {**os.environ, "PYTHONPATH": str(present_code(present_rev, tmp))}
+    runs, distill = grid.runs, grid.distill
+    present = [
+        worker_command(tmp, [run], tmp / f"present{i}", stores, distill, "present") for i, run in enumerate(runs)
+    ]
+    single = [worker_command(tmp, [run], tmp / f"single{i}", stores, distill) for i, run in enumerate(runs)]
+    # two bundles of the same make-up, as the default's real and Gaussian bundles are
+    bundles = [
+        worker_command(tmp, runs[0::2], tmp / "bundle0", stores, distill),
+        worker_command(tmp, runs[1::2], tmp / "bundle1", stores, distill),
+    ]
+    paths = (f"per run, {present_rev}", "per run, this code", "bundled, this code")
+    return {
+        paths[0]: run_all(present, 2, present_env),
+        paths[1]: run_all(single, 2),
+        paths[2]: run_all(bundles, 2),
+    }
 
-        def same_weights(*folders: Path) -> bool:
-            first, *others = [load_file(folder / RUN_FILES[1]) for folder in folders]
-            return all(
-                first.keys() == other.keys() and all(first[key].equal(other[key]) for key in first) for other in others
-            )
 
-        histories = [[fvus(folder) for folder in three] for three in folders]
-        spread = max(abs(x - y) / y for a, b, c in histories for x, y in zip(a + b + c, a * 3, strict=True))
-        bundled_same = [same_weights(*three[1:]) for three in folders]  # this code: alone and bundled
-        identical = [same_weights(*three) for three in folders]
-        from secret_moe.students import fused
+def compare_paths(runs: list[dict[str, Any]], tmp: Path, wall: dict[str, float]) -> Outcome:
+    """How the three paths' trained runs agree: validation FVU histories and weights."""
+    from safetensors.torch import load_file
 
-        fused_on = fused.ENABLED and fused.library() is not None
-        tolerance = FUSED_FVU_TOLERANCE if fused_on else FVU_TOLERANCE
+    from secret_moe.layout import RUN_FILES
+    from secret_moe.provenance import read_json
+    from secret_moe.steps.collect import member_dir
 
-        # where the bundled path's time goes: each student's own steps and evaluations (timing.json)
-        own = {}
-        for run, (_, _, bundled) in zip(runs, folders, strict=True):
-            own.setdefault(run["student"], []).append(read_json(bundled / TIMING_FILE)["wall_seconds"])
-        train_rows = read_json(folders[0][2] / RUN_FILES[0])["train_rows"]
-        steps = args.epochs * math.ceil(train_rows / distill["batch_size"])
-        own_share = sum(map(sum, own.values())) / (2 * wall[paths[2]])
-        per_step = ", ".join(f"{student} {1e3 * sum(s) / len(s) / steps:.1f}" for student, s in own.items())
-    student_epochs = len(runs) * args.epochs
+    # each run's folder in the three paths
+    folders = [
+        (tmp / f"present{i}", member_dir(tmp / f"single{i}", run), member_dir(tmp / f"bundle{i % 2}", run))
+        for i, run in enumerate(runs)
+    ]
+
+    def fvus(folder: Path) -> list[float]:
+        return [record["val_fvu"] for record in read_json(folder / RUN_FILES[0])["history"]]
+
+    def same_weights(*folders: Path) -> bool:
+        first, *others = [load_file(folder / RUN_FILES[1]) for folder in folders]
+        return all(
+            first.keys() == other.keys() and all(first[key].equal(other[key]) for key in first) for other in others
+        )
+
+    histories = [[fvus(folder) for folder in three] for three in folders]
+    spread = max(abs(x - y) / y for a, b, c in histories for x, y in zip(a + b + c, a * 3, strict=True))
+    bundled_same = [same_weights(*three[1:]) for three in folders]  # this code: alone and bundled
+    identical = [same_weights(*three) for three in folders]
+    return Outcome(wall, folders, spread, bundled_same, identical)
+
+
+def bundle_timing(grid: Grid, outcome: Outcome, epochs: int) -> tuple[float, str]:
+    """Where the bundled path's time goes: each student's own steps and evaluations (timing.json), as a share of
+    the bundles' core time, and ms per batch per student."""
+    from secret_moe.layout import RUN_FILES, TIMING_FILE
+    from secret_moe.provenance import read_json
+
+    own: dict[str, list[float]] = {}
+    for run, (_, _, bundled) in zip(grid.runs, outcome.folders, strict=True):
+        own.setdefault(run["student"], []).append(read_json(bundled / TIMING_FILE)["wall_seconds"])
+    train_rows = read_json(outcome.folders[0][2] / RUN_FILES[0])["train_rows"]
+    steps = epochs * math.ceil(train_rows / grid.distill["batch_size"])
+    own_share = sum(map(sum, own.values())) / (2 * list(outcome.wall.values())[2])
+    per_step = ", ".join(f"{student} {1e3 * sum(s) / len(s) / steps:.1f}" for student, s in own.items())
+    return own_share, per_step
+
+
+def report(
+    args: argparse.Namespace, grid: Grid, outcome: Outcome, fused_on: bool, own_share: float, per_step: str
+) -> str:
+    wall, present_rev = outcome.wall, args.present_rev
+    paths = list(wall)
+    student_epochs = len(grid.runs) * args.epochs
     rows = [
-        [path, len(runs), args.epochs, f"{seconds:.1f}", f"{student_epochs / (2 * seconds):.3f}"]
+        [path, len(grid.runs), args.epochs, f"{seconds:.1f}", f"{student_epochs / (2 * seconds):.3f}"]
         for path, seconds in wall.items()
     ]
-    store = f"store {train}" if args.train else f"a synthetic store of {args.rows} rows"
-    text = "\n".join(
+    store = f"store {args.train}" if args.train else f"a synthetic store of {args.rows} rows"
+    tolerance = FUSED_FVU_TOLERANCE if fused_on else FVU_TOLERANCE
+    identical, bundled_same = outcome.identical, outcome.bundled_same
+    return "\n".join(
         [
-            f"Distillation grid of config.yaml ({model} layer {layer}, {len(runs)} runs: "
+            f"Distillation grid of config.yaml ({grid.model} layer {grid.layer}, {len(grid.runs)} runs: "
             f"every student x learning rate, one seed) on {store}, "
             f"{args.epochs} epochs, 2 processes at a time, 1 torch thread each",
             f"machine: {machine()}",
             "",
             table(["path", "runs", "epochs", "wall s", "student-epochs per core-second"], rows),
             "",
-            f"bundled, this code / per run, {args.present_rev}: {wall[paths[0]] / wall[paths[2]]:.2f}x "
+            f"bundled, this code / per run, {present_rev}: {wall[paths[0]] / wall[paths[2]]:.2f}x "
             f"(bundling alone, this code: {wall[paths[1]] / wall[paths[2]]:.2f}x; "
-            f"this code per run / {args.present_rev} per run: {wall[paths[0]] / wall[paths[1]]:.2f}x)",
+            f"this code per run / {present_rev} per run: {wall[paths[0]] / wall[paths[1]]:.2f}x)",
             f"bundled: the students' own steps and evaluations take {own_share:.0%} of the bundles' core time; "
             f"ms per batch (mean over learning rates): {per_step}",
             f"this code's MoE step: {'fused CPU kernels' if fused_on else 'PyTorch path'}",
             f"trained weights identical, bit for bit, in all three paths in {sum(identical)} of {len(identical)} runs; "
             f"in this code's two paths in {sum(bundled_same)} of {len(bundled_same)}",
-            f"validation FVU histories: largest relative difference between the paths {spread:.1e} (tolerance "
-            f"{tolerance:.0e}: "
+            f"validation FVU histories: largest relative difference between the paths {outcome.spread:.1e} "
+            f"(tolerance {tolerance:.0e}: "
             + (
                 "the fused kernels sum in another order than the present code's PyTorch kernels)"
                 if fused_on
@@ -281,8 +329,29 @@ def main() -> None:
             ),
         ]
     )
-    save(f"bench_student_grid_e{args.epochs}", text)
-    if not all(bundled_same) or (not fused_on and not all(identical)) or spread > tolerance:
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    from secret_moe.students import fused
+
+    grid = default_grid(args.epochs)
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        if args.train:
+            stores = (args.train, args.validation)
+        else:
+            stores = synthetic_stores(tmp, args.rows, 640, grid.layer)
+        wall = time_paths(grid, tmp, stores, args.present_rev)
+        outcome = compare_paths(grid.runs, tmp, wall)
+        own_share, per_step = bundle_timing(grid, outcome, args.epochs)
+    fused_on = fused.ENABLED and fused.library() is not None
+    tolerance = FUSED_FVU_TOLERANCE if fused_on else FVU_TOLERANCE
+    save(f"bench_student_grid_e{args.epochs}", report(args, grid, outcome, fused_on, own_share, per_step))
+    if not all(outcome.bundled_same) or (not fused_on and not all(outcome.identical)) or outcome.spread > tolerance:
         raise SystemExit("the paths disagree")
 
 

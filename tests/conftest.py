@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,14 @@ import yaml
 
 from secret_moe.provenance import set_seed
 from secret_moe.store import commit_rows, create_store, finish_store, partial_path
-from secret_moe.testing import TINY_CONFIGS, save_tiny_model, tiny_config, tiny_model, write_tiny_corpus
+from secret_moe.testing import (
+    TINY_CONFIGS,
+    run_snakemake,
+    save_tiny_model,
+    tiny_config,
+    tiny_model,
+    write_tiny_corpus,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -129,25 +135,7 @@ def snakemake_dry_run(
     configfile = dump_config(tmp_path / "config.yaml", config)
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("snakemake")),
-            "-n",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--configfile",
-            str(configfile),
-            "-d",
-            str(workdir),
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    result.output = result.stdout + result.stderr
-    return result
+    return run_snakemake(workdir, "-n", target, configfile=configfile, timeout=300)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import zarr
 from torch import nn
 from tqdm import tqdm
 
@@ -231,61 +232,100 @@ def capture_layers(
     d_model = hidden_size(model.config)
     chunk_rows = chunk_rows_for(d_model, chunk_mb)
     windows = plan_windows(lengths, window_sequences, seed)
-
-    plans = [
-        plan_padded_batches(w, padding_batch_lines) if keep_padding else plan_batches(w, lengths, batch_tokens)
-        for w in windows
-    ]
-    window_rows = [
-        padded_rows(b, lengths) if keep_padding else int(lengths[w].sum()) for w, b in zip(windows, plans, strict=False)
-    ]
-    starts = np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
+    plans, starts = _plan_rows(windows, lengths, batch_tokens, padding_batch_lines if keep_padding else None)
     padding = Padding(pad_id, pad_left, sorted(special_ids or []))
     provenance = provenance_attrs(pad_id, "left" if pad_left else "right", padding.special_ids)
-    partials = {layer: partial_path(out_paths[layer]) for layer in layers}
-    groups, done = {}, {}
-    for layer in layers:
-        store_attrs = {**attrs[layer], **provenance}
-        groups[layer], done[layer] = open_or_create(
-            partials[layer], int(starts[-1]), d_model, chunk_rows, store_attrs, store_attrs, ROW_ARRAYS
-        )
-        if done[layer]:
-            log.info("resuming %s at row %d of %d", partials[layer], done[layer], starts[-1])
-    resume = min(done.values())
+    stores = {
+        layer: _open_store(out_paths[layer], {**attrs[layer], **provenance}, int(starts[-1]), d_model, chunk_rows)
+        for layer in layers
+    }
+    resume = min(done for _, _, done in stores.values())
     first = int(np.searchsorted(starts, resume, side="right") - 1)
 
     stats = {"padded_tokens": 0.0, "model_seconds": 0.0, "write_seconds": 0.0}
-    names = _block_names(layers)
-    description = f"capture layer{'s' if len(layers) > 1 else ''} {','.join(map(str, layers))}"
-
-    def window_blocks() -> Iterator[tuple[np.ndarray, ...]]:
-        for w in tqdm(range(first, len(windows)), desc=description, unit="window"):
-            tick = time.perf_counter()
-            rng = np.random.default_rng([seed, w])
-            block = _window_rows(model, layers, sequences, plans[w], padding, device, rng, stats, keep_padding)
-            stats["model_seconds"] += time.perf_counter() - tick
-            yield block
-            del block  # before the next window is made
-
-    row = resume
-    for arrays in _chunks_of_windows(window_blocks(), chunk_rows, skip=resume - int(starts[first])):
-        tick = time.perf_counter()
-        behind = [layer for layer in layers if row >= done[layer]]  # committed chunks are never written again
-        for (name, owner), values in zip(names, arrays, strict=True):
-            for layer in behind:
-                if owner in (None, layer):  # the row arrays go to every store, x and y to their layer's
-                    groups[layer][name][row : row + len(values)] = values
-        row += len(arrays[0])
-        for layer in behind:
-            commit_rows(partials[layer], row)
-        stats["write_seconds"] += time.perf_counter() - tick
+    blocks = _window_blocks(
+        model, layers, sequences, plans, padding, device, seed, stats, keep_padding, range(first, len(windows))
+    )
+    chunks = _chunks_of_windows(blocks, chunk_rows, skip=resume - int(starts[first]))
+    _write_chunks(chunks, stores, _block_names(layers), resume, stats)
     for layer in layers:
-        finish_store(partials[layer], out_paths[layer])
+        finish_store(stores[layer][0], out_paths[layer])
     processed = int(sum(lengths[windows[w]].sum() for w in range(first, len(windows))))
     stats["tokens"] = float(processed)
     stats["padding_fraction"] = 1 - processed / stats["padded_tokens"] if stats["padded_tokens"] else 0.0
     stats["rows"] = float(starts[-1] - starts[first])
     return stats
+
+
+def _plan_rows(
+    windows: list[np.ndarray], lengths: np.ndarray, batch_tokens: int, padding_batch_lines: int | None
+) -> tuple[list[list[np.ndarray]], np.ndarray]:
+    """The batches of every window and the first row of every window in the stores (one more entry: the total);
+    with `padding_batch_lines`, padded batches of that many lines whose every position is a row."""
+    if padding_batch_lines:
+        plans = [plan_padded_batches(w, padding_batch_lines) for w in windows]
+        window_rows = [padded_rows(b, lengths) for b in plans]
+    else:
+        plans = [plan_batches(w, lengths, batch_tokens) for w in windows]
+        window_rows = [int(lengths[w].sum()) for w in windows]
+    return plans, np.concatenate([[0], np.cumsum(window_rows)]).astype(np.int64)
+
+
+def _open_store(
+    out_path: str | Path, attrs: dict[str, Any], rows: int, d_model: int, chunk_rows: int
+) -> tuple[Path, zarr.Group, int]:
+    """(partial path, group, rows already committed) of one layer's store, created or resumed."""
+    partial = partial_path(out_path)
+    group, done = open_or_create(partial, rows, d_model, chunk_rows, attrs, attrs, ROW_ARRAYS)
+    if done:
+        log.info("resuming %s at row %d of %d", partial, done, rows)
+    return partial, group, done
+
+
+def _window_blocks(
+    model: torch.nn.Module,
+    layers: list[int],
+    sequences: list[np.ndarray],
+    plans: list[list[np.ndarray]],
+    padding: Padding,
+    device: str,
+    seed: int,
+    stats: dict[str, float],
+    keep_padding: bool,
+    todo: range,
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """The rows of the windows `todo`, one block per window, made only when asked for (the model's time into
+    `stats`); each window's random draws come from (seed, window), so a resumed pass draws the same."""
+    description = f"capture layer{'s' if len(layers) > 1 else ''} {','.join(map(str, layers))}"
+    for w in tqdm(todo, desc=description, unit="window"):
+        tick = time.perf_counter()
+        rng = np.random.default_rng([seed, w])
+        block = _window_rows(model, layers, sequences, plans[w], padding, device, rng, stats, keep_padding)
+        stats["model_seconds"] += time.perf_counter() - tick
+        yield block
+        del block  # before the next window is made
+
+
+def _write_chunks(
+    chunks: Iterator[tuple[np.ndarray, ...]],
+    stores: dict[int, tuple[Path, zarr.Group, int]],
+    names: list[tuple[str, int | None]],
+    row: int,
+    stats: dict[str, float],
+) -> None:
+    """Write the chunks from store row `row` on, each to the stores that have not committed it yet, committing
+    after each (the time into `stats`)."""
+    for arrays in chunks:
+        tick = time.perf_counter()
+        behind = [layer for layer, (_, _, done) in stores.items() if row >= done]  # committed chunks: never again
+        for (name, owner), values in zip(names, arrays, strict=True):
+            for layer in behind:
+                if owner in (None, layer):  # the row arrays go to every store, x and y to their layer's
+                    stores[layer][1][name][row : row + len(values)] = values
+        row += len(arrays[0])
+        for layer in behind:
+            commit_rows(stores[layer][0], row)
+        stats["write_seconds"] += time.perf_counter() - tick
 
 
 def capture_activations(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFa
 
 from secret_moe.store import commit_rows, create_store, finish_store, partial_path
 from secret_moe.students import active_neurons, parse_student
+
+# The repository's Snakefile (src/secret_moe/testing.py is two folders below it), and the Snakemake of this Python's
+# environment: tests run the workflow of this checkout with the Snakemake installed beside it, whatever PATH holds.
+SNAKEFILE = Path(__file__).resolve().parents[2] / "Snakefile"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 WORDS = [
     "the",
@@ -219,6 +226,19 @@ def tiny_config(model_dir: str | Path, corpus: dict[str, str], **overrides: Any)
     return config
 
 
+# The students `tiny_config` asks for, worked out by hand from the config (tests compare the plan with them):
+#  main: MLP widths [4, 16]; MoE lowrank (router_rank 8), m = 64, s = k = 4
+#  shared_split at 8 active neurons, m = 64: s = 0 (k = 8), s = 4 (k = 4), and the dense MLP of width 8
+#  router_rank: lowrank ranks [4] and full rank, m = 64, s = k = 4
+TINY_MOE = "moe_lowrank_r8_m64_s4_k4"  # the main grid's one MoE
+TINY_FAMILIES: dict[str, list[str]] = {
+    "main": ["mlp_h4", "mlp_h16", TINY_MOE],
+    "shared_split": ["moe_lowrank_r8_m64_s0_k8", TINY_MOE, "mlp_h8"],
+    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"],
+}
+TINY_STUDENTS: list[str] = sorted({student for students in TINY_FAMILIES.values() for student in students})
+
+
 def tiny_scan_budget() -> dict[str, Any]:
     """A budget file of `secret-moe scan --budget` (the shape of config/scan.yaml) for the tiny models: the tiny
     corpus's line filters and token caps, the tiny capture, one MoE size beside two MLPs, a ladder of 1 and 2 epochs
@@ -368,3 +388,46 @@ def kill_after_checkpoint(process: subprocess.Popen, log: str | Path, epochs: in
         time.sleep(0.005)
     process.kill()
     process.wait()
+
+
+def snakemake_command(
+    workdir: str | Path | None,
+    *args: str | Path,
+    configfile: str | Path | None = None,
+    snakefile: str | Path | None = SNAKEFILE,
+    prefix: Sequence[str] = (),
+) -> list[str]:
+    """`prefix snakemake [--configfile C] [-s Snakefile] [-d workdir] args...` as a command list; `snakefile=None`
+    leaves Snakemake to find the Snakefile in its working folder.  The options come before `args`, so that
+    `--configfile` (which takes several values) never swallows a target."""
+    command = [*prefix, str(SNAKEMAKE)]
+    if configfile is not None:
+        command += ["--configfile", str(configfile)]
+    if snakefile is not None:
+        command += ["-s", str(snakefile)]
+    if workdir is not None:
+        command += ["-d", str(workdir)]
+    return command + [str(arg) for arg in args]
+
+
+def run_snakemake(
+    workdir: str | Path | None,
+    *args: str | Path,
+    configfile: str | Path | None = None,
+    snakefile: str | Path | None = SNAKEFILE,
+    timeout: float = 1800,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    check: bool = False,
+    prefix: Sequence[str] = (),
+) -> subprocess.CompletedProcess:
+    """Run `snakemake_command(...)` to its end, its output captured as text; the result also carries stdout and
+    stderr together as `.output`.  `env`: the whole environment (default: this one, with PYTHONUNBUFFERED=1 so
+    that job logs arrive in order); `check`: an AssertionError with the output's tail when it fails."""
+    command = snakemake_command(workdir, *args, configfile=configfile, snakefile=snakefile, prefix=prefix)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else env
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    result.output = result.stdout + result.stderr  # type: ignore[attr-defined]
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.output[-4000:]}")
+    return result

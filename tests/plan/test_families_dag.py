@@ -10,15 +10,16 @@ import yaml
 from conftest import snakemake_dry_run
 
 from secret_moe.families import LAYER_FIGURES
-from secret_moe.testing import every_family, tiny_config
+from secret_moe.testing import TINY_FAMILIES, every_family, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Worked out by hand from secret_moe.testing.every_family (router_rank of the tiny model: 8; s = k unless stated):
+# the families of tiny_config (TINY_FAMILIES), the router comparison with its product-key router, and the rest
 EXPECTED = {
-    "main": {"mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4"},
-    "shared_split": {"moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"},
-    "router_rank": {"moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4", "moe_product_key_r8_m64_s4_k4"},
+    "main": set(TINY_FAMILIES["main"]),
+    "shared_split": set(TINY_FAMILIES["shared_split"]),
+    "router_rank": {*TINY_FAMILIES["router_rank"], "moe_product_key_r8_m64_s4_k4"},
     # 8 active neurons, half shared: 4 experts of width 1, or 2 of width 2
     "expert_width": {"moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s4_k2_e2"},
     "num_experts": {"moe_lowrank_r8_m16_s2_k2", "moe_lowrank_r8_m64_s2_k2", "moe_product_key_r8_m256_s2_k2"},

@@ -20,28 +20,7 @@ from secret_moe.plan import (
     run_dir,
     students_by_family,
 )
-from secret_moe.testing import write_gguf_header
-
-# What secret_moe.testing.tiny_config asks for, worked out by hand from the config:
-#  main: MLP widths [4, 16]; MoE lowrank (router_rank 8), m = 64, s = k = 4
-#  shared_split at 8 active neurons, m = 64: s = 0 (k = 8), s = 4 (k = 4), and the dense MLP of width 8
-#  router_rank: lowrank ranks [4] and full rank, m = 64, s = k = 4
-TINY_FAMILIES = {
-    "main": ["mlp_h4", "mlp_h16", "moe_lowrank_r8_m64_s4_k4"],
-    "shared_split": ["moe_lowrank_r8_m64_s0_k8", "moe_lowrank_r8_m64_s4_k4", "mlp_h8"],
-    "router_rank": ["moe_lowrank_r4_m64_s4_k4", "moe_fullrank_m64_s4_k4"],
-}
-TINY_STUDENTS = sorted(
-    {
-        "mlp_h4",
-        "mlp_h8",
-        "mlp_h16",
-        "moe_lowrank_r8_m64_s4_k4",
-        "moe_lowrank_r8_m64_s0_k8",
-        "moe_lowrank_r4_m64_s4_k4",
-        "moe_fullrank_m64_s4_k4",
-    }
-)
+from secret_moe.testing import TINY_FAMILIES, TINY_STUDENTS, write_gguf_header
 
 
 @pytest.fixture
@@ -73,7 +52,7 @@ def test_grid_follows_the_config(config):
     config["distill"]["data"] = ["activations"]
     config["experiments"]["router_rank"]["enabled"] = False
     config["models"]["tiny"]["layers"] = [0, 2]
-    students = sorted({"mlp_h4", "mlp_h8", "mlp_h16", "moe_lowrank_r8_m64_s4_k4", "moe_lowrank_r8_m64_s0_k8"})
+    students = sorted(set(TINY_STUDENTS) - set(TINY_FAMILIES["router_rank"]))  # main and shared_split
     runs = distill_runs(config)
     assert len(runs) == 2 * 1 * len(students) * 2 * 3
     assert sorted({r["student"] for r in runs}) == students

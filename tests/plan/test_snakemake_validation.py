@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import dump_config
 
-from secret_moe.testing import write_gguf_header, write_hub_cache
+from secret_moe.testing import run_snakemake, write_gguf_header, write_hub_cache
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,20 +178,9 @@ def run_offline_hub(config: dict, tmp_path: Path, *options: str) -> subprocess.C
     the test put in tmp_path/hub."""
     configfile = dump_config(tmp_path / "config.yaml", config)
     (tmp_path / "work").mkdir(exist_ok=True)
-    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile")]
-    command += ["-d", str(tmp_path / "work")]
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
     env["HF_HUB_OFFLINE"] = "0"
-    result = subprocess.run(
-        [*command, "--configfile", str(configfile), *options, "figures/all"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
-    result.output = result.stdout + result.stderr
-    return result
+    return run_snakemake(tmp_path / "work", *options, "figures/all", configfile=configfile, timeout=300, env=env)
 
 
 def test_an_unreachable_hub_is_refused_in_one_line_before_any_job_runs(workflow_config, tmp_path):

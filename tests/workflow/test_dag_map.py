@@ -17,7 +17,7 @@ import yaml
 
 from secret_moe import layout
 from secret_moe.dvc_yaml import render, rule_sources
-from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import run_snakemake, save_tiny_model, tiny_config, write_config, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -77,13 +77,8 @@ def test_paths_fill_only_the_wildcards_they_have():
 
 def dry_run_jobs(workdir: Path, configfile: Path) -> list[dict]:
     """Every job of `snakemake -n --forceall figures/all`: rule, wildcards, inputs and outputs (as listed)."""
-    out = subprocess.run(
-        [BIN / "snakemake", "-n", "--forceall", "-s", REPO / "Snakefile", "--configfile", configfile, "-d", workdir]
-        + ["figures/all"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+    out = run_snakemake(
+        workdir, "-n", "--forceall", "figures/all", configfile=configfile, timeout=300, check=True
     ).stdout
     jobs = []
     for block in re.split(r"^(?=(?:local)?rule \w+:)", out, flags=re.MULTILINE)[1:]:

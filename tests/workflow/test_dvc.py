@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from secret_moe import layout
-from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import run_snakemake, save_tiny_model, tiny_config, write_config, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT_DIRS = ("results", "resources", "figures")
@@ -78,7 +78,7 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 def planned_jobs(cwd: Path, *targets: str) -> dict[str, int]:
     """Jobs per rule that `snakemake -n` would run ({} when there is nothing to do)."""
-    out = sh("snakemake", "-n", *targets, cwd=cwd).stdout
+    out = run_snakemake(None, "-n", *targets, snakefile=None, cwd=cwd, env=ENV, timeout=300, check=True).stdout
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1].split("total", 1)[0]
@@ -88,7 +88,7 @@ def planned_jobs(cwd: Path, *targets: str) -> dict[str, int]:
 def snakemake_stale_stages(cwd: Path) -> set[str]:
     """The dvc.yaml stages of the jobs `snakemake -n figures/all` would run (stage group and model, from
     secret_moe.layout.STAGES)."""
-    out = sh("snakemake", "-n", "figures/all", cwd=cwd).stdout
+    out = run_snakemake(None, "-n", "figures/all", snakefile=None, cwd=cwd, env=ENV, timeout=300, check=True).stdout
     controls = set(yaml.safe_load((cwd / "config.yaml").read_text()).get("padding_controls") or {})
     group_of = {rule: name for name, stage in layout.STAGES.items() for rule in stage.rules}
     stages = set()
@@ -146,7 +146,9 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     sh("git", "commit", "-qm", "workflow", cwd=origin)
     if not (origin / ".dvc").is_dir():
         py("dvc", "init", "-q", cwd=origin)
-    sh("snakemake", "--cores", "2", "figures/all", cwd=origin, timeout=SNAKEMAKE_SECONDS)
+    run_snakemake(
+        None, "--cores", "2", "figures/all", snakefile=None, cwd=origin, env=ENV, timeout=SNAKEMAKE_SECONDS, check=True
+    )
     py("dvc", "commit", "-f", cwd=origin)  # record the finished run in dvc.lock and the cache
     remote = tmp / "remote"
     py("dvc", "remote", "add", "-d", "store", remote, cwd=origin)

@@ -7,11 +7,9 @@ alone and in any order.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,40 +18,25 @@ import pytest
 import yaml
 import zarr
 
-from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import (
+    TINY_STUDENTS,
+    run_snakemake,
+    save_tiny_model,
+    tiny_config,
+    write_config,
+    write_tiny_corpus,
+)
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 ACTIVATIONS = [f"results/activations/tiny/layer1/{split}.zarr" for split in ("train", "validation")]
 FIGURES = ["fvu_vs_active", "learning_curves", "router_comparison", "shared_split"]
-STUDENTS = {
-    "mlp_h4",
-    "mlp_h8",
-    "mlp_h16",
-    "moe_lowrank_r8_m64_s4_k4",
-    "moe_lowrank_r8_m64_s0_k8",
-    "moe_lowrank_r4_m64_s4_k4",
-    "moe_fullrank_m64_s4_k4",
-}
+STUDENTS = set(TINY_STUDENTS)
 
 
 def snakemake(run_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    command = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--configfile",
-        str(run_dir / "config.yaml"),
-        "-d",
-        str(run_dir / "work"),
-        *args,
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env)
-    result.output = result.stdout + result.stderr
-    return result
+    return run_snakemake(run_dir / "work", *args, configfile=run_dir / "config.yaml", timeout=timeout)
 
 
 def logs_of(run_dir: Path) -> str:

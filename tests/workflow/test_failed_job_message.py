@@ -8,14 +8,13 @@ any job, tests/plan/test_snakemake_validation.py.)
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from secret_moe.layout import path
+from secret_moe.testing import run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 def test_a_corpus_error_found_in_a_job_reaches_the_terminal(workflow_config, tmp_path):
     workflow_config["corpus"].update(min_tokens=200, max_length=512)  # the tiny corpus's lines have 5-60 words
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(workflow_config, sort_keys=False))
-    command = [
-        str(Path(sys.executable).with_name("snakemake")),
-        *("-s", str(REPO / "Snakefile"), "--configfile", str(tmp_path / "config.yaml"), "-d", str(tmp_path / "work")),
-        *("--cores", "1", path("tokens", model="tiny", split="train")),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
-    output = result.stdout + result.stderr
+    target = path("tokens", model="tiny", split="train")
+    result = run_snakemake(
+        tmp_path / "work", "--cores", "1", target, configfile=tmp_path / "config.yaml", timeout=600, cwd=tmp_path
+    )
+    output = result.output
     assert result.returncode != 0, output[-3000:]
     assert "Error in rule tokenise_corpus" in output, output[-3000:]  # it failed in the job, not when parsing
     assert "corpus.min_tokens=200 leaves no line in the train split" in output, output[-3000:]

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,31 +19,25 @@ import pytest
 
 from secret_moe import figures
 from secret_moe.layout import RUN_FILES
-from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import (
+    TINY_MOE,
+    run_snakemake,
+    save_tiny_model,
+    snakemake_command,
+    tiny_config,
+    write_config,
+    write_tiny_corpus,
+)
 from secret_moe.verdict import WORDS
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-MOE = "moe_lowrank_r8_m64_s4_k4"
-
-
-def command(project: Path, *args: str) -> list[str]:
-    return [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--configfile",
-        str(project / "config.yaml"),
-        "-d",
-        str(project / "work"),
-        *args,
-    ]
+MOE = TINY_MOE
 
 
 def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(command(project, *args), check=False, capture_output=True, text=True, timeout=1800)
+    result = run_snakemake(project / "work", *args, configfile=project / "config.yaml")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result
 
@@ -136,7 +129,7 @@ def test_an_interrupted_ladder_run_resumes_to_the_same_bytes(project, tmp_path):
         shutil.rmtree(project / "work" / done)
     with open(project / "interrupted.log", "w") as output:
         process = subprocess.Popen(
-            command(project, "figures/all", "--cores", "1"),
+            snakemake_command(project / "work", "figures/all", "--cores", "1", configfile=project / "config.yaml"),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -5,22 +5,19 @@ that decides its content changes (Snakemake takes it as capture_activations's, w
 from __future__ import annotations
 
 import copy
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import zarr
 
 from secret_moe.layout import SPLITS
-from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import run_snakemake, save_tiny_model, tiny_config, write_config, write_tiny_corpus
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 def stores(layers: list[int]) -> list[str]:
@@ -29,13 +26,7 @@ def stores(layers: list[int]) -> list[str]:
 
 def snakemake(project: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     write_config(project / "config.yaml", config)
-    command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", str(project / "config.yaml")]
-    command += ["-d", str(project / "work"), "--cores", "1", *args]
-    result = subprocess.run(
-        command, check=False, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    result.output = result.stdout + result.stderr
-    return result
+    return run_snakemake(project / "work", "--cores", "1", *args, configfile=project / "config.yaml", timeout=900)
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -9,9 +9,9 @@ sets.  The rules other configs add (the ablations' figures, the one-pass capture
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from secret_moe.testing import run_snakemake
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,9 +67,7 @@ def snakefile_rules() -> set[str]:
 
 
 def test_readme_diagram_is_the_default_configs_rule_graph(tmp_path):
-    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile")]
-    command += ["--configfile", str(REPO / "config.yaml"), "-d", str(tmp_path), "figures/all", "--rulegraph"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    result = run_snakemake(tmp_path, "figures/all", "--rulegraph", configfile=REPO / "config.yaml", timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     graph = rule_graph(result.stdout)
     rules = {rule for edge in graph for rule in edge}

@@ -17,7 +17,7 @@ import yaml
 from secret_moe.scan.figure import SIDES, offsets
 from secret_moe.scan.profile import COLUMNS
 from secret_moe.steps.figures import plot_scan
-from secret_moe.testing import save_tiny_model, tiny_scan_budget, write_tiny_corpus
+from secret_moe.testing import run_snakemake, save_tiny_model, tiny_scan_budget, write_tiny_corpus
 from secret_moe.verdict import WORDS
 
 pytestmark = pytest.mark.slow
@@ -131,10 +131,9 @@ def test_the_same_command_again_has_nothing_to_do(scanned):
 
 def test_the_profile_and_its_figure_are_in_the_html_report(scanned):
     work, report = scanned["work"], scanned["root"] / "report.html"
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work)]
-    command += ["results/scan/tiny-model/profile.csv", "figures/tiny-model/scan.png", "--report", str(report)]
-    command += ["--configfile", str(work / "results" / "scan" / "tiny-model" / "config.yaml")]  # the scan's targets
-    result = subprocess.run(command, cwd=work, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    targets = ["results/scan/tiny-model/profile.csv", "figures/tiny-model/scan.png", "--report", str(report)]
+    configfile = work / "results" / "scan" / "tiny-model" / "config.yaml"  # the scan's targets
+    result = run_snakemake(work, *targets, configfile=configfile, cwd=work, env=ENV, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     html = report.read_text(errors="replace")
     assert "scan.png" in html and "profile.csv" in html and "Scan" in html

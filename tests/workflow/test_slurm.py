@@ -27,14 +27,22 @@ import pytest
 import yaml
 
 from secret_moe import workflow_rules
-from secret_moe.testing import save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import (
+    TINY_MOE,
+    run_snakemake,
+    save_tiny_model,
+    snakemake_command,
+    tiny_config,
+    write_config,
+    write_tiny_corpus,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
 SLURM_SCRIPTS = REPO / "tests" / "slurm"
 SNAKEMAKE_SECONDS = 1200  # ends a hung status loop; one run took 3-11 min on a busy 2-core machine
 LOCAL_RULES = set(workflow_rules.LOCAL_RULES)
-STUDENTS = ("mlp_h4", "moe_lowrank_r8_m64_s4_k4")
+STUDENTS = ("mlp_h4", TINY_MOE)  # the main grid of tiny_config at one MLP width
 BAD_LR = 1e15  # Adam steps this large overflow float32 at once: the trainer raises NonFiniteLossError
 
 pytestmark = pytest.mark.slow
@@ -97,7 +105,7 @@ def paper_run(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     )
     config["distill"].update(learning_rates=[0.001, 0.003], mlp_widths=[4])
     write_config(workdir / "config.yaml", config)
-    result = run_snakemake(workdir, profile, cluster["env"])
+    result = slurm_snakemake(workdir, profile, cluster["env"])
     return {"workdir": workdir, "profile": profile, "config": config, "result": result}
 
 
@@ -118,32 +126,23 @@ def cluster_profile(root: Path, cluster: dict[str, Any]) -> Path:
     return profile
 
 
-def snakemake_command(workdir: Path, profile: Path, *args: str, target: str = "figures/all") -> list[str]:
-    # SIGINT, not SIGTERM: Snakemake then cancels its Slurm jobs and exits
-    return [
-        "timeout",
-        "-s",
-        "INT",
-        str(SNAKEMAKE_SECONDS),
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "-d",
-        str(workdir),
+# SIGINT, not SIGTERM, when a run hangs: Snakemake then cancels its Slurm jobs and exits
+TIMEOUT = ("timeout", "-s", "INT", str(SNAKEMAKE_SECONDS))
+
+
+def slurm_snakemake(workdir: Path, profile: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Snakemake through the Slurm profile on the run in `workdir` (its config.yaml), to `figures/all`."""
+    return run_snakemake(
+        workdir,
         "--workflow-profile",
-        str(profile),
+        profile,
         *args,
-        target,
-    ]
-
-
-def run_snakemake(workdir: Path, profile: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    command = snakemake_command(workdir, profile, *args)
-    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=SNAKEMAKE_SECONDS + 60)
+        "figures/all",
+        configfile=workdir / "config.yaml",
+        prefix=TIMEOUT,
+        env=env,
+        timeout=SNAKEMAKE_SECONDS + 60,
+    )
 
 
 def job_counts(output: str) -> Counter:
@@ -220,10 +219,10 @@ def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
     # extend the grid with a good and a diverging learning rate: only the new runs are scheduled
     config["distill"]["learning_rates"] = [0.001, 0.003, 0.01, BAD_LR]
     write_config(workdir / "config.yaml", config)
-    plan = run_snakemake(workdir, profile, cluster["env"], "-n")
+    plan = slurm_snakemake(workdir, profile, cluster["env"], "-n")
     assert plan.returncode == 0, plan.stderr[-5000:]
     assert scheduled_runs(plan.stdout + plan.stderr) == runs([0.01, BAD_LR])
-    failed = run_snakemake(workdir, profile, cluster["env"])
+    failed = slurm_snakemake(workdir, profile, cluster["env"])
     assert failed.returncode != 0
     assert "FAILED" in {job["State"] for job in sacct(failed.stderr, cluster["env"])}
     # Snakemake names the log of the failed bundle, which names the diverging run and why
@@ -239,9 +238,9 @@ def test_failed_run_names_its_log_and_rerun_submits_only_what_is_missing(
     # fix the config: drop the diverging learning rate
     config["distill"]["learning_rates"] = [0.001, 0.003, 0.01]
     write_config(workdir / "config.yaml", config)
-    plan = run_snakemake(workdir, profile, cluster["env"], "-n")
+    plan = slurm_snakemake(workdir, profile, cluster["env"], "-n")
     assert scheduled_runs(plan.stdout + plan.stderr) == missing
-    rerun = run_snakemake(workdir, profile, cluster["env"])
+    rerun = slurm_snakemake(workdir, profile, cluster["env"])
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     assert scheduled_runs(rerun.stderr) == missing
     assert set(job_counts(rerun.stderr)) <= LOCAL_RULES | ({"train_students"} if missing else set())
@@ -287,7 +286,12 @@ def test_a_preempted_then_timed_out_bundle_resumes_from_its_checkpoint(cluster: 
     output = tmp_path / "snakemake.log"
     with output.open("w") as stream:
         process = subprocess.Popen(
-            snakemake_command(workdir, profile, target=target), env=env, stdout=stream, stderr=subprocess.STDOUT
+            snakemake_command(
+                workdir, "--workflow-profile", profile, target, configfile=workdir / "config.yaml", prefix=TIMEOUT
+            ),
+            env=env,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
         )
     try:
         checkpoint = wait_until(
