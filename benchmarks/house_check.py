@@ -32,12 +32,15 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "foundations",
         ["__init__", "errors", "precision", "logs", "memory", "workflow_rules", "layout", "provenance", "device"]
-        + ["schema", "schedule", "rows", "cache", "corpus", "batches", "checkpoint"],
+        + ["schema", "schedule", "settings", "rows", "cache", "corpus", "batches", "checkpoint"],
     ),
-    ("stores and tables", ["store_check", "store", "tokenise", "dvc_yaml", "input_stats", "aggregate", "verdict"]),
+    (
+        "stores and tables",
+        ["store_check", "store", "tokenise", "dvc_yaml", "input_stats", "aggregate", "remaining"] + ["verdict"],
+    ),
     ("models and students", ["models.*", "students.*"]),
-    ("computation", ["capture", "gaussian", "fvu_by_kind", "train", "families"]),
-    ("planning, scan and figures", ["plan", "figures", "scan.*", "testing"]),
+    ("computation", ["capture", "gaussian", "fvu_by_kind", "train", "train_reference", "families"]),
+    ("planning, scan and figures", ["plan", "config", "targets", "figures", "scan.*", "testing"]),
     ("entry points", ["steps.*", "restore", "cli"]),
 ]
 
