@@ -27,7 +27,15 @@ def sample_gaussian(moments: str, teacher_dir: str, like: str, out: str, *, seed
     fitted = np.load(moments)
     real = open_store(like, checksums=False)  # its attributes and shape only
     device = resolve_device(device)
-    attrs = {**sample_attrs(dict(real.attrs)), "data": "gaussian", "split": split, "moments": fingerprint_path(moments)}
+    # the sampling seed too: a seed's own draw (gaussian.draw_per_seed) differs from another only by it, and every
+    # run records its stores' attributes
+    attrs = {
+        **sample_attrs(dict(real.attrs)),
+        "data": "gaussian",
+        "split": split,
+        "moments": fingerprint_path(moments),
+        "seed": seed,
+    }
     write_gaussian_store(
         out,
         mean=fitted["mean"],
