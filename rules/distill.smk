@@ -24,6 +24,9 @@ rule train_students:
         distill=distill_params(config),
         seed=config["seed"],
         device=config["device"],
+        # the training step's precision (in `distill` too, where it is not float32, for the runs' provenance): a
+        # param of its own since the first runs, so that Snakemake's params trigger retrains no finished run
+        precision=config["distill"]["precision"],
         # outside the job's output, which Snakemake deletes when the job fails: a rerun continues from it
         checkpoint=path("checkpoint"),
         checkpoint_minutes=config["distill"]["checkpoint_minutes"],

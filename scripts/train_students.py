@@ -13,6 +13,7 @@ train_students(
     distill=sm.params.distill,
     seed=sm.params.seed,
     device=sm.params.device,
+    precision=sm.params.precision,
     checkpoint=sm.params.checkpoint,
     checkpoint_minutes=sm.params.checkpoint_minutes,
     threads=sm.threads,

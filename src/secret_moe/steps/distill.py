@@ -47,13 +47,15 @@ def train_students(
     seed: int,
     device: str,
     threads: int,
+    precision: str | None = None,
     on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
     checkpoint: str | None = None,
     checkpoint_minutes: float = 0.0,
 ) -> None:
     """Train every run of one bundle together; each run's files go to `bundle_dir/<student>_lr<lr>/`.
     `distill` holds the settings that decide a run (`settings.distill_params`, recorded in its provenance as given):
-    `precision` is among them unless float32.
+    `precision` is among them unless float32; the `precision` argument, where given, is the one the step trains in
+    (the rule passes config `distill.precision`, the value `distill` records).
     `on_rung` as for `train.fit_together` (each rung of a budget ladder, as soon as it is done).
     With `checkpoint` (a file path), the training saves its progress there at the end of an epoch at most every
     `checkpoint_minutes` (0: every epoch), continues from it when it was killed before, and deletes it at the end
@@ -65,7 +67,7 @@ def train_students(
     keep_freed_memory()
     device = resolve_device(device)
     run_seed = seed + runs[0]["seed"]
-    settings = DistillSettings.from_section(distill)
+    settings = DistillSettings.from_section(distill if precision is None else {**distill, "precision": precision})
     data = _Data.open(train_store, val_store, runs[0]["layer"], settings, run_seed, device)
     students = []
     for run in runs:
