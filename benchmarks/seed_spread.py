@@ -110,6 +110,8 @@ def rows(out: Path) -> pd.DataFrame:
 
 def summarise(out: Path, note: str = "") -> str:
     table = rows(out)
+    if table.empty:
+        return "no finished runs\n"
     table.to_csv(out / "seed_spread.csv", index=False)
     lines = [f"Machine: {machine()}", ""] + ([note, ""] if note else [])
     lines += [
@@ -127,9 +129,34 @@ def summarise(out: Path, note: str = "") -> str:
         lines.append(
             f"| {variant} | {len(fvu)} | {per_seed} | {fvu.mean():.4f} | {std:.1%} | {spread:.1%} | {wall:.0f} |"
         )
+    lines += ["", *_tests(table, order)]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
+
+
+def _tests(table: pd.DataFrame, order: dict[str, int]) -> list[str]:
+    """Each other variant against `package` on the seeds' best FVUs: the variance ratio with a two-sided F test
+    (equal variances), Levene's test (robust to non-normal tails) and Welch's t test on the means."""
+    from scipy import stats
+
+    best = {v: g.groupby("seed").val_fvu.min().to_numpy() for v, g in table.groupby("variant")}
+    if "package" not in best or len(best["package"]) < 2:
+        return []
+    lines = ["| against package | variance ratio (package / it) | F test p | Levene p | Welch t test p (means) |"]
+    lines.append("|---|---|---|---|---|")
+    ref = best["package"]
+    for variant in sorted(best, key=lambda v: order.get(v, 99)):
+        other = best[variant]
+        if variant == "package" or len(other) < 2:
+            continue
+        ratio = np.var(ref, ddof=1) / np.var(other, ddof=1)
+        tail = stats.f.sf(ratio, len(ref) - 1, len(other) - 1)
+        f_p = 2 * min(tail, 1 - tail)
+        levene_p = stats.levene(ref, other).pvalue
+        welch_p = stats.ttest_ind(ref, other, equal_var=False).pvalue
+        lines.append(f"| {variant} | {ratio:.1f} | {f_p:.3f} | {levene_p:.3f} | {welch_p:.3f} |")
+    return lines
 
 
 def main() -> None:
