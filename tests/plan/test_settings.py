@@ -55,7 +55,7 @@ def test_distill_params_of_the_shipped_configs_are_unchanged(name):
 
 def test_the_default_configs_settings():
     settings = DistillSettings.from_config(load_config(REPO / "config.yaml"))
-    assert settings == DistillSettings(1024, 8, True, Schedule("wsd", 1, 0.2, 3), "float32")
+    assert settings == DistillSettings(1024, 0, True, Schedule("wsd", 1, 0.2, 3), "float32")
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
