@@ -16,7 +16,6 @@ the table says how many; it explains, it does not decide.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import matplotlib
@@ -26,21 +25,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from secret_moe.aggregate import advantage_per_seed, best_per_seed  # noqa: E402
+from secret_moe.aggregate import advantage_per_seed, best_per_seed, mlp_width_to_match  # noqa: E402
+from secret_moe.students.spec import parse_student  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "reference" / "paper_fvu_summary.csv"
 HF_ID, LAYER, ACTIVE = "google/gemma-3-270m", 9, 64
 DATA = ("activations", "gaussian")
-
-
-def _width_to_match(widths: np.ndarray, fvus: np.ndarray, fvu: float) -> float:
-    """Log-log interpolation of the MLP width reaching `fvu` (nan outside the curve)."""
-    order = np.argsort(widths)
-    widths, fvus = np.log(widths[order]), np.log(fvus[order])
-    if not fvus.min() <= math.log(fvu) <= fvus.max():
-        return math.nan
-    return float(np.exp(np.interp(math.log(fvu), fvus[::-1], widths[::-1])))
 
 
 def paper_points(paper: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +46,8 @@ def paper_points(paper: pd.DataFrame) -> pd.DataFrame:
             moe = mine[(mine.family == "moe_lowrank") & (mine.data == data) & (mine.active_neurons == ACTIVE)]
             moe = moe[moe.num_experts.astype(int) == m]
             fvu = float(moe.best_fvu.iloc[0])
-            width = _width_to_match(mlp.active_neurons.to_numpy(float), mlp.best_fvu.to_numpy(float), fvu)
+            curve = mlp.assign(kind="mlp")[["model", "layer", "data", "kind", "active_neurons", "best_fvu"]]
+            width = mlp_width_to_match(curve, fvu, HF_ID, LAYER, data)
             row |= {f"moe_fvu_{data}": fvu, f"advantage_{data}": width / ACTIVE}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -95,7 +87,7 @@ def package_points(run: Path) -> pd.DataFrame:
 
 
 def _experts(student: str) -> int:
-    return int(student.split("_m")[1].split("_")[0])
+    return parse_student(student)["experts"]
 
 
 def _from_ladder(run: Path) -> pd.DataFrame:
