@@ -65,10 +65,30 @@ RECIPES: dict[str, dict[str, Any]] = {
         "students": ["moe_lowrank_r128_m256_s32_k32"],
     },
 }
+# The levers of issue 30, each against `r24_base` (today's CPU recipe: wsd at 3e-3, a full row permutation each
+# epoch) on the ladder 6 / 12 / 24 epochs; `distill` holds the keys a recipe changes from BASE.
+LADDER_24 = {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 3}
+LEVERS: dict[str, dict[str, Any]] = {
+    "r24_base": {},
+    "r24_data_init": {"init": "data"},
+    "r24_lazy_adam": {"optimizer": "lazy_adam"},
+    "r24_experts_x3": {"lr_scale": {"router": 3.0, "experts": 3.0}},
+    "r24_batch256": {"batch_size": 256},
+    "r24_batch256_lr1e-3": {"batch_size": 256, "learning_rates": [0.001]},
+    "r24_data_init_batch256": {"init": "data", "batch_size": 256},
+}
+for _name, _change in LEVERS.items():
+    RECIPES[_name] = {
+        "schedule": LADDER_24,
+        "epochs": 24,
+        "learning_rates": _change.get("learning_rates", [0.003]),
+        "students": STUDENTS,
+        "distill": {"group_chunks": 0, **{k: v for k, v in _change.items() if k != "learning_rates"}},
+    }
 BASE = {"batch_size": 1024, "group_chunks": 8, "in_memory": True}
 
 
-def _runs(recipe: str, data: str) -> list[dict[str, Any]]:
+def _runs(recipe: str, data: str, seed: int = 0) -> list[dict[str, Any]]:
     spec = RECIPES[recipe]
     return [
         {
@@ -78,22 +98,23 @@ def _runs(recipe: str, data: str) -> list[dict[str, Any]]:
             "student": student,
             "epochs": spec["epochs"],
             "lr": lr,
-            "seed": 0,
+            "seed": seed,
         }
         for student in spec["students"]
         for lr in spec["learning_rates"]
     ]
 
 
-def worker(recipe: str, data: str, train: str, validation: str, out: str) -> None:
+def worker(recipe: str, data: str, seed: str, train: str, validation: str, out: str) -> None:
     from secret_moe.steps.distill import train_students
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     spec = RECIPES[recipe]
-    distill = {**BASE, "schedule": spec["schedule"]}
-    runs = _runs(recipe, data)
+    distill = {**BASE, **spec.get("distill", {}), "schedule": spec["schedule"]}
+    runs = _runs(recipe, data, int(seed))
     rungs = Path(out, "rungs")
     rungs.mkdir(parents=True, exist_ok=True)
+    Path(out, "job.json").write_text(json.dumps({"recipe": recipe, "data": data, "seed": int(seed)}))
 
     def save_rung(budget: int, histories: list[list[dict[str, Any]]]) -> None:
         # each rung as soon as it is done: a sweep cut short still reports its finished rungs
@@ -107,11 +128,19 @@ def worker(recipe: str, data: str, train: str, validation: str, out: str) -> Non
     Path(out, "wall_seconds.json").write_text(json.dumps({"wall_seconds": time.perf_counter() - tick}))
 
 
+def _job(rung_file: Path) -> dict[str, Any]:
+    """recipe, data and seed of a worker's folder (its job.json; before seeds existed: recipe/data, seed 0)."""
+    job_file = rung_file.parents[1] / "job.json"
+    if job_file.is_file():
+        return json.loads(job_file.read_text())
+    return {"recipe": rung_file.parts[-4], "data": rung_file.parts[-3], "seed": 0}
+
+
 def _rows(out: Path) -> list[dict[str, Any]]:
     """One row per recipe, data, run and finished rung (from the rung files each worker writes as it goes)."""
     rows = []
-    for rung_file in sorted(out.glob("*/*/rungs/e*.json")):
-        recipe, data = rung_file.parts[-4], rung_file.parts[-3]
+    for rung_file in sorted(out.glob("**/rungs/e*.json")):
+        job = _job(rung_file)
         budget = int(rung_file.stem[1:])
         for member, history in json.loads(rung_file.read_text()).items():
             student, lr = member.rsplit("_lr", 1)
@@ -119,8 +148,9 @@ def _rows(out: Path) -> list[dict[str, Any]]:
             best = min(range(len(fvus)), key=fvus.__getitem__)
             rows.append(
                 {
-                    "recipe": recipe,
-                    "data": data,
+                    "recipe": job["recipe"],
+                    "data": job["data"],
+                    "seed": job["seed"],
                     "student": student,
                     "lr": float(lr),
                     "budget": budget,
@@ -139,9 +169,12 @@ def summarise(out: Path, keep: Path | None = None) -> pd.DataFrame:
         earlier = pd.read_csv(keep)
         earlier = earlier[~earlier.recipe.isin(set(runs.recipe))].drop(columns="change_from_half")
         runs = pd.concat([runs, earlier], ignore_index=True)
-    best = runs.loc[runs.groupby(["recipe", "data", "student", "budget"]).best_fvu.idxmin()]
-    best = best.sort_values(["recipe", "data", "student", "budget"], ignore_index=True)
-    best["change_from_half"] = best.groupby(["recipe", "data", "student"]).best_fvu.transform(
+    if "seed" not in runs:
+        runs["seed"] = 0
+    runs["seed"] = runs.seed.fillna(0).astype(int)
+    best = runs.loc[runs.groupby(["recipe", "data", "student", "budget", "seed"]).best_fvu.idxmin()]
+    best = best.sort_values(["recipe", "data", "student", "seed", "budget"], ignore_index=True)
+    best["change_from_half"] = best.groupby(["recipe", "data", "student", "seed"]).best_fvu.transform(
         lambda fvu: (fvu.shift(1) - fvu).abs() / fvu
     )
     best.to_csv(out / "sweep.csv", index=False)
@@ -152,19 +185,20 @@ def summarise(out: Path, keep: Path | None = None) -> pd.DataFrame:
         budgets = sorted(group.budget.unique())
         lines += [f"### {recipe}, {data}", "", "| student | " + " | ".join(f"{b} epochs" for b in budgets) + " |"]
         lines.append("|---" * (len(budgets) + 1) + "|")
-        for student, rows in group.groupby("student", sort=True):
+        for (student, seed), rows in group.groupby(["student", "seed"], sort=True):
             cells = []
             for _, row in rows.sort_values("budget").iterrows():
                 change = "" if pd.isna(row.change_from_half) else f" ({row.change_from_half:.1%})"
                 cells.append(f"{row.best_fvu:.3f}{change} lr {row.lr:g} ep {row.best_epoch}")
-            lines.append(f"| {student} | " + " | ".join(cells) + " |")
+            lines.append(f"| {student} seed {seed} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["### MoE advantage (matching MLP width / active neurons, the package's rule)", ""]
-    lines += ["| recipe | student | budget | real | Gaussian |", "|---|---|---|---|---|"]
-    for (recipe, student, budget), rows in advantage.groupby(["recipe", "student", "epochs"], sort=True):
+    lines += ["| recipe | student | seed | budget | real | Gaussian |", "|---|---|---|---|---|---|"]
+    for (recipe, student, seed, budget), rows in advantage.groupby(["recipe", "student", "seed", "epochs"]):
         cells = {row.data: _advantage_cell(row) for _, row in rows.iterrows()}
         lines.append(
-            f"| {recipe} | {student} | {budget} | {cells.get('activations', '')} | {cells.get('gaussian', '')} |"
+            f"| {recipe} | {student} | {seed} | {budget} | {cells.get('activations', '')} | "
+            f"{cells.get('gaussian', '')} |"
         )
     lines.append("")
     (out / "sweep_table.md").write_text("\n".join(lines) + "\n")
@@ -185,7 +219,6 @@ def _advantage(best: pd.DataFrame) -> pd.DataFrame:
         points = group.assign(
             model="gemma3-270m",
             layer=9,
-            seed=0,
             kind=specs.map(lambda spec: spec["kind"]),
             active_neurons=specs.map(active_neurons),
             families="main",
@@ -232,13 +265,14 @@ def _figure(best: pd.DataFrame, target: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--worker", nargs=5, metavar=("RECIPE", "DATA", "TRAIN", "VALIDATION", "OUT"))
+    parser.add_argument("--worker", nargs=6, metavar=("RECIPE", "DATA", "SEED", "TRAIN", "VALIDATION", "OUT"))
     parser.add_argument("--train")
     parser.add_argument("--validation")
     parser.add_argument("--gaussian-train")
     parser.add_argument("--gaussian-validation")
     parser.add_argument("--out", default="benchmarks/out/sweep")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every recipe (seed 0 first)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--summarise", action="store_true", help="only rebuild the table and figure")
     parser.add_argument("--keep", type=Path, help="an earlier sweep.csv whose recipes this sweep did not rerun")
@@ -253,12 +287,15 @@ def main() -> None:
             "gaussian": (args.gaussian_train, args.gaussian_validation),
         }
         jobs = []
-        for recipe in args.recipes:
-            for data, (train, validation) in stores.items():
-                target = out / recipe / data
-                if (target / "wall_seconds.json").is_file():
-                    continue  # finished: a rerun resumes where it stopped
-                jobs.append([recipe, data, train, validation, str(target)])
+        for seed in args.seeds:
+            for recipe in args.recipes:
+                for data, (train, validation) in stores.items():
+                    target = out / recipe / data / f"s{seed}"
+                    if (target / "wall_seconds.json").is_file():
+                        continue  # finished: a rerun resumes where it stopped
+                    # a store path may hold {seed}: the Gaussian sample of each seed (gaussian.draw_per_seed)
+                    jobs.append([recipe, data, str(seed), train.format(seed=seed), validation.format(seed=seed)])
+                    jobs[-1].append(str(target))
 
         def run(job: list[str]) -> None:
             import subprocess

@@ -7,12 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from secret_moe.errors import ConfigError
 from secret_moe.precision import FULL_PRECISION
 from secret_moe.schedule import Schedule
+from secret_moe.students.data_init import INITS
+from secret_moe.students.optim import OPTIMIZERS, RateScales
 
 # The keys of `distill` that decide a run's result (editing the grid, e.g. widths or seeds, must not redo finished
-# runs); `precision` too, but recorded only when it is not float32 (`distill_params`).
+# runs); those of RECIPE_DEFAULTS too, but recorded only where they differ from these values (`distill_params`).
 DISTILL_KEYS = ("batch_size", "group_chunks", "in_memory", "schedule")
+RECIPE_DEFAULTS = {"precision": FULL_PRECISION, "init": "uniform", "optimizer": "adam", "lr_scale": {}}
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,27 @@ class DistillSettings:
     in_memory: bool = True
     schedule: Schedule = field(default_factory=Schedule)
     precision: str = FULL_PRECISION
+    init: str = "uniform"
+    optimizer: str = "adam"
+    lr_scale: RateScales = field(default_factory=RateScales)
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ConfigError(f"distill.init: {self.init!r} is not one of {', '.join(INITS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"distill.optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
     @classmethod
     def from_section(cls, distill: Mapping[str, Any]) -> DistillSettings:
         """From a `distill` section, or from the `distill_params` a job gets (no `precision` there: float32); keys
         missing take the defaults, keys of no setting here are ignored."""
-        plain = {f.name: distill[f.name] for f in fields(cls) if f.name != "schedule" and f.name in distill}
-        return cls(**plain, schedule=Schedule(**distill.get("schedule", {})))
+        typed = ("schedule", "lr_scale")
+        plain = {f.name: distill[f.name] for f in fields(cls) if f.name not in typed and f.name in distill}
+        return cls(
+            **plain,
+            schedule=Schedule(**distill.get("schedule", {})),
+            lr_scale=RateScales(**distill.get("lr_scale", {})),
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DistillSettings:
@@ -39,13 +57,18 @@ class DistillSettings:
 
 
 def distill_params(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that decide a run, as its provenance records them; `precision` only when it is not float32, so
-    the runs trained before the key existed (all float32) stay finished, and any other precision retrains.
+    """The settings that decide a run, as its provenance records them; those of RECIPE_DEFAULTS (`precision`, `init`,
+    `optimizer`, `lr_scale`) only where they differ from the value every run had before the key existed, so those runs
+    stay finished, and any other value retrains.
 
     Taken from the config as it is, not from DistillSettings: Snakemake compares a job's params by their repr (its
     rerun trigger), so the schedule's keys keep the config's order and its values their YAML types."""
     distill = config["distill"]
     params = {key: distill[key] for key in DISTILL_KEYS}
-    if distill["precision"] != FULL_PRECISION:
-        params["precision"] = distill["precision"]
+    for key, before in RECIPE_DEFAULTS.items():
+        value = distill.get(key, before)
+        if key == "lr_scale":
+            value = {part: scale for part, scale in value.items() if scale != 1}
+        if value != before:
+            params[key] = value
     return params

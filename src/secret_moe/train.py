@@ -24,7 +24,7 @@ from secret_moe.fvu_by_kind import batch_kinds, kind_report
 from secret_moe.precision import FULL_PRECISION, PRECISIONS, MixedPrecision
 from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.schedule import Schedule
-from secret_moe.students.optim import make_optimizer
+from secret_moe.students.optim import RateScales, make_optimizer, scaled_rate
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class TrainConfig:
     learning_rate: float
     run_name: str
     precision: str = FULL_PRECISION
+    optimizer: str = "adam"  # students.optim.OPTIMIZERS
+    lr_scale: RateScales = field(default_factory=RateScales)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not self.learning_rate > 0:
@@ -228,7 +230,9 @@ def starting_progress(
 ) -> Progress:
     """A run's progress at its start: the students on the trunk, each with its Adam optimiser, gradient scaler and
     (cosine) scheduler; nothing trained."""
-    optimizers = [make_optimizer(s, c.learning_rate) for s, c in zip(students, configs, strict=True)]
+    optimizers = [
+        make_optimizer(s, c.learning_rate, c.optimizer, c.lr_scale) for s, c in zip(students, configs, strict=True)
+    ]
     amps = [MixedPrecision.of(config.precision, train.device) for config in configs]
     schedulers = (
         [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train)) for opt in optimizers]
@@ -320,8 +324,7 @@ class _Run:
         tick = time.perf_counter()
         optimizer = line.optimizers[i]
         if rate is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = rate
+            scaled_rate(optimizer, rate)
         loss = _train_step(line.students[i], optimizer, x_BD, y_BD, line.amps[i]).item()
         if not math.isfinite(loss):
             raise NonFiniteLossError(

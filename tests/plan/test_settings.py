@@ -13,6 +13,7 @@ import yaml
 from secret_moe.config import SCHEMA, load_config
 from secret_moe.schedule import Schedule
 from secret_moe.settings import DistillSettings, distill_params
+from secret_moe.students.optim import RateScales
 
 REPO = Path(__file__).resolve().parents[2]
 DISTILL_SCHEMA = yaml.safe_load(SCHEMA.read_text())["properties"]["distill"]
@@ -43,6 +44,9 @@ def test_the_schedules_field_defaults_are_the_schemas():
 def test_the_distill_settings_field_defaults_are_the_schemas():
     defaults = field_defaults(DistillSettings)
     assert defaults.pop("schedule") == Schedule()
+    assert DISTILL_SCHEMA["properties"]["lr_scale"]["default"] == {}  # every part's scale takes its own default
+    scales = {key: spec["default"] for key, spec in DISTILL_SCHEMA["properties"]["lr_scale"]["properties"].items()}
+    assert defaults.pop("lr_scale") == RateScales(**scales) == RateScales()
     assert defaults == {key: DISTILL_SCHEMA["properties"][key]["default"] for key in defaults}
 
 
@@ -55,7 +59,7 @@ def test_distill_params_of_the_shipped_configs_are_unchanged(name):
 
 def test_the_default_configs_settings():
     settings = DistillSettings.from_config(load_config(REPO / "config.yaml"))
-    assert settings == DistillSettings(1024, 0, True, Schedule("wsd", 1, 0.2, 3), "float32")
+    assert settings == DistillSettings(1024, 0, True, Schedule("wsd", 1, 0.2, 3), "float32", "uniform", "adam")
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

@@ -31,6 +31,7 @@ from secret_moe.settings import DistillSettings
 from secret_moe.steps.collect import member_dir
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
+from secret_moe.students.data_init import SAMPLE_ROWS, init_from_data, sample_rows
 from secret_moe.students.moe import MoEStudent
 from secret_moe.train import TrainConfig, fit_together
 
@@ -69,12 +70,12 @@ def train_students(
     run_seed = seed + runs[0]["seed"]
     settings = DistillSettings.from_section(distill if precision is None else {**distill, "precision": precision})
     data = _Data.open(train_store, val_store, runs[0]["layer"], settings, run_seed, device)
-    students = []
-    for run in runs:
-        set_seed(run_seed)  # each student starts as it would alone
-        students.append(build_student(parse_student(run["student"]), data.train.d_model).to(device))
+    students = _students(runs, data.train, settings, run_seed, device)
     precision = settings.precision
-    configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision) for run in runs]
+    configs = [
+        TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision, settings.optimizer, settings.lr_scale)
+        for run in runs
+    ]
     log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
     record = provenance({"distill": distill, "seed": seed}, data.fingerprints())
     saved = None
@@ -89,6 +90,22 @@ def train_students(
         _write_run(member_dir(bundle_dir, run), run, student, result, data, (device, precision, record), timing)
     if saved is not None:
         saved.remove()
+
+
+def _students(
+    runs: list[dict[str, Any]], train: ActivationBatches, settings: DistillSettings, seed: int, device: str
+) -> list[torch.nn.Module]:
+    """Each run's student, initialised as it would be alone: uniformly (the authors'), or from a sample of the
+    training rows (`distill.init: data`, `students.data_init`), the same sample for all."""
+    sample = sample_rows(train, SAMPLE_ROWS, seed) if settings.init == "data" else None
+    students = []
+    for run in runs:
+        set_seed(seed)
+        student = build_student(parse_student(run["student"]), train.d_model)
+        if sample is not None:
+            init_from_data(student, *sample, seed)
+        students.append(student.to(device))
+    return students
 
 
 @dataclass
