@@ -16,6 +16,12 @@ learning rates, its learning rate and epoch), `sweep_table.md` (the FVU ladder a
 relative change) and `sweep.png` (FVU against budget, one line per student, real and Gaussian side by side).
 `--summarise` rebuilds the table and figure from the metrics already there; `--keep reference/recipe_sweep/sweep.csv`
 adds an earlier sweep's rows for the recipes not rerun.
+
+The levers of issue 30 (`LEVERS`: initialisation from the data, lazy Adam, the experts' and router's own rate, batch
+size) are recipes on the ladder 6 / 12 / 24 epochs; `--seeds 0 1` trains every recipe at each seed (a store path may
+hold `{seed}`: each seed's own Gaussian sample), and `levers.csv` / the table's first section give, per recipe and
+data, each student's FVU at every rung (mean over seeds), its largest change over the last doubling, the MoE's
+experts no validation row selects (dead) and the wall seconds per epoch of the bundle.
 """
 
 from __future__ import annotations
@@ -181,6 +187,11 @@ def summarise(out: Path, keep: Path | None = None) -> pd.DataFrame:
     advantage = _advantage(best)
     advantage.to_csv(out / "sweep_advantage.csv", index=False)
     lines = [f"Machine: {machine()}", ""]
+    levers = _levers(best, out)
+    if not levers.empty:
+        levers.to_csv(out / "levers.csv", index=False)
+        lines += ["### Levers (mean over seeds; change: the largest over seeds between the last two rungs)", ""]
+        lines += [levers.to_markdown(index=False, floatfmt=".4g"), ""]
     for (recipe, data), group in best.groupby(["recipe", "data"], sort=True):
         budgets = sorted(group.budget.unique())
         lines += [f"### {recipe}, {data}", "", "| student | " + " | ".join(f"{b} epochs" for b in budgets) + " |"]
@@ -205,6 +216,43 @@ def summarise(out: Path, keep: Path | None = None) -> pd.DataFrame:
     print("\n".join(lines))
     _figure(best, out / "sweep.png")
     return best
+
+
+def _levers(best: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Per recipe of the ladder 6 / 12 / 24 (LEVERS), data and student: FVU at each rung (mean over seeds), the
+    largest change over the last doubling, the seeds, the MoE's dead experts (share of m no validation row selects,
+    mean over seeds) and the bundle's wall seconds per epoch trained (trunk and cooldown branches, mean)."""
+    from secret_moe.schedule import Schedule
+
+    rows = []
+    for (recipe, data, student), group in best[best.recipe.isin(LEVERS)].groupby(["recipe", "data", "student"]):
+        row: dict[str, Any] = {"recipe": recipe, "data": data, "student": student, "seeds": group.seed.nunique()}
+        for budget, rung in group.groupby("budget"):
+            row[f"fvu_{budget}"] = rung.best_fvu.mean()
+        last = group[group.budget == group.budget.max()]
+        row["last_change_max"] = last.change_from_half.max()
+        dead, seconds = [], []
+        for seed in group.seed.unique():
+            folder = out / recipe / data / f"s{seed}"
+            for metrics in folder.glob(f"{student}_lr*/metrics.json"):
+                usage = json.loads(metrics.read_text()).get("router_usage")
+                if usage:
+                    dead.append(1 - usage["all"]["distinct_experts"] / parse_experts(student))
+            wall = folder / "wall_seconds.json"
+            if wall.is_file():
+                schedule, budgets = Schedule(**RECIPES[recipe]["schedule"]), sorted(group.budget.unique())
+                epochs = budgets[-1] + sum(b - schedule.cooldown_start(b) for b in budgets[:-1])
+                seconds.append(json.loads(wall.read_text())["wall_seconds"] / epochs)
+        row["dead_experts"] = sum(dead) / len(dead) if dead else None
+        row["seconds_per_epoch"] = sum(seconds) / len(seconds) if seconds else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def parse_experts(student: str) -> int:
+    from secret_moe.students import parse_student
+
+    return parse_student(student)["experts"]
 
 
 def _advantage(best: pd.DataFrame) -> pd.DataFrame:

