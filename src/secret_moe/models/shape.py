@@ -7,8 +7,8 @@ Where the shape comes from, for each source of config `models.<name>.source`:
 - `gguf_file`: the file's metadata (models/gguf.py), read as a stream up to the shape's keys: a few kilobytes of
   a 250 MB file, 0.2 ms, at every `snakemake` (no cache would be faster);
 - `gguf_package`: the package must be installed (else a one-line refusal); the one .gguf file it ships, or else the
-  file it writes to a temporary folder (250 MB, ~2 s), has its metadata read once, then cached in this user's private cache (secret_moe.cache)
-  by the package's location, size and modification time;
+  file it writes to a temporary folder (250 MB, ~2 s), has its metadata read once, then cached in this user's
+  private cache (secret_moe.cache) by the package's location, size and modification time;
 - `hub`: config.json from the local Hugging Face cache; else, where `network` allows, from the Hub with one request
   of at most HUB_TIMEOUT_S seconds and no retries (with HF_HUB_OFFLINE set, the local cache only), refused in one
   line where it cannot be fetched.  Without `network` the answer is None (unknown): a dry run plans offline.
