@@ -82,6 +82,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "r24_batch256": {"batch_size": 256},
     "r24_batch256_lr1e-3": {"batch_size": 256, "learning_rates": [0.001]},
     "r24_data_init_batch256": {"init": "data", "batch_size": 256},
+    # the learning-rate grid under the data initialisation (issue 27 item 2: at least one rate above 3e-3)
+    "r24_data_init_lr1e-3": {"init": "data", "learning_rates": [0.001]},
+    "r24_data_init_lr1e-2": {"init": "data", "learning_rates": [0.01]},
 }
 for _name, _change in LEVERS.items():
     RECIPES[_name] = {

@@ -333,15 +333,16 @@ VERDICT_SIDES = (
     ("gaussian", "gaussian", 0.12, "tab:orange", "Gaussian control"),
 )
 VERDICT_KEY = (
-    "hollow: a student failed the budget check; arrow: a bound (▲ open to ∞, ▼ open to 0); no bar: bounds only"
+    "hollow: a student moved more than the tolerance over its last doubling (under a ladder the bars already count"
+    " the training still to come)\narrow: a bound (▲ open to ∞, ▼ open to 0); no bar: bounds only"
 )
 
 
 def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, png: str) -> plt.Figure:
     """The verdict at a glance: per (model, layer) panel, the MoE advantage of each MoE size on real data and on the
     Gaussian control (seeds as dots, the mean with its interval drawn as verdict.csv gives it: `draw_interval`),
-    1 (no advantage) as a line, and the verdict word above each size; hollow markers flag students that failed the
-    budget check."""
+    1 (no advantage) as a line, and the verdict word above each size; hollow markers flag students that moved more
+    than the budget check's tolerance over their last doubling (`converged` of the row)."""
     panels = list(table.groupby(["model", "layer"], sort=True))
     widths = [1.8 + 2.8 * len(rows) for _, rows in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.6), width_ratios=widths, squeeze=False)

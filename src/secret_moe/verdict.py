@@ -249,6 +249,14 @@ def ladder_table(
     return table[first + [c for c in table.columns if c not in first]]
 
 
+def final_rung(ladder: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """The verdict table of a ladder's last rung (`ladder_table`'s rows at `epochs`, without the column): the same
+    table `ladder_verdict` gives over all the rungs, not computed a second time."""
+    if ladder.empty:
+        return ladder
+    return ladder[ladder.epochs == epochs].drop(columns="epochs").reset_index(drop=True)
+
+
 def _unchecked(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
     """A budget check table in which nothing converged (the ladder's first rung has nothing to compare to)."""
     at = best_per_seed(runs, epochs)

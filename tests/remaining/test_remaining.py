@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 from secret_moe.aggregate import runs_table
 from secret_moe.remaining import envelope, remaining_fall
 from secret_moe.testing import families_for, metric
-from secret_moe.verdict import ladder_verdict
+from secret_moe.verdict import final_rung, ladder_table, ladder_verdict
 
 MOE = "moe_lowrank_r8_m64_s4_k4"  # 8 active neurons
 BUDGETS = [5, 10, 20]
@@ -112,3 +113,17 @@ def test_a_word_the_seeds_alone_would_give_is_withheld_when_the_training_still_t
     assert row.real_seeds_low > row.gaussian_seeds_high  # the seeds alone would separate the sides
     assert row.gaussian_high > row.real_low and row.margin < 1
     assert row.verdict == "undecided"
+
+
+def test_the_final_verdict_is_the_ladders_last_rung():
+    def fvu(data, student, seed, budget):
+        if student == MOE:
+            return mlp_curve(12 if data == "activations" else 8, budget, 0.05) * (1 + 0.002 * seed)
+        return mlp_curve(int(student[5:]), budget, 0.01)
+
+    runs = ladder_runs(fvu, seeds=(0, 1, 2), datas=("activations", "gaussian"))
+    ladder = ladder_table(runs, BUDGETS, [0, 1, 2], confidence=0.95, tolerance=0.03)
+    assert sorted(ladder.epochs) == sorted(BUDGETS)
+    pd.testing.assert_frame_equal(
+        final_rung(ladder, BUDGETS[-1]), ladder_verdict(runs, BUDGETS, [0, 1, 2], confidence=0.95, tolerance=0.03)
+    )

@@ -18,7 +18,7 @@ from secret_moe.aggregate import (
 )
 from secret_moe.layout import RUN_KEYS, TIMING_FILE
 from secret_moe.provenance import read_json
-from secret_moe.verdict import budget_check_table, ladder_table, ladder_verdict, verdict_table
+from secret_moe.verdict import budget_check_table, final_rung, ladder_table, verdict_table
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def aggregate_runs(
     if budget_check and ladder:
         check = budget_check_table(runs, ladder[-2], 2, seeds, tolerance)
         ladder_verdicts = ladder_table(runs, ladder, seeds, confidence, tolerance)
-        verdict = ladder_verdict(runs, ladder, seeds, confidence, tolerance)
+        verdict = final_rung(ladder_verdicts, ladder[-1])
     elif budget_check:
         check = budget_check_table(runs, epochs, budget_check["factor"], budget_check["seeds"], tolerance)
     if verdict is None:
