@@ -82,6 +82,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "r24_batch256": {"batch_size": 256},
     "r24_batch256_lr1e-3": {"batch_size": 256, "learning_rates": [0.001]},
     "r24_data_init_batch256": {"init": "data", "batch_size": 256},
+    # reviving dead experts (most of the 1,024 are dead at the end without it: `dead_experts`)
+    "r24_revive": {"revive": True},
+    "r24_data_init_revive": {"init": "data", "revive": True},
     # the learning-rate grid under the data initialisation (issue 27 item 2: at least one rate above 3e-3)
     "r24_data_init_lr1e-3": {"init": "data", "learning_rates": [0.001]},
     "r24_data_init_lr1e-2": {"init": "data", "learning_rates": [0.01]},
@@ -95,6 +98,7 @@ for _name, _change in LEVERS.items():
         "distill": {"group_chunks": 0, **{k: v for k, v in _change.items() if k != "learning_rates"}},
     }
 BASE = {"batch_size": 1024, "group_chunks": 8, "in_memory": True}
+TOLERANCE = 0.03  # the budget check's (config.yaml experiments.budget_check.tolerance)
 
 
 def _runs(recipe: str, data: str, seed: int = 0) -> list[dict[str, Any]]:
@@ -223,8 +227,9 @@ def summarise(out: Path, keep: Path | None = None) -> pd.DataFrame:
 
 def _levers(best: pd.DataFrame, out: Path) -> pd.DataFrame:
     """Per recipe of the ladder 6 / 12 / 24 (LEVERS), data and student: FVU at each rung (mean over seeds), the
-    largest change over the last doubling, the seeds, the MoE's dead experts (share of m no validation row selects,
-    mean over seeds) and the bundle's wall seconds per epoch trained (trunk and cooldown branches, mean)."""
+    largest change over the last doubling, the first rung within TOLERANCE of the one before on every seed, the
+    seeds, the MoE's dead experts (share of m no validation row selects, mean over seeds) and the bundle's wall
+    seconds per epoch trained (trunk and cooldown branches, mean)."""
     from secret_moe.schedule import Schedule
 
     rows = []
@@ -234,6 +239,10 @@ def _levers(best: pd.DataFrame, out: Path) -> pd.DataFrame:
             row[f"fvu_{budget}"] = rung.best_fvu.mean()
         last = group[group.budget == group.budget.max()]
         row["last_change_max"] = last.change_from_half.max()
+        # the first rung whose change from the rung before is within the tolerance on every seed
+        changes = group.groupby("budget").change_from_half.max()
+        within = changes[changes <= TOLERANCE]
+        row["within_3pct_at"] = int(within.index.min()) if len(within) else None
         dead, seconds = [], []
         for seed in group.seed.unique():
             folder = out / recipe / data / f"s{seed}"

@@ -16,7 +16,7 @@ from secret_moe.students.optim import OPTIMIZERS, RateScales
 # The keys of `distill` that decide a run's result (editing the grid, e.g. widths or seeds, must not redo finished
 # runs); those of RECIPE_DEFAULTS too, but recorded only where they differ from these values (`distill_params`).
 DISTILL_KEYS = ("batch_size", "group_chunks", "in_memory", "schedule")
-RECIPE_DEFAULTS = {"precision": FULL_PRECISION, "init": "uniform", "optimizer": "adam", "lr_scale": {}}
+RECIPE_DEFAULTS = {"precision": FULL_PRECISION, "init": "uniform", "optimizer": "adam", "lr_scale": {}, "revive": False}
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,13 @@ class DistillSettings:
     init: str = "uniform"
     optimizer: str = "adam"
     lr_scale: RateScales = field(default_factory=RateScales)
+    revive: bool = False
 
     def __post_init__(self) -> None:
+        if self.revive and self.schedule.kind != "wsd":
+            raise ConfigError(
+                "distill.revive: needs distill.schedule.kind wsd (it stops where the last cooldown starts)"
+            )
         if self.init not in INITS:
             raise ConfigError(f"distill.init: {self.init!r} is not one of {', '.join(INITS)}")
         if self.optimizer not in OPTIMIZERS:
@@ -58,8 +63,8 @@ class DistillSettings:
 
 def distill_params(config: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide a run, as its provenance records them; those of RECIPE_DEFAULTS (`precision`, `init`,
-    `optimizer`, `lr_scale`) only where they differ from the value every run had before the key existed, so those runs
-    stay finished, and any other value retrains.
+    `optimizer`, `lr_scale`, `revive`) only where they differ from the value every run had before the key existed,
+    so those runs stay finished, and any other value retrains.
 
     Taken from the config as it is, not from DistillSettings: Snakemake compares a job's params by their repr (its
     rerun trigger), so the schedule's keys keep the config's order and its values their YAML types."""

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,9 @@ from secret_moe.fvu_by_kind import batch_kinds, kind_report
 from secret_moe.precision import FULL_PRECISION, PRECISIONS, MixedPrecision
 from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.schedule import Schedule
+from secret_moe.students.moe import MoEStudent
 from secret_moe.students.optim import RateScales, make_optimizer, scaled_rate
+from secret_moe.students.revive import revive_dead
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,24 @@ class TrainConfig:
     precision: str = FULL_PRECISION
     optimizer: str = "adam"  # students.optim.OPTIMIZERS
     lr_scale: RateScales = field(default_factory=RateScales)
+    revive: bool = False  # re-draw the MoE's dead experts after trunk epochs (students.revive; needs a Revival)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not self.learning_rate > 0:
             raise ValueError(f"run {self.run_name}: epochs and learning rate must be positive")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"distill.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class Revival:
+    """What reviving dead experts needs (`students.revive`): a sample of training rows, the run's seed (each epoch's
+    draw is seeded by it and the epoch) and the last epoch after which it revives (the final cooldown's start)."""
+
+    x_ND: torch.Tensor
+    y_ND: torch.Tensor
+    seed: int
+    until: int = 0
 
 
 # One epoch of one student: its history record and its per-kind report (None without kinds)
@@ -160,6 +174,7 @@ def fit_together(
     schedule: Schedule | None = None,
     on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
     checkpoint: Checkpoint | None = None,
+    revival: Revival | None = None,
 ) -> list[dict[str, Any]]:
     """Train several students on the same batches, one step of each per batch.
 
@@ -177,6 +192,10 @@ def fit_together(
     histories)`, if given, receives each rung's per-student histories as soon as the rung is done in this
     process (the progress of a long ladder, before the whole run ends).
 
+    An MoE student's history also records `dead_experts`, the share of its experts no training row was routed to in
+    the epoch; with `revival`, those of students whose config says `revive` are re-drawn after each trunk epoch up
+    to the last budget's cooldown (`students.revive`).
+
     With `checkpoint`, the run continues from the checkpoint's saved state if it holds one of these settings,
     and saves its state at the end of epochs (`checkpoint.Checkpoint`); the results are the same bytes as
     without interruption.  The caller removes the checkpoint once the results are safe.
@@ -191,7 +210,9 @@ def fit_together(
     if checkpoint is not None:
         checkpoint.resume(progress)
     before = progress.epochs_trained
-    run = _Run(train, val, configs, variance, split, progress, checkpoint)
+    if revival is not None:
+        revival = replace(revival, until=schedule.cooldown_start(budgets[-1]) if schedule.kind == "wsd" else 0)
+    run = _Run(train, val, configs, variance, split, progress, checkpoint, revival)
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
     for budget in budgets[len(progress.rungs) :]:
         _train_rung(run, schedule, budget, budget == budgets[-1], label)
@@ -252,11 +273,11 @@ def _train_rung(run: _Run, schedule: Schedule, budget: int, last: bool, label: s
     if schedule.kind == "wsd":
         rate = partial(_wsd_rate, [c.learning_rate for c in run.configs], schedule, len(run.train), budget)
     if last:
-        run.epochs(progress.trunk, budget, label, rate)
+        run.epochs(progress.trunk, budget, label, rate, trunk=True)
         progress.rungs.append(progress.trunk.history)
         return
     if progress.branch is None:  # else a resumed run's branch in progress
-        run.epochs(progress.trunk, schedule.cooldown_start(budget), label, rate)
+        run.epochs(progress.trunk, schedule.cooldown_start(budget), label, rate, trunk=True)
         progress.branch = progress.trunk.branch()
     run.epochs(progress.branch, budget, f"{label} e{budget}", rate)
     progress.rungs.append([t + b for t, b in zip(progress.trunk.history, progress.branch.history, strict=True)])
@@ -290,12 +311,20 @@ class _Run:
     split: KindSplit | None
     progress: Progress
     checkpoint: Checkpoint | None = None
+    revival: Revival | None = None
 
-    def epochs(self, line: Line, stop: int, label: str, before_step: Callable[[int, int], float] | None = None) -> None:
+    def epochs(
+        self,
+        line: Line,
+        stop: int,
+        label: str,
+        before_step: Callable[[int, int], float] | None = None,
+        trunk: bool = False,
+    ) -> None:
         """Train `line` from its epochs done up to `stop` (global epoch numbers: they pick the batches), evaluating
         after each and appending to its history; `before_step(i, step)` gives student i's rate at global step
-        `step`, else the line's (cosine) schedulers step after each step.  Offers the checkpoint the progress
-        after every epoch."""
+        `step`, else the line's (cosine) schedulers step after each step.  On the `trunk`, dead experts are revived
+        where the run asks for it (`_routed`).  Offers the checkpoint the progress after every epoch."""
         steps = len(self.train)
         for student in line.students:
             student.train()
@@ -310,12 +339,31 @@ class _Run:
                     loss_sums[i] += self._step(line, i, x_BD, y_BD, rate, (epoch, step)) * len(x_BD)
                 rows += len(x_BD)
             self.progress.rows_seen += rows
+            dead = self._routed(line, epoch, trunk)
             for i, entry in enumerate(self._evaluate(line.students, epoch, [s / rows for s in loss_sums])):
+                if dead[i] is not None:
+                    entry[0]["dead_experts"] = dead[i]
                 line.history[i].append(entry)
             line.done = epoch + 1
             self.progress.epochs_trained += 1
             if self.checkpoint is not None:
                 self.checkpoint.offer(self.progress)
+
+    def _routed(self, line: Line, epoch: int, trunk: bool) -> list[float | None]:
+        """Each MoE student's share of experts without training rows this epoch (None for a dense MLP); on the trunk
+        before the final cooldown, those of students configured to revive are re-drawn (`students.revive`)."""
+        shares: list[float | None] = []
+        for i, student in enumerate(line.students):
+            if not isinstance(student, MoEStudent):
+                shares.append(None)
+                continue
+            routed = student.take_routed()
+            shares.append(float((routed == 0).float().mean()))
+            revival = self.revival
+            if self.configs[i].revive and revival is not None and trunk and epoch + 1 <= revival.until:
+                sample = (revival.x_ND.to(self.train.device), revival.y_ND.to(self.train.device))
+                revive_dead(student, line.optimizers[i], routed, sample, revival.seed * 100_003 + epoch)
+        return shares
 
     def _step(
         self, line: Line, i: int, x_BD: torch.Tensor, y_BD: torch.Tensor, rate: float | None, at: tuple[int, int]

@@ -8,10 +8,12 @@ import torch
 
 from secret_moe.config import load_config
 from secret_moe.errors import ConfigError
+from secret_moe.schedule import Schedule
 from secret_moe.settings import DistillSettings
 from secret_moe.students import build_student, parse_student
 from secret_moe.students.data_init import init_from_data, kmeans_pp_rows
 from secret_moe.students.optim import LazyAdam, RateScales, make_optimizer, scaled_rate
+from secret_moe.students.revive import revive_dead
 from secret_moe.testing import tiny_config
 
 MOE = "moe_lowrank_r8_m32_s4_k4"
@@ -140,3 +142,70 @@ def test_bad_recipe_settings_are_refused_by_name(tmp_path):
         with pytest.raises(ConfigError, match=name):
             load_config(config)
         config["distill"].pop(key)
+
+
+def test_revival_redraws_only_the_dead_experts_and_routes_their_rows_to_them():
+    x, y = clustered_rows()
+    torch.manual_seed(0)
+    student = build_student(parse_student(MOE), 16)
+    optimizer = make_optimizer(student, 1e-2)
+    student(x).sub(y).pow(2).mean().backward()  # a training step: moments everywhere
+    optimizer.step()
+    routed = torch.ones(32, dtype=torch.long)
+    dead = torch.tensor([3, 7, 20])
+    routed[dead] = 0
+    before = {name: p.detach().clone() for name, p in student.named_parameters()}
+    assert revive_dead(student, optimizer, routed, (x, y), seed=0) == 3
+    alive = torch.ones(32, dtype=torch.bool)
+    alive[dead] = False
+    for name in ("w_in", "b_in", "w_out", "router.gate.weight", "router.gate.bias"):
+        param = dict(student.named_parameters())[name]
+        assert torch.equal(param.detach()[alive], before[name][alive]), name  # the living are untouched
+        assert not torch.equal(param.detach()[dead], before[name][dead]) or name == "w_out"
+        assert optimizer.state[param]["exp_avg"][dead].abs().max() == 0, name
+    assert student.w_out.detach()[dead].abs().max() == 0  # the function does not jump
+    with torch.no_grad():  # each revived expert: pre-activation 1 on the row it was drawn from, routed there
+        pre_MN = student.w_in[dead] @ x.T + student.b_in[dead, None]
+        rows = (pre_MN - 1).abs().argmin(dim=1)
+        _, idx = student.router(x[rows])
+    torch.testing.assert_close(pre_MN[torch.arange(3), rows], torch.ones(3), rtol=0, atol=1e-4)
+    assert all(expert in picked for expert, picked in zip(dead.tolist(), idx.tolist(), strict=True))
+
+
+def test_a_run_that_revives_records_dead_experts_reproducibly(tmp_path):
+    from secret_moe.batches import ActivationBatches
+    from secret_moe.schedule import Schedule
+    from secret_moe.train import Revival, TrainConfig, fit_together
+
+    x, y = clustered_rows(n=1024)
+    store = {"x": x.numpy(), "y": y.numpy()}
+
+    class Group(dict):  # the two arrays of a store, in memory, as ActivationBatches reads them
+        attrs: dict = {}
+
+    group = Group(store)
+    group["x"] = type("A", (), {"shape": x.shape, "chunks": (256,), "__getitem__": lambda s, i: store["x"][i]})()
+    group["y"] = type("A", (), {"shape": y.shape, "chunks": (256,), "__getitem__": lambda s, i: store["y"][i]})()
+    options = {"shuffle": True, "seed": 0, "group_chunks": 0, "in_memory": True, "device": "cpu"}
+    train, val = ActivationBatches(group, 64, **options), ActivationBatches(group, 256, **{**options, "shuffle": False})
+    histories = []
+    for revive in (True, True, False):
+        torch.manual_seed(0)
+        students = [build_student(parse_student(MOE), 16), build_student(parse_student("mlp_h8"), 16)]
+        configs = [TrainConfig(6, 3e-3, f"r{i}", revive=revive) for i in range(2)]
+        revival = Revival(x[:256], y[:256], seed=0)
+        results = fit_together(students, train, val, configs, 1.0, None, Schedule("wsd", 1, 0.2, 1), revival=revival)
+        histories.append([result["history"] for result in results])
+    moe, mlp = histories[0]
+    assert all(0 <= h["dead_experts"] <= 1 for h in moe) and all("dead_experts" not in h for h in mlp)
+    assert histories[0] == histories[1]  # seeded: the same run twice
+    assert histories[0][0] != histories[2][0] and histories[0][1] == histories[2][1]  # only the MoE changes
+
+
+def test_revival_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigError, match=r"distill\.revive"):
+        DistillSettings(revive=True)  # the default schedule is cosine: no cooldown to stop at
+    assert DistillSettings(revive=True, schedule=Schedule("wsd", 1, 0.2, 1)).revive
+    student = build_student(parse_student("moe_product_key_r8_m16_s2_k2"), 16)
+    with pytest.raises(ConfigError, match=r"distill\.revive"):
+        revive_dead(student, make_optimizer(student, 1e-3), torch.zeros(16, dtype=torch.long), clustered_rows(), 0)

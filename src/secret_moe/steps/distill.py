@@ -33,7 +33,7 @@ from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
 from secret_moe.students.data_init import SAMPLE_ROWS, init_from_data, sample_rows
 from secret_moe.students.moe import MoEStudent
-from secret_moe.train import TrainConfig, fit_together
+from secret_moe.train import Revival, TrainConfig, fit_together
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,12 @@ def train_students(
     run_seed = seed + runs[0]["seed"]
     settings = DistillSettings.from_section(distill if precision is None else {**distill, "precision": precision})
     data = _Data.open(train_store, val_store, runs[0]["layer"], settings, run_seed, device)
-    students = _students(runs, data.train, settings, run_seed, device)
+    sample = sample_rows(data.train, SAMPLE_ROWS, run_seed) if settings.init == "data" or settings.revive else None
+    students = _students(runs, data.train, settings, run_seed, device, sample)
+    revival = Revival(*sample, seed=run_seed) if settings.revive and sample is not None else None
     precision = settings.precision
-    configs = [
-        TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision, settings.optimizer, settings.lr_scale)
-        for run in runs
-    ]
+    recipe = {"optimizer": settings.optimizer, "lr_scale": settings.lr_scale, "revive": settings.revive}
+    configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision, **recipe) for run in runs]
     log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
     record = provenance({"distill": distill, "seed": seed}, data.fingerprints())
     saved = None
@@ -84,7 +84,9 @@ def train_students(
         decided = {"runs": runs, "provenance": record, "device": device, "threads": threads}
         saved = Checkpoint(Path(checkpoint), fingerprint_json(decided), checkpoint_minutes)
     schedule = settings.schedule
-    results = fit_together(students, data.train, data.val, configs, data.variance, data.split, schedule, on_rung, saved)
+    results = fit_together(
+        students, data.train, data.val, configs, data.variance, data.split, schedule, on_rung, saved, revival
+    )
     for run, student, result in zip(runs, students, results, strict=True):
         timing = _timing(result, bundle_dir, len(runs))
         _write_run(member_dir(bundle_dir, run), run, student, result, data, (device, precision, record), timing)
@@ -93,16 +95,20 @@ def train_students(
 
 
 def _students(
-    runs: list[dict[str, Any]], train: ActivationBatches, settings: DistillSettings, seed: int, device: str
+    runs: list[dict[str, Any]],
+    train: ActivationBatches,
+    settings: DistillSettings,
+    seed: int,
+    device: str,
+    sample: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> list[torch.nn.Module]:
-    """Each run's student, initialised as it would be alone: uniformly (the authors'), or from a sample of the
-    training rows (`distill.init: data`, `students.data_init`), the same sample for all."""
-    sample = sample_rows(train, SAMPLE_ROWS, seed) if settings.init == "data" else None
+    """Each run's student, initialised as it would be alone: uniformly (the authors'), or from `sample`, training
+    rows drawn once for all (`distill.init: data`, `students.data_init`)."""
     students = []
     for run in runs:
         set_seed(seed)
         student = build_student(parse_student(run["student"]), train.d_model)
-        if sample is not None:
+        if settings.init == "data" and sample is not None:
             init_from_data(student, *sample, seed)
         students.append(student.to(device))
     return students

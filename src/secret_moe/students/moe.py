@@ -54,6 +54,14 @@ class MoEStudent(nn.Module):
         self.b_in = nn.Parameter(torch.empty(neurons).uniform_(-bound_in, bound_in))
         self.w_out = nn.Parameter(torch.empty(neurons, d).uniform_(-bound_out, bound_out))
         self.b_out = nn.Parameter(torch.zeros(d))
+        self.routed: torch.Tensor | None = None  # rows routed to each expert by training steps since `take_routed`
+
+    def take_routed(self) -> torch.Tensor:
+        """(m,) rows each expert was routed by the training forwards since the last call (then counting restarts);
+        not state: a checkpoint is saved at the end of an epoch, after the count is taken."""
+        counts = self.routed if self.routed is not None else torch.zeros(self.config.experts, dtype=torch.long)
+        self.routed = None
+        return counts
 
     def neurons_of(self, idx_BK: torch.Tensor) -> torch.Tensor:
         """Neuron indices (B, k·e) of the selected experts; expert i owns rows i·e … i·e + e − 1."""
@@ -84,5 +92,8 @@ class MoEStudent(nn.Module):
 
     def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
         scores_BK, pairs = self.router.route(x_BD)
+        if self.training and torch.is_grad_enabled():
+            counts = torch.bincount(pairs.idx_BK.reshape(-1), minlength=self.config.experts)
+            self.routed = counts if self.routed is None else self.routed + counts
         out_BD = self.experts_forward(x_BD, torch.softmax(scores_BK, dim=-1), pairs)
         return out_BD if self.shared is None else out_BD + self.shared(x_BD)
