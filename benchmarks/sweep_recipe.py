@@ -83,8 +83,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "r24_batch256_lr1e-3": {"batch_size": 256, "learning_rates": [0.001]},
     "r24_data_init_batch256": {"init": "data", "batch_size": 256},
     # reviving dead experts (most of the 1,024 are dead at the end without it: `dead_experts`)
-    "r24_revive": {"revive": True},
-    "r24_data_init_revive": {"init": "data", "revive": True},
+    "r24_revive_trunk": {"revive": "trunk"},
+    "r24_data_init_revive_trunk": {"init": "data", "revive": "trunk"},
+    "r24_data_init_revive": {"init": "data", "revive": "first_rung"},
     # the learning-rate grid under the data initialisation (issue 27 item 2: at least one rate above 3e-3)
     "r24_data_init_lr1e-3": {"init": "data", "learning_rates": [0.001]},
     "r24_data_init_lr1e-2": {"init": "data", "learning_rates": [0.01]},

@@ -12,11 +12,18 @@ from secret_moe.precision import FULL_PRECISION
 from secret_moe.schedule import Schedule
 from secret_moe.students.data_init import INITS
 from secret_moe.students.optim import OPTIMIZERS, RateScales
+from secret_moe.students.revive import REVIVALS
 
 # The keys of `distill` that decide a run's result (editing the grid, e.g. widths or seeds, must not redo finished
 # runs); those of RECIPE_DEFAULTS too, but recorded only where they differ from these values (`distill_params`).
 DISTILL_KEYS = ("batch_size", "group_chunks", "in_memory", "schedule")
-RECIPE_DEFAULTS = {"precision": FULL_PRECISION, "init": "uniform", "optimizer": "adam", "lr_scale": {}, "revive": False}
+RECIPE_DEFAULTS = {
+    "precision": FULL_PRECISION,
+    "init": "uniform",
+    "optimizer": "adam",
+    "lr_scale": {},
+    "revive": "none",
+}
 
 
 @dataclass(frozen=True)
@@ -32,13 +39,13 @@ class DistillSettings:
     init: str = "uniform"
     optimizer: str = "adam"
     lr_scale: RateScales = field(default_factory=RateScales)
-    revive: bool = False
+    revive: str = "none"  # students.revive.REVIVALS
 
     def __post_init__(self) -> None:
-        if self.revive and self.schedule.kind != "wsd":
-            raise ConfigError(
-                "distill.revive: needs distill.schedule.kind wsd (it stops where the last cooldown starts)"
-            )
+        if self.revive not in REVIVALS:
+            raise ConfigError(f"distill.revive: {self.revive!r} is not one of {', '.join(REVIVALS)}")
+        if self.revive != "none" and self.schedule.kind != "wsd":
+            raise ConfigError("distill.revive: needs distill.schedule.kind wsd (it stops where a cooldown starts)")
         if self.init not in INITS:
             raise ConfigError(f"distill.init: {self.init!r} is not one of {', '.join(INITS)}")
         if self.optimizer not in OPTIMIZERS:

@@ -26,7 +26,7 @@ from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.schedule import Schedule
 from secret_moe.students.moe import MoEStudent
 from secret_moe.students.optim import RateScales, make_optimizer, scaled_rate
-from secret_moe.students.revive import revive_dead
+from secret_moe.students.revive import revival_ends, revive_dead
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class TrainConfig:
     precision: str = FULL_PRECISION
     optimizer: str = "adam"  # students.optim.OPTIMIZERS
     lr_scale: RateScales = field(default_factory=RateScales)
-    revive: bool = False  # re-draw the MoE's dead experts after trunk epochs (students.revive; needs a Revival)
+    revive: str = "none"  # students.revive.REVIVALS: re-draw the MoE's dead experts (needs a Revival)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not self.learning_rate > 0:
@@ -51,12 +51,13 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Revival:
     """What reviving dead experts needs (`students.revive`): a sample of training rows, the run's seed (each epoch's
-    draw is seeded by it and the epoch) and the last epoch after which it revives (the final cooldown's start)."""
+    draw is seeded by it and the epoch) and, per revival mode, the last epoch after which it revives (`fit_together`
+    sets it from the schedule)."""
 
     x_ND: torch.Tensor
     y_ND: torch.Tensor
     seed: int
-    until: int = 0
+    until: dict[str, int] = field(default_factory=dict)
 
 
 # One epoch of one student: its history record and its per-kind report (None without kinds)
@@ -193,8 +194,8 @@ def fit_together(
     process (the progress of a long ladder, before the whole run ends).
 
     An MoE student's history also records `dead_experts`, the share of its experts no training row was routed to in
-    the epoch; with `revival`, those of students whose config says `revive` are re-drawn after each trunk epoch up
-    to the last budget's cooldown (`students.revive`).
+    the epoch; with `revival`, those of students whose config asks to `revive` are re-drawn after each trunk epoch up
+    to the first budget's cooldown (`first_rung`) or the last one's (`trunk`) (`students.revive`).
 
     With `checkpoint`, the run continues from the checkpoint's saved state if it holds one of these settings,
     and saves its state at the end of epochs (`checkpoint.Checkpoint`); the results are the same bytes as
@@ -211,7 +212,7 @@ def fit_together(
         checkpoint.resume(progress)
     before = progress.epochs_trained
     if revival is not None:
-        revival = replace(revival, until=schedule.cooldown_start(budgets[-1]) if schedule.kind == "wsd" else 0)
+        revival = replace(revival, until=revival_ends(schedule, budgets))
     run = _Run(train, val, configs, variance, split, progress, checkpoint, revival)
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
     for budget in budgets[len(progress.rungs) :]:
@@ -351,7 +352,7 @@ class _Run:
 
     def _routed(self, line: Line, epoch: int, trunk: bool) -> list[float | None]:
         """Each MoE student's share of experts without training rows this epoch (None for a dense MLP); on the trunk
-        before the final cooldown, those of students configured to revive are re-drawn (`students.revive`)."""
+        before the cooldown its mode names, those of students configured to revive are re-drawn (`students.revive`)."""
         shares: list[float | None] = []
         for i, student in enumerate(line.students):
             if not isinstance(student, MoEStudent):
@@ -360,7 +361,8 @@ class _Run:
             routed = student.take_routed()
             shares.append(float((routed == 0).float().mean()))
             revival = self.revival
-            if self.configs[i].revive and revival is not None and trunk and epoch + 1 <= revival.until:
+            mode = self.configs[i].revive
+            if mode != "none" and revival is not None and trunk and epoch + 1 <= revival.until[mode]:
                 sample = (revival.x_ND.to(self.train.device), revival.y_ND.to(self.train.device))
                 revive_dead(student, line.optimizers[i], routed, sample, revival.seed * 100_003 + epoch)
         return shares

@@ -20,14 +20,16 @@ DISTILL_SCHEMA = yaml.safe_load(SCHEMA.read_text())["properties"]["distill"]
 
 # distill_params of the shipped configs, as rules/common.smk computed them before secret_moe.settings existed:
 # recorded in every run's metrics.json, compared by run_finished, and by repr in Snakemake's params trigger.
-# (config.yaml and config/verdict.yaml since: group_chunks 0, a full row permutation each epoch; issue 30)
+# (config.yaml and config/verdict.yaml since: group_chunks 0, a full row permutation each epoch; config/verdict.yaml
+# also the lever sweep's recipe: init data, revive first_rung, the ladder 6 / 12 / 24; issue 30)
 RECORDED = {
     "config.yaml": "{'batch_size': 1024, 'group_chunks': 0, 'in_memory': True, 'schedule': "
     "{'kind': 'wsd', 'warmup_epochs': 1, 'cooldown_fraction': 0.2, 'rungs': 3}}",
     "config/paper.yaml": "{'batch_size': 1024, 'group_chunks': 16, 'in_memory': True, 'schedule': "
     "{'kind': 'cosine', 'warmup_epochs': 0, 'cooldown_fraction': 0.2, 'rungs': 1}}",
     "config/verdict.yaml": "{'batch_size': 1024, 'group_chunks': 0, 'in_memory': True, 'schedule': "
-    "{'kind': 'wsd', 'warmup_epochs': 1, 'cooldown_fraction': 0.2, 'rungs': 4}}",
+    "{'kind': 'wsd', 'warmup_epochs': 1, 'cooldown_fraction': 0.2, 'rungs': 3}, 'init': 'data', "
+    "'revive': 'first_rung'}",
 }
 
 

@@ -13,7 +13,7 @@ from secret_moe.settings import DistillSettings
 from secret_moe.students import build_student, parse_student
 from secret_moe.students.data_init import init_from_data, kmeans_pp_rows
 from secret_moe.students.optim import LazyAdam, RateScales, make_optimizer, scaled_rate
-from secret_moe.students.revive import revive_dead
+from secret_moe.students.revive import revival_ends, revive_dead
 from secret_moe.testing import tiny_config
 
 MOE = "moe_lowrank_r8_m32_s4_k4"
@@ -189,23 +189,29 @@ def test_a_run_that_revives_records_dead_experts_reproducibly(tmp_path):
     options = {"shuffle": True, "seed": 0, "group_chunks": 0, "in_memory": True, "device": "cpu"}
     train, val = ActivationBatches(group, 64, **options), ActivationBatches(group, 256, **{**options, "shuffle": False})
     histories = []
-    for revive in (True, True, False):
+    schedule = Schedule("wsd", 1, 0.2, 3)  # the ladder 2 / 4 / 8 epochs
+    for revive in ("first_rung", "first_rung", "none", "trunk"):
         torch.manual_seed(0)
         students = [build_student(parse_student(MOE), 16), build_student(parse_student("mlp_h8"), 16)]
-        configs = [TrainConfig(6, 3e-3, f"r{i}", revive=revive) for i in range(2)]
+        configs = [TrainConfig(8, 3e-3, f"r{i}", revive=revive) for i in range(2)]
         revival = Revival(x[:256], y[:256], seed=0)
-        results = fit_together(students, train, val, configs, 1.0, None, Schedule("wsd", 1, 0.2, 1), revival=revival)
+        results = fit_together(students, train, val, configs, 1.0, None, schedule, revival=revival)
         histories.append([result["history"] for result in results])
     moe, mlp = histories[0]
     assert all(0 <= h["dead_experts"] <= 1 for h in moe) and all("dead_experts" not in h for h in mlp)
     assert histories[0] == histories[1]  # seeded: the same run twice
     assert histories[0][0] != histories[2][0] and histories[0][1] == histories[2][1]  # only the MoE changes
+    until = revival_ends(schedule, schedule.budgets(8))
+    assert until == {"none": 0, "first_rung": schedule.cooldown_start(2), "trunk": schedule.cooldown_start(8)}
+    assert histories[3][0][: until["first_rung"]] == moe[: until["first_rung"]]  # the same revivals up to there
 
 
 def test_revival_is_refused_where_it_cannot_run():
     with pytest.raises(ConfigError, match=r"distill\.revive"):
-        DistillSettings(revive=True)  # the default schedule is cosine: no cooldown to stop at
-    assert DistillSettings(revive=True, schedule=Schedule("wsd", 1, 0.2, 1)).revive
+        DistillSettings(revive="first_rung")  # the default schedule is cosine: no cooldown to stop at
+    with pytest.raises(ConfigError, match=r"distill\.revive"):
+        DistillSettings(revive="always", schedule=Schedule("wsd", 1, 0.2, 1))
+    assert DistillSettings(revive="trunk", schedule=Schedule("wsd", 1, 0.2, 1)).revive == "trunk"
     student = build_student(parse_student("moe_product_key_r8_m16_s2_k2"), 16)
     with pytest.raises(ConfigError, match=r"distill\.revive"):
         revive_dead(student, make_optimizer(student, 1e-3), torch.zeros(16, dtype=torch.long), clustered_rows(), 0)

@@ -70,9 +70,11 @@ def train_students(
     run_seed = seed + runs[0]["seed"]
     settings = DistillSettings.from_section(distill if precision is None else {**distill, "precision": precision})
     data = _Data.open(train_store, val_store, runs[0]["layer"], settings, run_seed, device)
-    sample = sample_rows(data.train, SAMPLE_ROWS, run_seed) if settings.init == "data" or settings.revive else None
+    sample = (
+        sample_rows(data.train, SAMPLE_ROWS, run_seed) if settings.init == "data" or settings.revive != "none" else None
+    )
     students = _students(runs, data.train, settings, run_seed, device, sample)
-    revival = Revival(*sample, seed=run_seed) if settings.revive and sample is not None else None
+    revival = Revival(*sample, seed=run_seed) if settings.revive != "none" and sample is not None else None
     precision = settings.precision
     recipe = {"optimizer": settings.optimizer, "lr_scale": settings.lr_scale, "revive": settings.revive}
     configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision, **recipe) for run in runs]

@@ -1,5 +1,5 @@
-"""Reviving dead experts (`distill.revive: true`): at the end of a training epoch, every expert that no training row
-was routed to in that epoch is re-drawn from the data, as sparse-autoencoder trainers resample dead neurons.
+"""Reviving dead experts (`distill.revive`): at the end of a training epoch, every expert that no training row was
+routed to in that epoch is re-drawn from the data, as sparse-autoencoder trainers resample dead neurons.
 
 For each dead expert, a row of a fixed training sample is drawn with probability proportional to the student's
 squared error on it (the rows it fits worst); then
@@ -9,8 +9,13 @@ squared error on it (the rows it fits worst); then
 - its router row points along the row (through the low-rank query), with the mean norm of the living experts'
   rows, and its bias puts its score on that row at the row's best score (it enters the top k there, and on rows
   like it).
-Revival runs on the trunk's epochs before the last budget's cooldown starts (a cooldown branch never revives):
-an expert revived during a cooldown would have no time to learn.  Full- and low-rank routers only.
+Revival runs on the trunk's epochs (a cooldown branch never revives: an expert revived during a cooldown would have no
+time to learn), up to where a cooldown starts (`REVIVALS`):
+- `first_rung`: the first budget's, so every rung of the ladder shares one revival history and a longer rung only
+  trains longer (measured: revival up to the last cooldown keeps the trunk unsettled, and the 24-epoch rung ended
+  worse than the 12-epoch one, docs/convergence.md);
+- `trunk`: the last budget's.
+Full- and low-rank routers only.
 """
 
 from __future__ import annotations
@@ -18,8 +23,19 @@ from __future__ import annotations
 import torch
 
 from secret_moe.errors import ConfigError
+from secret_moe.schedule import Schedule
 from secret_moe.students.data_init import DATA_ROUTERS
 from secret_moe.students.moe import MoEStudent
+
+REVIVALS = ("none", "first_rung", "trunk")
+
+
+def revival_ends(schedule: Schedule, budgets: list[int]) -> dict[str, int]:
+    """The last epoch after which each mode revives: where the first or the last budget's cooldown starts (0, never,
+    without warmup-stable-decay)."""
+    if schedule.kind != "wsd":
+        return dict.fromkeys(REVIVALS, 0)
+    return {"none": 0, "first_rung": schedule.cooldown_start(budgets[0]), "trunk": schedule.cooldown_start(budgets[-1])}
 
 
 def _query(student: MoEStudent, x_ND: torch.Tensor) -> torch.Tensor:
