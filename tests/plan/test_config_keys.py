@@ -14,7 +14,7 @@ from secret_moe.errors import ConfigError
 from secret_moe.plan import check_config
 
 REPO = Path(__file__).resolve().parents[2]
-COMMENTED_CONFIGS = ["config.yaml", "config/verdict.yaml"]
+COMMENTED_CONFIGS = ["config.yaml", "config/verdict.yaml", "config/smollm2.yaml"]
 
 
 def schema_properties(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -113,3 +113,14 @@ def test_the_shipped_budget_checks_set_exactly_the_keys_of_their_mode(path):
     rungs = config["distill"].get("schedule", {}).get("rungs", 1)
     check = config["experiments"]["budget_check"]
     assert ({"factor", "seeds"} <= set(check)) == (rungs == 1) and not ({"factor", "seeds"} & set(check) and rungs > 1)
+
+
+def test_the_second_teacher_runs_the_decisive_recipe_and_rule():
+    """config/smollm2.yaml differs from config/verdict.yaml only in its teacher and in having no padding control."""
+    verdict = yaml.safe_load((REPO / "config/verdict.yaml").read_text())
+    second = yaml.safe_load((REPO / "config/smollm2.yaml").read_text())
+    assert list(second["models"]) == ["smollm2-135m"] and second["models"]["smollm2-135m"]["layers"] == [15]
+    assert "padding_controls" not in second
+    for key in set(verdict) | set(second):
+        if key not in ("models", "padding_controls"):
+            assert second.get(key) == verdict.get(key), key
