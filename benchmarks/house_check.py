@@ -32,14 +32,14 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "foundations",
         ["__init__", "errors", "precision", "logs", "memory", "workflow_rules", "layout", "provenance", "device"]
-        + ["schema", "schedule", "settings", "rows", "cache", "corpus", "batches", "checkpoint"],
+        + ["schema", "schedule", "rows", "cache", "corpus", "batches", "checkpoint"],
     ),
     (
         "stores and tables",
         ["store_check", "store", "tokenise", "dvc_yaml", "input_stats", "aggregate", "remaining"] + ["verdict"],
     ),
     ("models and students", ["models.*", "students.*"]),
-    ("computation", ["capture", "gaussian", "fvu_by_kind", "train", "train_reference", "families"]),
+    ("computation", ["settings", "capture", "gaussian", "fvu_by_kind", "train", "train_reference", "families"]),
     ("planning, scan and figures", ["plan", "config", "targets", "figures", "scan.*", "testing"]),
     ("entry points", ["steps.*", "restore", "cli"]),
 ]

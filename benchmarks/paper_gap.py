@@ -1,7 +1,7 @@
 """The gap to the paper, measured: the paper's Gemma-3-270M layer 9 advantage at 64 active neurons beside the
 package's, as each difference between the two is removed where a CPU allows it.
 
-    python benchmarks/paper_gap.py reference/default_run reference/verdict_run [more run folders] \
+    python benchmarks/paper_gap.py reference/default_run reference/verdict_run_96ep [more run folders] \
         --out reference/paper_gap
 
 Each run folder is a reference run's tables (`copy_reference.py`): with `runs.csv` the advantage is computed at

@@ -211,8 +211,7 @@ def fit_together(
     if checkpoint is not None:
         checkpoint.resume(progress)
     before = progress.epochs_trained
-    if revival is not None:
-        revival = replace(revival, until=revival_ends(schedule, budgets))
+    revival = replace(revival, until=revival_ends(schedule, budgets)) if revival is not None else None
     run = _Run(train, val, configs, variance, split, progress, checkpoint, revival)
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
     for budget in budgets[len(progress.rungs) :]:

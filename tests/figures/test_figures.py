@@ -549,9 +549,9 @@ def test_the_verdict_figure_draws_an_upper_bound_to_the_bottom_and_bounds_only_a
 
 
 def test_the_verdict_figure_draws_the_decisive_runs_table_as_it_says(tmp_path):
-    """reference/verdict_run/verdict.csv: on non-padding tokens a real lower bound [1.26, inf) beside a measured
+    """reference/verdict_run_96ep/verdict.csv: on non-padding tokens a real lower bound [1.26, inf) beside a measured
     Gaussian interval, and on padded positions bounds only on both sides."""
-    run = REPO / "reference" / "verdict_run"
+    run = REPO / "reference" / "verdict_run_96ep"
     table, by_seed = pd.read_csv(run / "verdict.csv"), pd.read_csv(run / "advantage_by_seed.csv")
     fig = figures.verdict(table, by_seed, "decisive", str(tmp_path / "v.pdf"), str(tmp_path / "v.png"))
     assert [ax.get_title() for ax in fig.axes] == ["gemma3-270m layer 9", "gemma3-270m-padded layer 9"]
