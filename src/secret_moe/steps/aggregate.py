@@ -18,6 +18,7 @@ from secret_moe.aggregate import (
 )
 from secret_moe.layout import RUN_KEYS, TIMING_FILE
 from secret_moe.provenance import read_json
+from secret_moe.remaining import envelope
 from secret_moe.verdict import budget_check_table, final_rung, ladder_table, verdict_table
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def aggregate_runs(
 
     With a budget `ladder` (its budgets, shortest first; the last is `epochs`) the budget check compares the
     last two rungs of every seed instead of runs at `budget_check.factor` times the epochs, and `ladder` holds
-    the verdict at every rung."""
+    the verdict at every rung; `advantage_by_seed` (and `moe_advantage`) then reads each FVU as the verdict does,
+    the best over the rungs (`remaining.envelope`)."""
     metrics = read_metrics(metric_paths)
     membership: dict[tuple[str, int, str], list[str]] = {}
     for model, layer, by_family in families:
@@ -66,6 +68,7 @@ def aggregate_runs(
         check = budget_check_table(runs, ladder[-2], 2, seeds, tolerance)
         ladder_verdicts = ladder_table(runs, ladder, seeds, confidence, tolerance)
         verdict = final_rung(ladder_verdicts, ladder[-1])
+        by_seed_advantage = advantage_per_seed(envelope(runs, ladder))  # the per-seed advantages the verdict reads
     elif budget_check:
         check = budget_check_table(runs, epochs, budget_check["factor"], budget_check["seeds"], tolerance)
     if verdict is None:
