@@ -333,8 +333,8 @@ VERDICT_SIDES = (
     ("gaussian", "gaussian", 0.12, "tab:orange", "Gaussian control"),
 )
 VERDICT_KEY = (
-    "hollow: a student moved more than the tolerance over its last doubling (under a ladder the bars already count"
-    " the training still to come)\narrow: a bound (▲ open to ∞, ▼ open to 0); no bar: bounds only"
+    "hollow: a student moved more than the tolerance in its last doubling (the bars count the training to come)"
+    "\narrow: a bound (▲ open to ∞, ▼ open to 0); no bar: bounds only"
 )
 
 
