@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # reference folder, the run's name in the table, the config that made it (in the README's order)
 RUNS = [
     ("verdict_run", "decisive", "config/verdict.yaml"),
+    ("smollm2_run", "SmolLM2-135M layer 15", "config/smollm2.yaml"),
     ("verdict_run_96ep", "decisive, authors' init.", "config/verdict.yaml at 5ebd5fa"),
     ("default_run", "default", "config.yaml"),
 ]
