@@ -61,11 +61,18 @@ def kmeans_pp_rows(unit_ND: torch.Tensor, count: int, generator: torch.Generator
     return picked
 
 
+def neuron_weights(rows_HD: torch.Tensor, mean_D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of neurons along the centred rows: pre-activation 1 on each row and 0 at the mean."""
+    centred = rows_HD - mean_D
+    weight_HD = centred / centred.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return weight_HD, -(weight_HD @ mean_D)
+
+
 def _set_neurons(weight_HD: torch.Tensor, bias_H: torch.Tensor, rows_HD: torch.Tensor, mean_D: torch.Tensor) -> None:
     """Neuron j: weight along centred row j, pre-activation 1 on that row and 0 at the mean."""
-    centred = rows_HD - mean_D
-    weight_HD.copy_(centred / centred.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12))
-    bias_H.copy_(-(weight_HD @ mean_D))
+    weight, bias = neuron_weights(rows_HD, mean_D)
+    weight_HD.copy_(weight)
+    bias_H.copy_(bias)
 
 
 def _set_router(student: MoEStudent, directions_MD: torch.Tensor, mean_D: torch.Tensor) -> None:

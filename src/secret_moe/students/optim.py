@@ -8,8 +8,8 @@
   this falls back to the default implementation.
 - `lazy_adam`: the rows of the MoE's expert tables and of its router's gate (one row per expert) whose gradient is
   zero this step (no token selected the expert) keep their weights and moments: TensorFlow's LazyAdam, and what
-  `torch.optim.SparseAdam` does with sparse gradients (`tests/students/test_optim.py` checks the two agree).  The
-  other parameters take plain Adam steps.  A dense MLP has no such rows: it trains as under `adam`.
+  `torch.optim.SparseAdam` does with sparse gradients (`tests/students/test_recipe_options.py` checks the two
+  agree).  The other parameters take plain Adam steps.  A dense MLP has no such rows: it trains as under `adam`.
 
 The rate of each parameter group is the schedule's rate times the group's `lr_scale` (`scaled_rate`): the router's
 and the experts' parameters may learn at their own multiple of the shared MLP's rate (an expert sees k/m of a batch).

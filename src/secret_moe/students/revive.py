@@ -24,7 +24,7 @@ import torch
 
 from secret_moe.errors import ConfigError
 from secret_moe.schedule import Schedule
-from secret_moe.students.data_init import DATA_ROUTERS
+from secret_moe.students.data_init import DATA_ROUTERS, neuron_weights
 from secret_moe.students.moe import MoEStudent
 
 REVIVALS = ("none", "first_rung", "trunk")
@@ -76,18 +76,17 @@ def revive_dead(
     generator = torch.Generator().manual_seed(seed)
     rows = torch.multinomial(error_N, len(dead), replacement=len(dead) > len(error_N), generator=generator)
     rows_RD, mean_D = x_ND[rows.to(x_ND.device)], x_ND.mean(dim=0)
-    centred = rows_RD - mean_D
-    student.w_in[dead] = centred / centred.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
-    student.b_in[dead] = -(student.w_in[dead] @ mean_D)
+    student.w_in[dead], student.b_in[dead] = neuron_weights(rows_RD, mean_D)
     student.w_out[dead] = 0
     gate, alive = student.router.gate, torch.ones(student.config.experts, dtype=torch.bool, device=dead.device)
     alive[dead] = False
-    keys = _query(student, rows_RD) - _query(student, mean_D[None])
+    query_RR = _query(student, rows_RD)
+    keys = query_RR - _query(student, mean_D[None])
     norm = gate.weight[alive].norm(dim=1).mean() if alive.any() else gate.weight.norm(dim=1).mean()
     gate.weight[dead] = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12) * norm
     gate.bias[dead] = 0
-    best = (_query(student, rows_RD) @ gate.weight.T + gate.bias).amax(dim=1)  # each row's best score now
-    gate.bias[dead] = best - (gate.weight[dead] * _query(student, rows_RD)).sum(dim=1)
+    best = (query_RR @ gate.weight.T + gate.bias).amax(dim=1)  # each row's best score now
+    gate.bias[dead] = best - (gate.weight[dead] * query_RR).sum(dim=1)
     _reset_moments(optimizer, [student.w_in, student.b_in, student.w_out, gate.weight, gate.bias], dead)
     student.train(was_training)
     return len(dead)
