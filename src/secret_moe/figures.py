@@ -7,6 +7,7 @@ an arrowhead there, never as a finite bar; open on both sides, as a point alone 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -351,7 +352,8 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
         _verdict_panel(ax, rows.sort_values("active_neurons").reset_index(drop=True), seeds)
         ax.set_title(f"{model} layer {layer}", pad=26)  # above the verdict words
     axes[0][0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"{title}\n{VERDICT_KEY}", fontsize=10)
+    key = "\n".join(textwrap.fill(line, int(sum(widths) * 12)) for line in VERDICT_KEY.split("\n"))  # fits one panel
+    fig.suptitle(f"{title}\n{key}", fontsize=10)
     _save(fig, pdf, png)
     return fig
 
