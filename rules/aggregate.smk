@@ -19,6 +19,9 @@ rule aggregate_runs:
         verdict=report(path("table", name="verdict"), category="Verdict", caption="../report/verdict.rst"),
         ladder=report(path("table", name="ladder"), category="Verdict", caption="../report/ladder.rst"),
         fvu_by_kind=report(path("table", name="fvu_by_kind"), category="Results", caption="../report/fvu_by_kind.rst"),
+        learning_rates=report(
+            path("table", name="learning_rates"), category="Verdict", caption="../report/learning_rates.rst"
+        ),
     log:
         "logs/aggregate_runs.log",
     conda:

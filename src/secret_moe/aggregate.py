@@ -120,6 +120,51 @@ def best_over_lr(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
     return best.merge(spec, on=POINT).sort_values(POINT, ignore_index=True)
 
 
+LEARNING_RATE_COLUMNS = POINT + [
+    "kind",
+    "active_neurons",
+    "rates",
+    "seeds",
+    "at_lowest",
+    "at_highest",
+    "inside",
+    "edge_share",
+    "gain_over_runner_up",
+]
+
+
+def learning_rate_choice(runs: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
+    """Per point: where each seed's best learning rate sits in the grid (the paper's rule takes the best; a
+    best at an edge says the grid may not bracket the optimum, and with two rates every best is at one).  Each
+    run counts as the verdict reads it, its best FVU over `budgets`.  `gain_over_runner_up`: the mean over seeds
+    of the runner-up rate's FVU over the best one's, minus one (how much the choice moved the FVU)."""
+    per_lr = runs[runs.epochs.isin(budgets)].groupby(POINT + ["seed", "lr"], as_index=False)["best_fvu"].min()
+    spec = runs.drop_duplicates(POINT).set_index(POINT)
+    rows = []
+    for key, point in per_lr.groupby(POINT, sort=True):
+        rates = sorted(point.lr.unique())
+        ranked = [seed.sort_values("best_fvu") for _, seed in point.groupby("seed")]
+        best = np.array([seed.lr.iloc[0] for seed in ranked])
+        gains = [seed.best_fvu.iloc[1] / seed.best_fvu.iloc[0] - 1 for seed in ranked if len(seed) > 1]
+        at_lowest, at_highest = int((best == rates[0]).sum()), int((best == rates[-1]).sum())
+        inside = len(best) - int(((best == rates[0]) | (best == rates[-1])).sum())
+        rows.append(
+            {
+                **dict(zip(POINT, key, strict=True)),
+                "kind": spec.loc[key, "kind"],
+                "active_neurons": spec.loc[key, "active_neurons"],
+                "rates": ";".join(f"{rate:g}" for rate in rates),
+                "seeds": len(best),
+                "at_lowest": at_lowest,
+                "at_highest": at_highest,
+                "inside": inside,
+                "edge_share": (len(best) - inside) / len(best) if len(rates) > 1 else float("nan"),
+                "gain_over_runner_up": float(np.mean(gains)) if gains else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=LEARNING_RATE_COLUMNS)
+
+
 def student_label(row: pd.Series) -> str:
     """Legend label: the dense MLP, or the MoE by router and expert count."""
     if row["kind"] == "mlp":

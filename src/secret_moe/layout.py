@@ -59,6 +59,7 @@ RESULT_TABLES = (
     "verdict",
     "ladder",
     "fvu_by_kind",
+    "learning_rates",
 )
 # What a padding control (`same_as`) takes from its base model instead of making its own.
 SHARED_WITH_BASE = ("tokenizer", "model", "tokens")

@@ -239,3 +239,32 @@ def test_fvu_by_kind_table_has_a_row_per_run_and_kind_and_one_for_all_rows():
     assert moe_rows.distinct_experts.to_dict() == {"all": 10, "pad": 2, "token": 9}
     assert table[table.student == "mlp_h8"].distinct_experts.isna().all()
     assert set(table.kind) == {"mlp", "moe"} and set(table.families) == {"main"}
+
+
+def test_learning_rate_choice_places_each_seeds_best_rate_in_the_grid():
+    from secret_moe.aggregate import learning_rate_choice
+
+    student = "mlp_h8"
+    # seed -> FVU per rate (1e-3, 3e-3, 1e-2): best at the lowest, the highest, inside, the highest
+    fvus = {0: (0.40, 0.50, 0.60), 1: (0.60, 0.50, 0.40), 2: (0.50, 0.40, 0.60), 3: (0.55, 0.50, 0.44)}
+    metrics = [
+        metric("tiny", 1, "activations", student, lr, seed, [fvu + 0.1, fvu])
+        for seed, by_rate in fvus.items()
+        for lr, fvu in zip((1e-3, 3e-3, 1e-2), by_rate, strict=True)
+    ]
+    # a run outside the budgets read is not counted, however good
+    metrics.append(metric("tiny", 1, "activations", student, 1e-3, 1, [0.01], epochs=40))
+    runs = runs_table(metrics, families_for(metrics))
+    row = learning_rate_choice(runs, [10]).iloc[0]
+    assert row.rates == "0.001;0.003;0.01" and row.seeds == 4
+    assert (row.at_lowest, row.at_highest, row.inside) == (1, 2, 1)
+    assert row.edge_share == pytest.approx(0.75)
+    gains = [0.5 / 0.4 - 1, 0.5 / 0.4 - 1, 0.5 / 0.4 - 1, 0.50 / 0.44 - 1]
+    assert row.gain_over_runner_up == pytest.approx(np.mean(gains))
+    assert row.kind == "mlp" and row.active_neurons == 8
+
+    # two rates: every best is at an edge; one rate: no edge to speak of
+    two = runs[runs.lr != 3e-3]
+    assert learning_rate_choice(two, [10]).iloc[0].edge_share == 1.0
+    one = learning_rate_choice(runs[runs.lr == 3e-3], [10]).iloc[0]
+    assert math.isnan(one.edge_share) and math.isnan(one.gain_over_runner_up)

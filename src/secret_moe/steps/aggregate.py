@@ -13,6 +13,7 @@ from secret_moe.aggregate import (
     best_over_lr,
     best_per_seed,
     fvu_by_kind_table,
+    learning_rate_choice,
     moe_advantage,
     runs_table,
 )
@@ -44,8 +45,8 @@ def aggregate_runs(
     ladder: list[int] | None = None,
 ) -> None:
     """Write the results tables (`out` maps each table's name to its path): runs, best, best_by_seed,
-    curves, moe_advantage, advantage_by_seed, budget_check, verdict, ladder and fvu_by_kind (docs/artifacts.md;
-    captions in report/).
+    curves, moe_advantage, advantage_by_seed, budget_check, verdict, ladder, fvu_by_kind and learning_rates
+    (docs/artifacts.md; captions in report/).
 
     With a budget `ladder` (its budgets, shortest first; the last is `epochs`) the budget check compares the
     last two rungs of every seed instead of runs at `budget_check.factor` times the epochs, and `ladder` holds
@@ -84,6 +85,7 @@ def aggregate_runs(
         "verdict": verdict,
         "ladder": ladder_verdicts,
         "fvu_by_kind": fvu_by_kind_table(metrics, membership),
+        "learning_rates": learning_rate_choice(runs, ladder or [epochs]),
     }
     for name, table in tables.items():
         table.to_csv(out[name], index=False)
