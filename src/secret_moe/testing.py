@@ -307,6 +307,17 @@ def write_config(path: str | Path, config: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def tiny_project(root: str | Path, lines: dict[str, int], **overrides: Any) -> dict[str, Any]:
+    """A project for a real Snakemake run under `root`: the tiny GPT-NeoX model and corpus (`lines` per split), an
+    empty `root/work` to run in, and the returned config (`tiny_config` with `overrides`): change it, then
+    `write_config(root / "config.yaml", config)`."""
+    root = Path(root)
+    model = save_tiny_model(root / "tiny-model", "gpt_neox", seed=0)
+    corpus = write_tiny_corpus(root, lines, seed=0)
+    (root / "work").mkdir()
+    return tiny_config(model, corpus, **overrides)
+
+
 def metric(
     model: str, layer: int, data: str, student: str, lr: float, seed: int, fvus: list[float], epochs: int = 10
 ) -> dict[str, Any]:

@@ -21,10 +21,8 @@ import zarr
 from secret_moe.testing import (
     TINY_STUDENTS,
     run_snakemake,
-    save_tiny_model,
-    tiny_config,
+    tiny_project,
     write_config,
-    write_tiny_corpus,
 )
 
 pytestmark = pytest.mark.slow
@@ -49,13 +47,10 @@ def logs_of(run_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("e2e")
-    model = save_tiny_model(run_dir / "tiny-model", "gpt_neox", seed=0)
-    corpus = write_tiny_corpus(run_dir, {"train": 400, "validation": 100}, seed=0)
-    config = tiny_config(model, corpus)
+    config = tiny_project(run_dir, {"train": 400, "validation": 100})
     # the main comparison (3 students) again at twice the epochs, for the verdict's budget check
     config["experiments"]["budget_check"] = {"enabled": True, "factor": 2, "seeds": [0], "tolerance": 0.03}
     write_config(run_dir / "config.yaml", config)
-    (run_dir / "work").mkdir()
 
     cores = ["--cores", "2"]
     stores = snakemake(run_dir, *ACTIVATIONS, *cores)  # targets first: --resources takes many values

@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from secret_moe.layout import path
-from secret_moe.testing import run_snakemake, save_tiny_model, tiny_config, write_config, write_tiny_corpus
+from secret_moe.testing import run_snakemake, tiny_project, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -18,13 +18,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     project = tmp_path_factory.mktemp("draws")
-    model = save_tiny_model(project / "tiny-model", "gpt_neox", seed=0)
-    corpus = write_tiny_corpus(project, {"train": 200, "validation": 60}, seed=0)
-    config = tiny_config(model, corpus, experiments={})
+    config = tiny_project(project, {"train": 200, "validation": 60}, experiments={})
     config["gaussian"]["draw_per_seed"] = True
     config["distill"] |= {"epochs": 1, "learning_rates": [0.003], "seeds": [0, 1], "mlp_widths": [4, 16]}
     write_config(project / "config.yaml", config)
-    (project / "work").mkdir()
     table = path("table", name="runs")
     run_snakemake(project / "work", table, "--cores", "2", configfile=project / "config.yaml", check=True)
     return project / "work"

@@ -22,11 +22,9 @@ from secret_moe.layout import RUN_FILES
 from secret_moe.testing import (
     TINY_MOE,
     run_snakemake,
-    save_tiny_model,
     snakemake_command,
-    tiny_config,
+    tiny_project,
     write_config,
-    write_tiny_corpus,
 )
 from secret_moe.verdict import WORDS
 
@@ -54,9 +52,7 @@ def run_bytes(project: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     project = tmp_path_factory.mktemp("ladder")
-    model = save_tiny_model(project / "tiny-model", "gpt_neox", seed=0)
-    corpus = write_tiny_corpus(project, {"train": 300, "validation": 80}, seed=0)
-    config = tiny_config(model, corpus, experiments={})
+    config = tiny_project(project, {"train": 300, "validation": 80}, experiments={})
     config["distill"] |= {
         "epochs": 4,
         "learning_rates": [0.003],
@@ -66,7 +62,6 @@ def project(tmp_path_factory):
     }
     config["experiments"] = {"budget_check": {"enabled": True, "tolerance": 0.03}}
     write_config(project / "config.yaml", config)
-    (project / "work").mkdir()
     snakemake(project, "figures/all", "--cores", "2")
     return project
 
