@@ -86,6 +86,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "r24_revive_trunk": {"revive": "trunk"},
     "r24_data_init_revive_trunk": {"init": "data", "revive": "trunk"},
     "r24_data_init_revive": {"init": "data", "revive": "first_rung"},
+    # the output layer refit by least squares after every epoch (the issue's closed-form refit), on the finalist
+    "r24_data_init_revive_refit": {"init": "data", "revive": "first_rung", "refit": "epoch"},
     # the learning-rate grid under the data initialisation (issue 27 item 2: at least one rate above 3e-3)
     "r24_data_init_lr1e-3": {"init": "data", "learning_rates": [0.001]},
     "r24_data_init_lr1e-2": {"init": "data", "learning_rates": [0.01]},

@@ -10,7 +10,7 @@ from typing import Any
 from secret_moe.errors import ConfigError
 from secret_moe.precision import FULL_PRECISION
 from secret_moe.schedule import Schedule
-from secret_moe.students.data_init import INITS
+from secret_moe.students.data_init import INITS, REFITS
 from secret_moe.students.optim import OPTIMIZERS, RateScales
 from secret_moe.students.revive import REVIVALS
 
@@ -23,6 +23,7 @@ RECIPE_DEFAULTS = {
     "optimizer": "adam",
     "lr_scale": {},
     "revive": "none",
+    "refit": "none",
 }
 
 
@@ -40,8 +41,11 @@ class DistillSettings:
     optimizer: str = "adam"
     lr_scale: RateScales = field(default_factory=RateScales)
     revive: str = "none"  # students.revive.REVIVALS
+    refit: str = "none"  # students.data_init.REFITS
 
     def __post_init__(self) -> None:
+        if self.refit not in REFITS:
+            raise ConfigError(f"distill.refit: {self.refit!r} is not one of {', '.join(REFITS)}")
         if self.revive not in REVIVALS:
             raise ConfigError(f"distill.revive: {self.revive!r} is not one of {', '.join(REVIVALS)}")
         if self.revive != "none" and self.schedule.kind != "wsd":
@@ -70,8 +74,8 @@ class DistillSettings:
 
 def distill_params(config: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide a run, as its provenance records them; those of RECIPE_DEFAULTS (`precision`, `init`,
-    `optimizer`, `lr_scale`, `revive`) only where they differ from the value every run had before the key existed,
-    so those runs stay finished, and any other value retrains.
+    `optimizer`, `lr_scale`, `revive`, `refit`) only where they differ from the value every run had before the key
+    existed, so those runs stay finished, and any other value retrains.
 
     Taken from the config as it is, not from DistillSettings: Snakemake compares a job's params by their repr (its
     rerun trigger), so the schedule's keys keep the config's order and its values their YAML types."""

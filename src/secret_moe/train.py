@@ -24,6 +24,7 @@ from secret_moe.fvu_by_kind import batch_kinds, kind_report
 from secret_moe.precision import FULL_PRECISION, PRECISIONS, MixedPrecision
 from secret_moe.rows import ROW_KINDS, KindSplit
 from secret_moe.schedule import Schedule
+from secret_moe.students.data_init import REFITS, refit_output
 from secret_moe.students.moe import MoEStudent
 from secret_moe.students.optim import RateScales, make_optimizer, scaled_rate
 from secret_moe.students.revive import revival_ends, revive_dead
@@ -39,9 +40,12 @@ class TrainConfig:
     precision: str = FULL_PRECISION
     optimizer: str = "adam"  # students.optim.OPTIMIZERS
     lr_scale: RateScales = field(default_factory=RateScales)
-    revive: str = "none"  # students.revive.REVIVALS: re-draw the MoE's dead experts (needs a Revival)
+    revive: str = "none"  # students.revive.REVIVALS: re-draw the MoE's dead experts (needs a RowSample)
+    refit: str = "none"  # students.data_init.REFITS: refit the output layer by least squares (needs a RowSample)
 
     def __post_init__(self) -> None:
+        if self.refit not in REFITS:
+            raise ConfigError(f"distill.refit: {self.refit!r} is not one of {', '.join(REFITS)}")
         if self.epochs < 1 or not self.learning_rate > 0:
             raise ValueError(f"run {self.run_name}: epochs and learning rate must be positive")
         if self.precision not in PRECISIONS:
@@ -49,10 +53,10 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Revival:
-    """What reviving dead experts needs (`students.revive`): a sample of training rows, the run's seed (each epoch's
-    draw is seeded by it and the epoch) and, per revival mode, the last epoch after which it revives (`fit_together`
-    sets it from the schedule)."""
+class RowSample:
+    """What reviving dead experts (`students.revive`) and refitting output layers (`students.data_init.refit_output`)
+    need: a sample of training rows, the run's seed (each epoch's revival draw is seeded by it and the epoch) and, per
+    revival mode, the last epoch after which it revives (`fit_together` sets it from the schedule)."""
 
     x_ND: torch.Tensor
     y_ND: torch.Tensor
@@ -175,7 +179,7 @@ def fit_together(
     schedule: Schedule | None = None,
     on_rung: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
     checkpoint: Checkpoint | None = None,
-    revival: Revival | None = None,
+    sample: RowSample | None = None,
 ) -> list[dict[str, Any]]:
     """Train several students on the same batches, one step of each per batch.
 
@@ -194,8 +198,10 @@ def fit_together(
     process (the progress of a long ladder, before the whole run ends).
 
     An MoE student's history also records `dead_experts`, the share of its experts no training row was routed to in
-    the epoch; with `revival`, those of students whose config asks to `revive` are re-drawn after each trunk epoch up
-    to the first budget's cooldown (`first_rung`) or the last one's (`trunk`) (`students.revive`).
+    the epoch; with a row `sample`, those of students whose config asks to `revive` are re-drawn after each trunk epoch
+    up to the first budget's cooldown (`first_rung`) or the last one's (`trunk`) (`students.revive`), and students whose
+    config asks to `refit` get their output layer refit by least squares on it after every epoch, before it is
+    evaluated (`students.data_init.refit_output`).
 
     With `checkpoint`, the run continues from the checkpoint's saved state if it holds one of these settings,
     and saves its state at the end of epochs (`checkpoint.Checkpoint`); the results are the same bytes as
@@ -205,14 +211,16 @@ def fit_together(
     if len(epochs) != 1:
         raise ValueError(f"students trained together need the same epochs, got {sorted(epochs)}")
     (total_epochs,) = epochs
+    if sample is None and any(config.revive != "none" or config.refit != "none" for config in configs):
+        raise ValueError("students that revive or refit need the row `sample` they are drawn and fit from")
     schedule = schedule or Schedule()
     budgets = schedule.budgets(total_epochs)
     progress = starting_progress(students, configs, train, schedule, total_epochs)
     if checkpoint is not None:
         checkpoint.resume(progress)
     before = progress.epochs_trained
-    revival = replace(revival, until=revival_ends(schedule, budgets)) if revival is not None else None
-    run = _Run(train, val, configs, variance, split, progress, checkpoint, revival)
+    sample = replace(sample, until=revival_ends(schedule, budgets)) if sample is not None else None
+    run = _Run(train, val, configs, variance, split, progress, checkpoint, sample)
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
     for budget in budgets[len(progress.rungs) :]:
         _train_rung(run, schedule, budget, budget == budgets[-1], label)
@@ -311,7 +319,7 @@ class _Run:
     split: KindSplit | None
     progress: Progress
     checkpoint: Checkpoint | None = None
-    revival: Revival | None = None
+    sample: RowSample | None = None
 
     def epochs(
         self,
@@ -340,6 +348,7 @@ class _Run:
                 rows += len(x_BD)
             self.progress.rows_seen += rows
             dead = self._routed(line, epoch, trunk)
+            self._refit(line)
             for i, entry in enumerate(self._evaluate(line.students, epoch, [s / rows for s in loss_sums])):
                 if dead[i] is not None:
                     entry[0]["dead_experts"] = dead[i]
@@ -359,12 +368,18 @@ class _Run:
                 continue
             routed = student.take_routed()
             shares.append(float((routed == 0).float().mean()))
-            revival = self.revival
-            mode = self.configs[i].revive
-            if mode != "none" and revival is not None and trunk and epoch + 1 <= revival.until[mode]:
-                sample = (revival.x_ND.to(self.train.device), revival.y_ND.to(self.train.device))
-                revive_dead(student, line.optimizers[i], routed, sample, revival.seed * 100_003 + epoch)
+            sample, mode = self.sample, self.configs[i].revive
+            if mode != "none" and sample is not None and trunk and epoch + 1 <= sample.until[mode]:
+                rows = (sample.x_ND.to(self.train.device), sample.y_ND.to(self.train.device))
+                revive_dead(student, line.optimizers[i], routed, rows, sample.seed * 100_003 + epoch)
         return shares
+
+    def _refit(self, line: Line) -> None:
+        """The output layer of each student configured to `refit`, by least squares on the row sample."""
+        for student, config in zip(line.students, self.configs, strict=True):
+            if config.refit != "none" and self.sample is not None:
+                device = self.train.device
+                refit_output(student, self.sample.x_ND.to(device), self.sample.y_ND.to(device))
 
     def _step(
         self, line: Line, i: int, x_BD: torch.Tensor, y_BD: torch.Tensor, rate: float | None, at: tuple[int, int]

@@ -11,7 +11,7 @@ from secret_moe.errors import ConfigError
 from secret_moe.schedule import Schedule
 from secret_moe.settings import DistillSettings
 from secret_moe.students import build_student, parse_student
-from secret_moe.students.data_init import init_from_data, kmeans_pp_rows
+from secret_moe.students.data_init import init_from_data, kmeans_pp_rows, refit_output
 from secret_moe.students.optim import LazyAdam, RateScales, make_optimizer, scaled_rate
 from secret_moe.students.revive import revival_ends, revive_dead
 from secret_moe.testing import tiny_config
@@ -172,12 +172,10 @@ def test_revival_redraws_only_the_dead_experts_and_routes_their_rows_to_them():
     assert all(expert in picked for expert, picked in zip(dead.tolist(), idx.tolist(), strict=True))
 
 
-def test_a_run_that_revives_records_dead_experts_reproducibly(tmp_path):
+def memory_batches(x, y):
+    """Training (shuffled, batch 64) and validation batches (batch 256) of the rows (x, y), held in memory."""
     from secret_moe.batches import ActivationBatches
-    from secret_moe.schedule import Schedule
-    from secret_moe.train import Revival, TrainConfig, fit_together
 
-    x, y = clustered_rows(n=1024)
     store = {"x": x.numpy(), "y": y.numpy()}
 
     class Group(dict):  # the two arrays of a store, in memory, as ActivationBatches reads them
@@ -187,15 +185,22 @@ def test_a_run_that_revives_records_dead_experts_reproducibly(tmp_path):
     group["x"] = type("A", (), {"shape": x.shape, "chunks": (256,), "__getitem__": lambda s, i: store["x"][i]})()
     group["y"] = type("A", (), {"shape": y.shape, "chunks": (256,), "__getitem__": lambda s, i: store["y"][i]})()
     options = {"shuffle": True, "seed": 0, "group_chunks": 0, "in_memory": True, "device": "cpu"}
-    train, val = ActivationBatches(group, 64, **options), ActivationBatches(group, 256, **{**options, "shuffle": False})
+    return ActivationBatches(group, 64, **options), ActivationBatches(group, 256, **{**options, "shuffle": False})
+
+
+def test_a_run_that_revives_records_dead_experts_reproducibly(tmp_path):
+    from secret_moe.train import RowSample, TrainConfig, fit_together
+
+    x, y = clustered_rows(n=1024)
+    train, val = memory_batches(x, y)
     histories = []
     schedule = Schedule("wsd", 1, 0.2, 3)  # the ladder 2 / 4 / 8 epochs
     for revive in ("first_rung", "first_rung", "none", "trunk"):
         torch.manual_seed(0)
         students = [build_student(parse_student(MOE), 16), build_student(parse_student("mlp_h8"), 16)]
         configs = [TrainConfig(8, 3e-3, f"r{i}", revive=revive) for i in range(2)]
-        revival = Revival(x[:256], y[:256], seed=0)
-        results = fit_together(students, train, val, configs, 1.0, None, schedule, revival=revival)
+        sample = RowSample(x[:256], y[:256], seed=0)
+        results = fit_together(students, train, val, configs, 1.0, None, schedule, sample=sample)
         histories.append([result["history"] for result in results])
     moe, mlp = histories[0]
     assert all(0 <= h["dead_experts"] <= 1 for h in moe) and all("dead_experts" not in h for h in mlp)
@@ -215,3 +220,39 @@ def test_revival_is_refused_where_it_cannot_run():
     student = build_student(parse_student("moe_product_key_r8_m16_s2_k2"), 16)
     with pytest.raises(ConfigError, match=r"distill\.revive"):
         revive_dead(student, make_optimizer(student, 1e-3), torch.zeros(16, dtype=torch.long), clustered_rows(), 0)
+
+
+@pytest.mark.parametrize("name", ["mlp_h8", MOE])
+def test_refit_leaves_each_epoch_with_the_least_squares_output_layer(name):
+    from secret_moe.train import RowSample, TrainConfig, fit_together
+
+    x, y = clustered_rows(n=1024)
+    train, val = memory_batches(x, y)
+    sample = RowSample(x[:256], y[:256], seed=0)
+    weights = {}
+    for refit in ("epoch", "epoch", "none"):
+        torch.manual_seed(0)
+        student = build_student(parse_student(name), 16)
+        config = TrainConfig(3, 3e-3, "r", refit=refit)
+        fit_together([student], train, val, [config], 1.0, None, Schedule("wsd", 1, 0.2, 1), sample=sample)
+        weights.setdefault(refit, []).append({k: v.detach().clone() for k, v in student.state_dict().items()})
+    assert all(torch.equal(a, weights["epoch"][1][k]) for k, a in weights["epoch"][0].items())  # seeded
+    assert any(not torch.equal(a, weights["none"][0][k]) for k, a in weights["epoch"][0].items())
+    # the last thing each epoch did was the refit: a second one moves nothing, and any other output layer fits worse
+    student.load_state_dict(weights["epoch"][0])
+    output = [p for n, p in student.named_parameters() if n.split(".")[-2:] in (["down", "weight"], ["down", "bias"])]
+    output += [p for n, p in student.named_parameters() if n in ("w_out", "b_out")]
+    refit_output(student, sample.x_ND, sample.y_ND)
+    for k, value in student.state_dict().items():
+        torch.testing.assert_close(value, weights["epoch"][0][k], rtol=1e-3, atol=1e-5)
+    with torch.no_grad():
+        best = student(sample.x_ND).sub(sample.y_ND).pow(2).mean()
+        for param in output:
+            param.add_(torch.randn_like(param) * 1e-2)
+        assert student(sample.x_ND).sub(sample.y_ND).pow(2).mean() > best
+    with pytest.raises(ValueError, match="sample"):
+        fit_together([student], train, val, [TrainConfig(3, 3e-3, "r", refit="epoch")], 1.0)
+    with pytest.raises(ConfigError, match=r"distill\.refit"):
+        TrainConfig(3, 3e-3, "r", refit="rung")
+    with pytest.raises(ConfigError, match=r"distill\.refit"):
+        DistillSettings(refit="always")

@@ -33,7 +33,7 @@ from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
 from secret_moe.students.data_init import SAMPLE_ROWS, init_from_data, sample_rows
 from secret_moe.students.moe import MoEStudent
-from secret_moe.train import Revival, TrainConfig, fit_together
+from secret_moe.train import RowSample, TrainConfig, fit_together
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,12 @@ def train_students(
     run_seed = seed + runs[0]["seed"]
     settings = DistillSettings.from_section(distill if precision is None else {**distill, "precision": precision})
     data = _Data.open(train_store, val_store, runs[0]["layer"], settings, run_seed, device)
-    sample = (
-        sample_rows(data.train, SAMPLE_ROWS, run_seed) if settings.init == "data" or settings.revive != "none" else None
-    )
+    needs_rows = settings.revive != "none" or settings.refit != "none"
+    sample = sample_rows(data.train, SAMPLE_ROWS, run_seed) if settings.init == "data" or needs_rows else None
     students = _students(runs, data.train, settings, run_seed, device, sample)
-    revival = Revival(*sample, seed=run_seed) if settings.revive != "none" and sample is not None else None
+    rows = RowSample(*sample, seed=run_seed) if needs_rows else None  # revival and refit read the same sample
     precision = settings.precision
-    recipe = {"optimizer": settings.optimizer, "lr_scale": settings.lr_scale, "revive": settings.revive}
+    recipe = {k: getattr(settings, k) for k in ("optimizer", "lr_scale", "revive", "refit")}
     configs = [TrainConfig(run["epochs"], float(run["lr"]), run_name(run), precision, **recipe) for run in runs]
     log.info("training %d students together: %s", len(runs), ", ".join(c.run_name for c in configs))
     record = provenance({"distill": distill, "seed": seed}, data.fingerprints())
@@ -87,7 +86,7 @@ def train_students(
         saved = Checkpoint(Path(checkpoint), fingerprint_json(decided), checkpoint_minutes)
     schedule = settings.schedule
     results = fit_together(
-        students, data.train, data.val, configs, data.variance, data.split, schedule, on_rung, saved, revival
+        students, data.train, data.val, configs, data.variance, data.split, schedule, on_rung, saved, rows
     )
     for run, student, result in zip(runs, students, results, strict=True):
         timing = _timing(result, bundle_dir, len(runs))
@@ -110,7 +109,7 @@ def _students(
     for run in runs:
         set_seed(seed)
         student = build_student(parse_student(run["student"]), train.d_model)
-        if settings.init == "data" and sample is not None:
+        if settings.init == "data":  # which implies a sample
             init_from_data(student, *sample, seed)
         students.append(student.to(device))
     return students

@@ -29,6 +29,7 @@ from secret_moe.students.mlp import MLPStudent
 from secret_moe.students.moe import MoEStudent
 
 INITS = ("uniform", "data")
+REFITS = ("none", "epoch")  # distill.refit: the output layer refit by least squares after every epoch, or never
 DATA_ROUTERS = ("fullrank", "lowrank")
 SAMPLE_ROWS = 8192  # rows of the subsample: a few rows per neuron at m = 1,024
 RIDGE = 1e-4  # the least squares' ridge, relative to the mean diagonal of the normal equations
@@ -75,6 +76,11 @@ def _set_neurons(weight_HD: torch.Tensor, bias_H: torch.Tensor, rows_HD: torch.T
     bias_H.copy_(bias)
 
 
+def router_query(student: MoEStudent, x_ND: torch.Tensor) -> torch.Tensor:
+    """What the router's gate multiplies: the low-rank query R1 x, or x itself (full rank)."""
+    return student.router.key_proj(x_ND) if student.config.router == "lowrank" else x_ND
+
+
 def _set_router(student: MoEStudent, directions_MD: torch.Tensor, mean_D: torch.Tensor) -> None:
     """Gate row i along expert i's direction (through R1 for the low-rank router), at the uniform init's norm."""
     router = student.router
@@ -83,19 +89,20 @@ def _set_router(student: MoEStudent, directions_MD: torch.Tensor, mean_D: torch.
             f"distill.init: data supports the routers {', '.join(DATA_ROUTERS)}, not {student.config.router!r}"
         )
     gate = router.gate
-    query = (lambda v: v @ router.key_proj.weight.T) if student.config.router == "lowrank" else (lambda v: v)
-    keys = query(directions_MD)
+    keys = router_query(student, directions_MD)
     norm = math.sqrt(gate.weight.shape[1] / 3) / math.sqrt(gate.weight.shape[1])  # E|row| of U(±1/√fan_in)
     gate.weight.copy_(keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12) * norm)
-    gate.bias.copy_(-(gate.weight @ query(mean_D[None])[0]))
+    gate.bias.copy_(-(gate.weight @ router_query(student, mean_D[None])[0]))
 
 
-def _refit_output(student: nn.Module, x_ND: torch.Tensor, y_ND: torch.Tensor) -> None:
-    """Least squares of y on the student's hidden activations (and 1), into its output layer."""
+@torch.no_grad()
+def refit_output(student: nn.Module, x_ND: torch.Tensor, y_ND: torch.Tensor) -> None:
+    """Least squares of y on the student's hidden activations (and 1), into its output layer: the data
+    initialisation's last step, and `distill.refit` after every epoch (rows and student on one device)."""
     features = _hidden(student, x_ND)
-    features = torch.cat([features, torch.ones(len(features), 1)], dim=1).double()
+    features = torch.cat([features, features.new_ones(len(features), 1)], dim=1).double()
     gram = features.T @ features
-    gram += torch.eye(len(gram), dtype=gram.dtype) * RIDGE * gram.diagonal().mean()
+    gram += torch.eye(len(gram), dtype=gram.dtype, device=gram.device) * RIDGE * gram.diagonal().mean()
     solution = torch.linalg.solve(gram, features.T @ y_ND.double()).float()  # (F + 1, D)
     weights, bias = solution[:-1], solution[-1]
     if isinstance(student, MLPStudent):
@@ -121,7 +128,7 @@ def _hidden(student: nn.Module, x_ND: torch.Tensor) -> torch.Tensor:
     blocks = zip(x_ND.split(256), neurons_NK.split(256), strict=True)  # never the whole (N, k, D) gather
     pre_NK = torch.cat([torch.einsum("nd,nkd->nk", x, student.w_in[i]) for x, i in blocks])
     act_NK = nn.functional.gelu(pre_NK + student.b_in[neurons_NK]) * gates_NK
-    experts_NM = torch.zeros(len(x_ND), student.w_in.shape[0]).scatter_(1, neurons_NK, act_NK)
+    experts_NM = x_ND.new_zeros(len(x_ND), student.w_in.shape[0]).scatter_(1, neurons_NK, act_NK)
     if student.shared is None:
         return experts_NM
     return torch.cat([experts_NM, nn.functional.gelu(student.shared.up(x_ND))], dim=1)
@@ -145,5 +152,5 @@ def init_from_data(student: nn.Module, x_ND: torch.Tensor, y_ND: torch.Tensor, s
         _set_neurons(student.w_in, student.b_in, x_ND[picked["experts"]], mean_D)
         directions = student.w_in.view(student.config.experts, student.config.expert_width, -1).mean(dim=1)
         _set_router(student, directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-12), mean_D)
-    _refit_output(student, x_ND, y_ND)
+    refit_output(student, x_ND, y_ND)
     return picked

@@ -24,7 +24,7 @@ import torch
 
 from secret_moe.errors import ConfigError
 from secret_moe.schedule import Schedule
-from secret_moe.students.data_init import DATA_ROUTERS, neuron_weights
+from secret_moe.students.data_init import DATA_ROUTERS, neuron_weights, router_query
 from secret_moe.students.moe import MoEStudent
 
 REVIVALS = ("none", "first_rung", "trunk")
@@ -36,11 +36,6 @@ def revival_ends(schedule: Schedule, budgets: list[int]) -> dict[str, int]:
     if schedule.kind != "wsd":
         return dict.fromkeys(REVIVALS, 0)
     return {"none": 0, "first_rung": schedule.cooldown_start(budgets[0]), "trunk": schedule.cooldown_start(budgets[-1])}
-
-
-def _query(student: MoEStudent, x_ND: torch.Tensor) -> torch.Tensor:
-    """What the router's gate multiplies: the low-rank query R1 x, or x itself."""
-    return student.router.key_proj(x_ND) if student.config.router == "lowrank" else x_ND
 
 
 def _reset_moments(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], rows: torch.Tensor) -> None:
@@ -80,8 +75,8 @@ def revive_dead(
     student.w_out[dead] = 0
     gate, alive = student.router.gate, torch.ones(student.config.experts, dtype=torch.bool, device=dead.device)
     alive[dead] = False
-    query_RR = _query(student, rows_RD)
-    keys = query_RR - _query(student, mean_D[None])
+    query_RR = router_query(student, rows_RD)
+    keys = query_RR - router_query(student, mean_D[None])
     norm = gate.weight[alive].norm(dim=1).mean() if alive.any() else gate.weight.norm(dim=1).mean()
     gate.weight[dead] = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12) * norm
     gate.bias[dead] = 0
