@@ -346,13 +346,14 @@ def verdict(table: pd.DataFrame, by_seed: pd.DataFrame, title: str, pdf: str, pn
     than the budget check's tolerance over their last doubling (`converged` of the row)."""
     panels = list(table.groupby(["model", "layer"], sort=True))
     widths = [1.8 + 2.8 * len(rows) for _, rows in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.6), width_ratios=widths, squeeze=False)
+    key = "\n".join(textwrap.fill(line, int(sum(widths) * 12)) for line in VERDICT_KEY.split("\n"))  # fits one panel
+    height = 4.2 + 0.16 * (key.count("\n") + 2)  # the axes keep their height however many lines the key takes
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), height), width_ratios=widths, squeeze=False)
     for ax, ((model, layer), rows) in zip(axes[0], panels, strict=True):
         seeds = by_seed[(by_seed.model == model) & (by_seed.layer == layer)]
         _verdict_panel(ax, rows.sort_values("active_neurons").reset_index(drop=True), seeds)
         ax.set_title(f"{model} layer {layer}", pad=26)  # above the verdict words
     axes[0][0].legend(loc="best", fontsize=8)
-    key = "\n".join(textwrap.fill(line, int(sum(widths) * 12)) for line in VERDICT_KEY.split("\n"))  # fits one panel
     fig.suptitle(f"{title}\n{key}", fontsize=10)
     _save(fig, pdf, png)
     return fig
@@ -386,7 +387,7 @@ def _verdict_panel(ax: plt.Axes, rows: pd.DataFrame, seeds: pd.DataFrame) -> Non
     labels = [f"{student_words(s)}\n({int(a)} active neurons)" for s, a in sizes]
     ax.set_xticks(range(len(rows)), labels, fontsize=9)
     ax.set_xlim(-0.6, len(rows) - 0.4)
-    ax.set_ylabel("MoE advantage\n(MLP width matching its FVU / its active neurons)")
+    ax.set_ylabel("MoE advantage\n(MLP width matching its FVU\n/ its active neurons)")
 
 
 def _verdict_side(ax: plt.Axes, x: float, row: pd.Series, stem: str, colour: str, label: str | None) -> None:

@@ -338,6 +338,8 @@ def test_every_axis_label_is_in_words(tables, tmp_path):
 
 
 def test_verdict_figure_shows_every_size_and_word(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     by_seed = pd.DataFrame(
         [
             {
@@ -394,6 +396,12 @@ def test_verdict_figure_shows_every_size_and_word(tmp_path):
         "MoE: 8 shared + 8 of 64 experts\n(16 active neurons)",
     ]
     assert "advantage" in ax.get_ylabel().lower()
+    one = figures.verdict(table.head(1), by_seed, "tiny", str(tmp_path / "one.pdf"), str(tmp_path / "one.png"))
+    for figure in (fig, one):  # the labels and the key read whole, on a one-size panel too
+        renderer, frame = FigureCanvasAgg(figure).get_renderer(), figure.bbox  # a canvas again: saving closed it
+        for text in (figure.axes[0].yaxis.label, *figure.texts):  # the figure's texts: its title and key
+            box = text.get_window_extent(renderer)
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
     # each side's bar as verdict.csv gives it: the measured interval of the first size with a cap at each end; the
     # unconverged MoE of the second size a lower bound, its bar from the interval's bottom to the top of the axis
     assert table.real_high.iloc[1] == math.inf and table.real_low.iloc[1] > 0
