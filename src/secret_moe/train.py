@@ -207,12 +207,7 @@ def fit_together(
     and saves its state at the end of epochs (`checkpoint.Checkpoint`); the results are the same bytes as
     without interruption.  The caller removes the checkpoint once the results are safe.
     """
-    epochs = {config.epochs for config in configs}
-    if len(epochs) != 1:
-        raise ValueError(f"students trained together need the same epochs, got {sorted(epochs)}")
-    (total_epochs,) = epochs
-    if sample is None and any(config.revive != "none" or config.refit != "none" for config in configs):
-        raise ValueError("students that revive or refit need the row `sample` they are drawn and fit from")
+    total_epochs = _common_epochs(configs, sample)
     schedule = schedule or Schedule()
     budgets = schedule.budgets(total_epochs)
     progress = starting_progress(students, configs, train, schedule, total_epochs)
@@ -233,6 +228,17 @@ def fit_together(
         progress.epochs_trained,
     )
     return _results(progress, budgets, split is not None)
+
+
+def _common_epochs(configs: list[TrainConfig], sample: RowSample | None) -> int:
+    """The epochs every student of a `fit_together` shares; refused if they differ, or if a student revives or refits
+    without the row sample it needs."""
+    epochs = {config.epochs for config in configs}
+    if len(epochs) != 1:
+        raise ValueError(f"students trained together need the same epochs, got {sorted(epochs)}")
+    if sample is None and any(config.revive != "none" or config.refit != "none" for config in configs):
+        raise ValueError("students that revive or refit need the row `sample` they are drawn and fit from")
+    return epochs.pop()
 
 
 def _results(progress: Progress, budgets: list[int], by_kind: bool) -> list[dict[str, Any]]:
