@@ -69,12 +69,16 @@ def remaining_fall(runs: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
 
 
 def lowered(per_seed: pd.DataFrame, remaining: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, pd.Series]:
-    """`per_seed` with the FVU of every student of `kind` lowered by its fall still to come (floored at a
-    hundredth of itself), and which (point, seed) rows of that kind have an unbounded fall."""
+    """`per_seed` with the FVU of every student of `kind` lowered by its fall still to come, floored at a
+    hundredth of itself (where an unbounded fall takes it too: its worst case), each seed's MLP curve then made
+    monotone in width; and which (point, seed) rows of that kind have an unbounded fall."""
     keys = POINT + ["seed"]
     table = per_seed.merge(remaining[keys + ["remaining"]], on=keys, how="left")
     mine = table.kind == kind
     fall = table.remaining.where(mine, 0.0).fillna(np.inf)
     unbounded = mine & ~np.isfinite(fall)
-    table["best_fvu"] = np.maximum(table.best_fvu - fall.where(~unbounded, 0.0), table.best_fvu / 100)
+    table["best_fvu"] = np.maximum(table.best_fvu - fall, table.best_fvu / 100)
+    if kind == "mlp":  # a wider MLP can do what a narrower one does (extra neurons at zero): the curve stays monotone
+        mlps = table[mine].sort_values("active_neurons")
+        table.loc[mlps.index, "best_fvu"] = mlps.groupby(["model", "layer", "data", "seed"]).best_fvu.cummin()
     return table.drop(columns="remaining"), table[unbounded][keys]

@@ -113,7 +113,9 @@ def side_interval(
 def widened_advantage(per_seed: pd.DataFrame, remaining: pd.DataFrame) -> pd.DataFrame:
     """`advantage_per_seed` of `per_seed`, and beside it the advantage once the training still to come is done
     (`remaining.remaining_fall`): `_up` with every MoE's FVU lowered by its fall (inf where unbounded), `_down`
-    with every MLP's lowered (0 where one of that seed's MLPs has an unbounded fall)."""
+    with every MLP's lowered (`remaining.lowered`: an MLP whose fall is unbounded goes to the floor, its worst case,
+    so the matching width shrinks at most to the crossing on its narrower neighbour, and the side opens below only
+    where the MoE may then be worse than the narrowest MLP)."""
     keys = POINT + ["seed"]
     table = advantage_per_seed(per_seed)
     for suffix, kind in (("_up", "moe"), ("_down", "mlp")):
@@ -121,21 +123,20 @@ def widened_advantage(per_seed: pd.DataFrame, remaining: pd.DataFrame) -> pd.Dat
         moved = advantage_per_seed(changed)[keys + ["advantage", "bound", "advantage_bound"]]
         moved = moved.rename(columns={c: c + suffix for c in ("advantage", "bound", "advantage_bound")})
         table = table.merge(moved, on=keys, how="left")
-        sides = ["model", "layer", "data", "seed"] if kind == "mlp" else keys
-        hit = table[sides].merge(unbounded[sides].drop_duplicates(), on=sides, how="left", indicator=True)
-        table.loc[(hit["_merge"] == "both").to_numpy(), "advantage" + suffix] = math.inf if kind == "moe" else 0.0
+        if kind == "moe":  # an MoE with no bound on its fall may beat any MLP: that side is open above
+            hit = table[keys].merge(unbounded[keys].drop_duplicates(), on=keys, how="left", indicator=True)
+            table.loc[(hit["_merge"] == "both").to_numpy(), "advantage" + suffix] = math.inf
     return table
 
 
 def _end(group: pd.DataFrame, suffix: str, confidence: float) -> tuple[float, str]:
     """The high (`_up`) or low (`_down`) end of a side once its remaining training is done: that end of the
-    t-interval of the moved advantages, or open (inf or 0, with the reason) where a fall is unbounded or the
+    t-interval of the moved advantages, or open (inf or 0, with the reason) where an MoE's fall is unbounded or the
     moved curves leave the measured MLP widths on that side."""
     up = suffix == "_up"
     values = group["advantage" + suffix]
-    if values.isin([math.inf, 0.0]).any():
-        who = "an MoE's" if up else "an MLP's"
-        return (math.inf, 0.0)[not up], f"open {('below', 'above')[up]}: {who} fall still to come is unbounded"
+    if up and values.isin([math.inf]).any():
+        return math.inf, "open above: an MoE's fall still to come is unbounded"
     if (group["bound" + suffix] == (LOWER if up else UPPER)).any():
         where = "beat the widest MLP" if up else "be worse than the narrowest MLP"
         return (math.inf, 0.0)[

@@ -99,6 +99,29 @@ def test_an_moe_still_falling_widens_its_side_upward_and_mlps_still_falling_wide
     assert row.verdict == "supports"
 
 
+@pytest.mark.parametrize("unbounded", [32, 4])
+def test_an_mlp_whose_fall_is_unbounded_is_taken_to_its_worst_case_not_to_an_open_side(unbounded):
+    # every student converged but one MLP, whose drops grow: no bound on its fall, so it is taken to the floor.  The
+    # real MoE matches width 16 (advantage 2), the Gaussian width 8 (advantage 1)
+    def fvu(data, student, seed, budget):
+        if student == MOE:
+            return mlp_curve(16 if data == "activations" else 8, budget) * (1 + 0.002 * seed)
+        if student == f"mlp_h{unbounded}":
+            return mlp_curve(unbounded, 20) * {5: 1.03, 10: 1.02, 20: 1.0}[budget]  # drops 0.01 then 0.02
+        return mlp_curve(int(student[5:]), 20)
+
+    runs = ladder_runs(fvu, seeds=(0, 1, 2), datas=("activations", "gaussian"))
+    falls = remaining_fall(runs, BUDGETS)
+    assert (falls[falls.student == f"mlp_h{unbounded}"].remaining == math.inf).all()
+    row = ladder_verdict(runs, BUDGETS, [0, 1, 2], confidence=0.95, tolerance=0.03).iloc[0]
+    if unbounded == 32:  # the widest MLP, beyond both crossings: whatever it reaches, no matching width changes
+        assert (row.real_low, row.gaussian_low) == (pytest.approx(row.real_seeds_low), row.gaussian_seeds_low)
+        assert row.verdict == "supports"
+    else:  # the narrowest: at its worst case it beats both MoEs, and so does every wider MLP (a monotone curve)
+        assert (row.real_low, row.gaussian_low) == (0, 0) and "narrowest" in row.real_is + row.gaussian_is
+        assert row.verdict == "undecided"
+
+
 def test_a_word_the_seeds_alone_would_give_is_withheld_when_the_training_still_to_come_closes_the_gap():
     # real advantage ~1.2 measured, Gaussian ~1.0, both MoEs still falling fast (drops halve): the Gaussian MoE's
     # remaining fall lifts its side's high end above the real low end
