@@ -45,6 +45,9 @@ rule collect_run:
         weights=f"{path('run')}/{RUN_FILES[1]}",
     log:
         f"logs/collect_run/{path('run').removeprefix('results/distill/')}.log",
+    # before any further training: a run left in a finished bundle when Snakemake stops is re-planned into a new
+    # bundle and trained again on the next invocation (the bundle's name and params follow the runs still missing)
+    priority: 1000
     conda:
         ENV
     params:
