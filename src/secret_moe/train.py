@@ -63,6 +63,10 @@ class RowSample:
     seed: int
     until: dict[str, int] = field(default_factory=dict)
 
+    def placed(self, device: str, until: dict[str, int]) -> RowSample:
+        """This sample on `device` (moved once, not per student and epoch), reviving `until` those epochs."""
+        return replace(self, x_ND=self.x_ND.to(device), y_ND=self.y_ND.to(device), until=until)
+
 
 # One epoch of one student: its history record and its per-kind report (None without kinds)
 Entry = tuple[dict[str, Any], dict[str, Any] | None]
@@ -214,7 +218,7 @@ def fit_together(
     if checkpoint is not None:
         checkpoint.resume(progress)
     before = progress.epochs_trained
-    sample = replace(sample, until=revival_ends(schedule, budgets)) if sample is not None else None
+    sample = sample.placed(train.device, revival_ends(schedule, budgets)) if sample is not None else None
     run = _Run(train, val, configs, variance, split, progress, checkpoint, sample)
     label = configs[0].run_name if len(configs) == 1 else f"{len(configs)} students"
     for budget in budgets[len(progress.rungs) :]:
@@ -375,17 +379,17 @@ class _Run:
             routed = student.take_routed()
             shares.append(float((routed == 0).float().mean()))
             sample, mode = self.sample, self.configs[i].revive
-            if mode != "none" and sample is not None and trunk and epoch + 1 <= sample.until[mode]:
-                rows = (sample.x_ND.to(self.train.device), sample.y_ND.to(self.train.device))
-                revive_dead(student, line.optimizers[i], routed, rows, sample.seed * 100_003 + epoch)
+            if mode != "none" and trunk and epoch + 1 <= sample.until[mode]:  # a sample: `_common_epochs`
+                revive_dead(
+                    student, line.optimizers[i], routed, (sample.x_ND, sample.y_ND), sample.seed * 100_003 + epoch
+                )
         return shares
 
     def _refit(self, line: Line) -> None:
         """The output layer of each student configured to `refit`, by least squares on the row sample."""
         for student, config in zip(line.students, self.configs, strict=True):
-            if config.refit != "none" and self.sample is not None:
-                device = self.train.device
-                refit_output(student, self.sample.x_ND.to(device), self.sample.y_ND.to(device))
+            if config.refit != "none":  # a sample: `_common_epochs`
+                refit_output(student, self.sample.x_ND, self.sample.y_ND)
 
     def _step(
         self, line: Line, i: int, x_BD: torch.Tensor, y_BD: torch.Tensor, rate: float | None, at: tuple[int, int]
