@@ -36,8 +36,7 @@ WAYS = {"steps.collect (now)": "", "steps.distill (before)": "import secret_moe.
 
 def bundle(folder: Path) -> Path:
     """A bundle folder holding one run's three files, as train_students leaves them."""
-    from secret_moe.layout import RUN_FILES, TIMING_FILE
-    from secret_moe.steps.collect import member_dir
+    from secret_moe.layout import RUN_FILES, TIMING_FILE, member_dir
 
     member = member_dir(folder / "bundle", {"student": "mlp_h8", "lr": 0.001})
     member.mkdir(parents=True)

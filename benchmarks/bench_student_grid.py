@@ -247,9 +247,8 @@ def compare_paths(runs: list[dict[str, Any]], tmp: Path, wall: dict[str, float])
     """How the three paths' trained runs agree: validation FVU histories and weights."""
     from safetensors.torch import load_file
 
-    from secret_moe.layout import RUN_FILES
+    from secret_moe.layout import RUN_FILES, member_dir
     from secret_moe.provenance import read_json
-    from secret_moe.steps.collect import member_dir
 
     # each run's folder in the three paths
     folders = [

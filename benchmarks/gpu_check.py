@@ -222,9 +222,8 @@ def one_rung(distill: dict[str, Any]) -> dict[str, Any]:
 def train_bundle(
     stores: dict[str, str], runs: list[dict[str, Any]], config: dict[str, Any], device: str, precision: str
 ) -> dict[str, Any]:
-    from secret_moe.layout import RUN_FILES, TIMING_FILE
+    from secret_moe.layout import RUN_FILES, TIMING_FILE, member_dir
     from secret_moe.provenance import read_json
-    from secret_moe.steps.collect import member_dir
     from secret_moe.steps.distill import train_students
 
     with tempfile.TemporaryDirectory() as folder:

@@ -45,8 +45,8 @@ rule collect_run:
         weights=f"{path('run')}/{RUN_FILES[1]}",
     log:
         f"logs/collect_run/{path('run').removeprefix('results/distill/')}.log",
-    # before any further training: a run left in a finished bundle when Snakemake stops is re-planned into a new
-    # bundle and trained again on the next invocation (the bundle's name and params follow the runs still missing)
+    # before any further training, so that a finished bundle's folder (a temp output) is gone soon; a run left in
+    # it when Snakemake stops keeps that bundle on the next invocation (targets.run_finished) and is only copied
     priority: 1000
     conda:
         ENV

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from secret_moe.workflow_rules import PLOT_RULES
@@ -68,6 +69,11 @@ SHARED_WITH_BASE = ("tokenizer", "model", "tokens")
 def run_name(run: dict[str, Any]) -> str:
     """Short label of a run for logs and error messages: its RUN_KEYS joined by '/'."""
     return "/".join(str(run[key]) for key in RUN_KEYS)
+
+
+def member_dir(bundle_dir: str | Path, run: dict[str, Any]) -> Path:
+    """A run's folder inside its bundle's folder."""
+    return Path(bundle_dir) / f"{run['student']}_lr{run['lr']}"
 
 
 def path(kind: str, **values: object) -> str:

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from secret_moe.layout import PATHS, RUN_FILES, RUN_KEYS, TIMING_FILE, path
+from secret_moe.layout import PATHS, RUN_FILES, RUN_KEYS, TIMING_FILE, member_dir, path
 from secret_moe.plan import (
     CAPTURE_SCHEDULING_KEYS,
     SOURCE_KEYS,
@@ -92,16 +92,39 @@ def gaussian_seed(config: dict[str, Any], split: str, draw: int | None = None) -
 
 
 def run_finished(config: dict[str, Any], run: Run) -> str | None:
-    """The bundle that trained `run`, if its files exist and its metrics record the current distillation settings
-    and seed; else None.  Reads the run's files while the DAG is built, once per run: a finished run must keep its
-    bundle (and so not be put into a new one and trained again), which only its files can tell."""
-    folder = Path(run_dir(run))
+    """The bundle that trained `run` under the current distillation settings and seed, else None.
+
+    Read while the DAG is built, once per run: a finished run must keep its bundle (and so not be put into a new
+    one and trained again), which only files can tell.  Its own folder first (collect_run copied it out), then
+    the finished bundles of its store, seed and epochs: a run trained but not yet copied out when Snakemake
+    stopped stays in the bundle that holds it (whose other runs may be out already, so that a bundle named by
+    the runs still missing would be new and train it again)."""
+    if (name := _recorded_bundle(Path(run_dir(run)), config)) is not None:
+        return name
+    where = {key: run[key] for key in ("model", "layer", "data")}
+    bundles = Path(path("bundle", **where, bundle="_")).parent
+    for folder in sorted(bundles.glob(f"e{run['epochs']}_seed{run['seed']}_*")):
+        if _recorded_bundle(member_dir(folder, run), config) == folder.name and _bundle_complete(folder):
+            return folder.name
+    return None
+
+
+def _recorded_bundle(folder: Path, config: dict[str, Any]) -> str | None:
+    """The bundle a run's folder records, if it holds every file and its metrics record the current distillation
+    settings and seed."""
     if not all((folder / name).is_file() for name in (*RUN_FILES, TIMING_FILE)):
         return None
     recorded = json.loads((folder / RUN_FILES[0]).read_text())["provenance"]["config"]
     if recorded != {"distill": distill_params(config), "seed": config["seed"]}:
         return None
     return json.loads((folder / TIMING_FILE).read_text()).get("bundle")
+
+
+def _bundle_complete(folder: Path) -> bool:
+    """Whether a bundle's folder holds all its runs (train_students writes them after training them all, each
+    run's metrics last; a bundle cut off while writing them is trained again)."""
+    members = [m for m in folder.iterdir() if (m / RUN_FILES[0]).is_file() and (m / TIMING_FILE).is_file()]
+    return bool(members) and json.loads((members[0] / TIMING_FILE).read_text())["bundle_size"] == len(members)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 
 from secret_moe import targets
 from secret_moe.config import load_config
-from secret_moe.layout import RUN_FILES, TIMING_FILE, path
+from secret_moe.layout import RUN_FILES, TIMING_FILE, member_dir, path
 from secret_moe.plan import run_dir
 from secret_moe.settings import distill_params
 
@@ -114,6 +114,40 @@ def test_run_finished_is_none_for_another_schedule_or_seed_or_missing_files(conf
     config["seed"] = 0
     (Path(run_dir(finished_run)) / TIMING_FILE).unlink()  # collect_run copies the timing before the metrics
     assert targets.run_finished(config, finished_run) is None
+
+
+def write_bundle(config: dict, members: list[dict], name: str, written: int | None = None) -> Path:
+    """A bundle's folder as train_students leaves it (its first `written` runs' files, all by default)."""
+    where = {key: members[0][key] for key in ("model", "layer", "data")}
+    folder = Path(path("bundle", **where, bundle=name))
+    recorded = {"distill": distill_params(config), "seed": config["seed"]}
+    for run in members[:written]:
+        member = member_dir(folder, run)
+        member.mkdir(parents=True)
+        (member / RUN_FILES[0]).write_text(json.dumps({"provenance": {"config": recorded}}))
+        (member / RUN_FILES[1]).write_bytes(b"weights")
+        (member / TIMING_FILE).write_text(json.dumps({"bundle": name, "bundle_size": len(members)}))
+    return folder
+
+
+def test_runs_left_in_a_finished_bundle_keep_it_when_some_were_copied_out(config, tmp_path, monkeypatch):
+    """Snakemake stopped after copying one run out of a finished bundle: the others are not trained again."""
+    monkeypatch.chdir(tmp_path)
+    first = targets.distill_plan(config)
+    key, members = next((k, m) for k, m in first.bundles.items() if len(m) > 1)
+    write_bundle(config, members, key[3])
+    write_run(members[0], {"distill": distill_params(config), "seed": config["seed"]}, bundle=key[3])
+    again = targets.distill_plan(config)
+    assert again.bundles[key] == members and again.bundles == first.bundles
+    config["seed"] = 1  # runs of other settings are not taken from it
+    assert all(targets.run_finished(config, run) is None for run in members)
+
+
+def test_a_bundle_cut_off_while_writing_its_runs_is_trained_again(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    key, members = next((k, m) for k, m in targets.distill_plan(config).bundles.items() if len(m) > 1)
+    write_bundle(config, members, key[3], written=len(members) - 1)
+    assert all(targets.run_finished(config, run) is None for run in members)
 
 
 def test_the_plan_has_every_run_once_and_its_metrics_are_the_aggregates_input(config, tmp_path, monkeypatch):

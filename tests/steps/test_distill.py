@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from secret_moe.errors import SecretMoeError
-from secret_moe.layout import TIMING_FILE
+from secret_moe.layout import TIMING_FILE, member_dir
 from secret_moe.provenance import read_json
-from secret_moe.steps.collect import collect_run, member_dir
+from secret_moe.steps.collect import collect_run
 from secret_moe.steps.distill import train_students
 
 D = 8

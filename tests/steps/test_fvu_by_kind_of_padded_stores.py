@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from secret_moe.layout import member_dir
 from secret_moe.provenance import read_json
 from secret_moe.steps.activations import capture_activations
-from secret_moe.steps.collect import member_dir
 from secret_moe.steps.distill import train_students
 from secret_moe.steps.tokens import tokenise_corpus
 from secret_moe.testing import save_tiny_model, tiny_corpus_config

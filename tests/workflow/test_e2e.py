@@ -18,6 +18,7 @@ import pytest
 import yaml
 import zarr
 
+from secret_moe import layout
 from secret_moe.testing import (
     TINY_STUDENTS,
     run_snakemake,
@@ -201,16 +202,20 @@ def test_each_run_folder_holds_only_its_files_and_bundles_are_gone(run):
         assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json", "student.safetensors", "timing.json"]
 
 
-def test_adding_a_student_trains_only_that_student(run, tmp_path):
-    """Adds an MLP width to the config of a copy of the run, then checks that nothing finished is redone."""
+def copy_with_mlp_h6(run: dict, tmp_path: Path) -> tuple[Path, Path, dict]:
+    """A copy of the finished run whose config adds an MLP of width 6: (copy, its work folder, its settings)."""
     copy = tmp_path / "copy"
     shutil.copytree(run["dir"], copy, symlinks=True)  # copy2 keeps the files' times, which Snakemake compares
-    work = copy / "work"
     assert "Nothing to be done" in snakemake(copy, "-n", "figures/all").output  # the copy is the finished run
-    config = copy / "config.yaml"
-    settings = yaml.safe_load(config.read_text())
+    settings = yaml.safe_load((copy / "config.yaml").read_text())
     settings["distill"]["mlp_widths"].append(6)
-    write_config(config, settings)
+    write_config(copy / "config.yaml", settings)
+    return copy, copy / "work", settings
+
+
+def test_adding_a_student_trains_only_that_student(run, tmp_path):
+    """Adds an MLP width to the config of a copy of the run, then checks that nothing finished is redone."""
+    copy, work, _ = copy_with_mlp_h6(run, tmp_path)
     finished = {p: p.stat().st_mtime_ns for p in (work / "results" / "distill").rglob("metrics.json")}
     plan = snakemake(copy, "-n", "figures/all")
     assert plan.returncode == 0, plan.output[-3000:]
@@ -231,3 +236,19 @@ def test_adding_a_student_trains_only_that_student(run, tmp_path):
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in finished.items())
     runs = pd.read_csv(work / "results" / "aggregate" / "runs.csv")
     assert len(runs[runs.student == "mlp_h6"]) == 8 and len(runs) == 48
+
+
+def test_runs_left_in_a_finished_bundle_are_copied_out_not_trained_again(run, tmp_path):
+    """Snakemake stops after training a bundle and copying one of its runs out: the next `figures/all` copies the
+    others out of that bundle (before the fix it planned them into a new bundle and trained them again)."""
+    copy, work, settings = copy_with_mlp_h6(run, tmp_path)
+    where = {"model": "tiny", "layer": 1, "data": "activations", "student": "mlp_h6", "seed": 0}
+    one = layout.path("run", **where, epochs=settings["distill"]["epochs"], lr=settings["distill"]["learning_rates"][0])
+    first = snakemake(copy, "--notemp", "--cores", "1", f"{one}/metrics.json")  # the bundle stays: "stopped"
+    assert first.returncode == 0 and (work / one / "metrics.json").is_file(), first.output[-3000:]
+    plan = snakemake(copy, "-n", "figures/all")
+    counts = job_counts(plan.output)
+    assert counts["train_students"] == 3 and counts["collect_run"] == 7, plan.output[-3000:]  # not 4 and 7
+    done = snakemake(copy, "figures/all", "--cores", "2")
+    assert done.returncode == 0, done.output[-3000:] + logs_of(copy)
+    assert len(pd.read_csv(work / "results" / "aggregate" / "runs.csv")) == 48

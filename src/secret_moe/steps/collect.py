@@ -11,12 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from secret_moe.errors import SecretMoeError
-from secret_moe.layout import RUN_FILES, TIMING_FILE, run_name
-
-
-def member_dir(bundle_dir: str | Path, run: dict[str, Any]) -> Path:
-    """A run's folder inside its bundle's folder."""
-    return Path(bundle_dir) / f"{run['student']}_lr{run['lr']}"
+from secret_moe.layout import RUN_FILES, TIMING_FILE, member_dir, run_name
 
 
 def collect_run(bundle_dir: str, run: dict[str, Any], out_metrics: str, out_weights: str) -> None:

@@ -23,12 +23,11 @@ from secret_moe.checkpoint import Checkpoint
 from secret_moe.device import resolve_device
 from secret_moe.errors import SecretMoeError
 from secret_moe.fvu_by_kind import kind_split, router_usage
-from secret_moe.layout import RUN_FILES, TIMING_FILE, run_name
+from secret_moe.layout import RUN_FILES, TIMING_FILE, member_dir, run_name
 from secret_moe.memory import keep_freed_memory
 from secret_moe.provenance import fingerprint_json, provenance, set_seed, write_json
 from secret_moe.rows import KindSplit, read_kinds
 from secret_moe.settings import DistillSettings
-from secret_moe.steps.collect import member_dir
 from secret_moe.store import open_store
 from secret_moe.students import active_neurons, build_student, parse_student
 from secret_moe.students.data_init import SAMPLE_ROWS, init_from_data, sample_rows
