@@ -32,7 +32,7 @@ def test_the_scan_preset_plans_18_layers_as_its_sizing_says():
     resolved = validated_config(config)
     check_one_moe(resolved)
     runs = distill_runs(resolved)
-    assert len(runs) == 18 * 2 * 4 * 3  # layers x data x students x seeds: 432, as config/scan.yaml counts
+    assert len(runs) == 18 * 2 * 5 * 3  # layers x data x students x seeds: 540, as config/scan.yaml counts
     assert ladder_budgets(resolved) == [6, 12, 24]
     assert resolved["corpus"]["max_tokens"] == {"train": 24000, "validation": 6000}
     assert resolved["corpus"]["source"] == BASE["corpus"]["source"]  # config.yaml's text, the budget's rows
