@@ -145,14 +145,18 @@ def mlp_curves(paper: pd.DataFrame, runs: list[Path]) -> pd.DataFrame:
 def figure(table: pd.DataFrame, out: Path) -> None:
     """Advantage against the budget: each (run, D_act, m) a line, real solid, Gaussian dashed; the paper's points
     at 100 epochs as stars."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharey=True)
     ours = table[table.source != "paper"]
+    keys = sorted(set(zip(ours.source, ours.m, strict=True)), key=str)
+    colours = dict(zip(keys, plt.get_cmap("tab10").colors, strict=False))  # one colour per line, in both panels
+    labels: dict[str, object] = {}
     for ax, d_act in zip(axes, ("non-padding tokens", "padded positions kept"), strict=True):
         for (source, m), line in ours[ours.d_act == d_act].groupby(["source", "m"]):
             line = line.sort_values("epochs")
+            colour = colours[(source, m)]
             label = f"{source}, m={m} ({int(line.seeds.max())} seeds)"
-            drawn = ax.plot(line.epochs, line.advantage_activations, marker="o", label=label + ", real")[0]
-            ax.plot(line.epochs, line.advantage_gaussian, marker="o", ls="--", color=drawn.get_color(), alpha=0.6)
+            labels[label] = ax.plot(line.epochs, line.advantage_activations, marker="o", color=colour)[0]
+            ax.plot(line.epochs, line.advantage_gaussian, marker="o", ls="--", color=colour, alpha=0.6)
         for row in table[table.source == "paper"].itertuples():
             ax.scatter([100], [row.advantage_activations], marker="*", s=120, color="black", zorder=3)
             ax.scatter([100], [row.advantage_gaussian], marker="*", s=120, color="grey", zorder=3)
@@ -167,9 +171,9 @@ def figure(table: pd.DataFrame, out: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training budget (epochs)")
         ax.set_title(f"package: {d_act}; paper: padded Wikitext")
-        ax.legend(fontsize=7, loc="upper left")
     axes[0].set_ylabel("MoE advantage at 64 active (solid real, dashed Gaussian)")
-    fig.tight_layout()
+    fig.legend(list(labels.values()), list(labels), fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(out, dpi=130)
 
 

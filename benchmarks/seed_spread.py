@@ -8,6 +8,9 @@ variant, one process at a time (one torch thread each):
   the run's seed for init and batches, the FVU denominator of the validation split) and `train.fit_together`;
 - `full_perm`: the same with `group_chunks` 0: a full row permutation of the store each epoch;
 - `unfused`: `package` with `SECRET_MOE_FUSED=0` (the PyTorch sparse path instead of the fused CPU kernels);
+- `full_perm_unfused`: `full_perm` with `SECRET_MOE_FUSED=0`;
+- `full_perm_loop_adam`: `full_perm` with `torch.optim.Adam`'s default (for-loop) implementation instead of the fused
+  one (`students.optim._fused_ok` answers no), as `plain` uses;
 - `plain`: `train_reference.train_reference`: the paper's formulation from the same initial weights, dense
   autograd, `torch.optim.Adam` (for-loop), a full row permutation from a seeded `torch.Generator`, the same rates;
 - `plain_groups`: `plain` visiting rows in the package's order (`ActivationBatches.row_order`, group_chunks 8).
@@ -39,10 +42,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-VARIANTS = ("package", "full_perm", "unfused", "plain", "plain_groups")
+VARIANTS = ("package", "full_perm", "unfused", "full_perm_unfused", "full_perm_loop_adam", "plain", "plain_groups")
 STUDENT = "moe_lowrank_r128_m1024_s32_k32"
 SCHEDULE = {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 1}
-GROUP_CHUNKS = {"package": 8, "unfused": 8, "full_perm": 0, "plain_groups": 8}
+GROUP_CHUNKS = {"package": 8, "unfused": 8, "full_perm": 0, "full_perm_unfused": 0, "full_perm_loop_adam": 0}
+PACKAGE_PATH = ("package", "full_perm", "unfused", "full_perm_unfused", "full_perm_loop_adam")  # fit_together
+UNFUSED = ("unfused", "full_perm_unfused")  # SECRET_MOE_FUSED=0
 
 
 def worker(variant: str, seed: int, args: argparse.Namespace) -> dict:
@@ -63,7 +68,11 @@ def worker(variant: str, seed: int, args: argparse.Namespace) -> dict:
     student = build_student(parse_student(args.student), data.train.d_model)
     schedule = Schedule(**SCHEDULE)
     tick = time.perf_counter()
-    if variant in ("package", "full_perm", "unfused"):
+    if variant == "full_perm_loop_adam":
+        from secret_moe.students import optim
+
+        optim._fused_ok = lambda params: False  # this worker process only: Adam's for-loop implementation
+    if variant in PACKAGE_PATH:
         config = TrainConfig(args.epochs, args.lr, f"{variant}_s{seed}")
         (result,) = fit_together([student], data.train, data.val, [config], data.variance, data.split, schedule)
         history = result["history"]
@@ -190,7 +199,7 @@ def main() -> None:
                 if (args.out / "runs" / f"{variant}_s{seed}.json").is_file():
                     continue
                 env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-                if variant == "unfused":
+                if variant in UNFUSED:
                     env["SECRET_MOE_FUSED"] = "0"
                 command = [sys.executable, __file__, "--worker", variant, str(seed)]
                 command += ["--train", args.train, "--validation", args.validation, "--layer", str(args.layer)]
