@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # reference folder, the run's name in the table, the config that made it (in the README's order)
 RUNS = [
     ("verdict_run", "decisive", "config/verdict.yaml"),
-    ("smollm2_run", "SmolLM2-135M layer 15, one rate", "config/smollm2.yaml at 9ae1c23"),
+    ("smollm2_run", "SmolLM2-135M layer 15", "config/smollm2.yaml"),
     ("verdict_run_lr3e-3", "decisive, one rate (3e-3)", "config/verdict.yaml at 9ae1c23"),
     ("default_run", "default", "config.yaml"),
 ]

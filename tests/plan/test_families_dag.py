@@ -126,11 +126,11 @@ def test_the_default_and_extended_configs_plan_their_dag_offline(tmp_path, name)
     runs = {f for f in planned if f.startswith("results/distill/") and f.endswith("metrics.json")}
     assert {"figures/verdict.png", "figures/gemma3-270m-padded/control.png"} <= planned
     if name == "config.yaml":
-        # 2 teachers' D_act x 2 data x 4 students x 1 learning rate x 3 seeds; the budget check reads the
+        # 2 teachers' D_act x 2 data x 5 students x 1 learning rate x 3 seeds; the budget check reads the
         # ladder's last two rungs of these runs, so it adds none
-        assert len(runs) == 2 * 2 * 4 * 1 * 3
-        assert any("/moe_lowrank_r128_m1024_s32_k32/e32_lr0.003_seed0/" in f for f in runs)
-        assert not any("/e16_" in f or "/e8_" in f for f in runs)
+        assert len(runs) == 2 * 2 * 5 * 1 * 3
+        assert any("/moe_lowrank_r128_m1024_s32_k32/e24_lr0.003_seed0/" in f for f in runs)
+        assert not any("/e12_" in f or "/e6_" in f for f in runs)
         assert "figures/gemma3-270m/layer9/shared_split.png" not in planned
     else:
         for figure in ("shared_split", "router_comparison"):
