@@ -56,13 +56,14 @@ def worker(variant: str, seed: int, args: argparse.Namespace) -> dict:
 
     from secret_moe.provenance import set_seed
     from secret_moe.schedule import Schedule
+    from secret_moe.settings import DistillSettings
     from secret_moe.steps.distill import _Data
     from secret_moe.students import build_student, parse_student
     from secret_moe.train import TrainConfig, fit_together
     from secret_moe.train_reference import train_reference
 
     torch.set_num_threads(1)
-    distill = {"batch_size": args.batch_size, "group_chunks": GROUP_CHUNKS.get(variant, 8), "in_memory": True}
+    distill = DistillSettings(args.batch_size, GROUP_CHUNKS.get(variant, 8), in_memory=True)
     data = _Data.open(args.train, args.validation, args.layer, distill, seed, "cpu")
     set_seed(seed)  # as steps.distill.train_students: the student starts as the run's would
     student = build_student(parse_student(args.student), data.train.d_model)

@@ -20,11 +20,12 @@ DISTILL_SCHEMA = yaml.safe_load(SCHEMA.read_text())["properties"]["distill"]
 
 # distill_params of the shipped configs, as rules/common.smk computed them before secret_moe.settings existed:
 # recorded in every run's metrics.json, compared by run_finished, and by repr in Snakemake's params trigger.
-# (config.yaml and config/verdict.yaml since: group_chunks 0, a full row permutation each epoch; config/verdict.yaml
-# also the lever sweep's recipe: init data, revive first_rung, the ladder 6 / 12 / 24; issue 30)
+# (config.yaml and config/verdict.yaml since: group_chunks 0, a full row permutation each epoch; then the lever
+# sweep's recipe: init data, revive first_rung, the ladder 6 / 12 / 24; issue 30)
 RECORDED = {
     "config.yaml": "{'batch_size': 1024, 'group_chunks': 0, 'in_memory': True, 'schedule': "
-    "{'kind': 'wsd', 'warmup_epochs': 1, 'cooldown_fraction': 0.2, 'rungs': 3}}",
+    "{'kind': 'wsd', 'warmup_epochs': 1, 'cooldown_fraction': 0.2, 'rungs': 3}, 'init': 'data', "
+    "'revive': 'first_rung'}",
     "config/paper.yaml": "{'batch_size': 1024, 'group_chunks': 16, 'in_memory': True, 'schedule': "
     "{'kind': 'cosine', 'warmup_epochs': 0, 'cooldown_fraction': 0.2, 'rungs': 1}}",
     "config/verdict.yaml": "{'batch_size': 1024, 'group_chunks': 0, 'in_memory': True, 'schedule': "
@@ -61,7 +62,10 @@ def test_distill_params_of_the_shipped_configs_are_unchanged(name):
 
 def test_the_default_configs_settings():
     settings = DistillSettings.from_config(load_config(REPO / "config.yaml"))
-    assert settings == DistillSettings(1024, 0, True, Schedule("wsd", 1, 0.2, 3), "float32", "uniform", "adam")
+    expected = DistillSettings(
+        1024, 0, True, Schedule("wsd", 1, 0.2, 3), "float32", "data", "adam", revive="first_rung"
+    )
+    assert settings == expected
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
