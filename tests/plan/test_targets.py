@@ -68,14 +68,18 @@ def test_the_paper_table_is_read_once_per_plan_whatever_the_layers(workflow_conf
     assert figure("paper_comparison", layer=2) in files and figure("paper_comparison", layer=1) not in files
 
 
-def write_run(run: dict, recorded: dict, bundle: str = BUNDLE, timing: bool = True) -> None:
-    """A finished run's files, as collect_run leaves them, recording `recorded` as its provenance's config."""
-    folder = Path(run_dir(run))
+def write_files(folder: Path, recorded: dict, timing: dict | None) -> None:
+    """A run's three files in `folder`, recording `recorded` as its provenance's config (no timing file if None)."""
     folder.mkdir(parents=True)
     (folder / RUN_FILES[0]).write_text(json.dumps({"provenance": {"config": recorded}}))
     (folder / RUN_FILES[1]).write_bytes(b"weights")
-    if timing:
-        (folder / TIMING_FILE).write_text(json.dumps({"bundle": bundle}))
+    if timing is not None:
+        (folder / TIMING_FILE).write_text(json.dumps(timing))
+
+
+def write_run(run: dict, recorded: dict, bundle: str = BUNDLE, timing: bool = True) -> None:
+    """A finished run's files, as collect_run leaves them, recording `recorded` as its provenance's config."""
+    write_files(Path(run_dir(run)), recorded, {"bundle": bundle} if timing else None)
 
 
 @pytest.fixture
@@ -122,11 +126,7 @@ def write_bundle(config: dict, members: list[dict], name: str, written: int | No
     folder = Path(path("bundle", **where, bundle=name))
     recorded = {"distill": distill_params(config), "seed": config["seed"]}
     for run in members[:written]:
-        member = member_dir(folder, run)
-        member.mkdir(parents=True)
-        (member / RUN_FILES[0]).write_text(json.dumps({"provenance": {"config": recorded}}))
-        (member / RUN_FILES[1]).write_bytes(b"weights")
-        (member / TIMING_FILE).write_text(json.dumps({"bundle": name, "bundle_size": len(members)}))
+        write_files(member_dir(folder, run), recorded, {"bundle": name, "bundle_size": len(members)})
     return folder
 
 
