@@ -18,7 +18,9 @@ relative change) and `sweep.png` (FVU against budget, one line per student, real
 adds an earlier sweep's rows for the recipes not rerun.
 
 The levers of issue 30 (`LEVERS`: initialisation from the data, lazy Adam, the experts' and router's own rate, batch
-size) are recipes on the ladder 6 / 12 / 24 epochs; `--seeds 0 1` trains every recipe at each seed (a store path may
+size, rows per store) are recipes on a ladder of three rungs (6 / 12 / 24 epochs unless named); a recipe with `rows`
+trains on a sealed copy of the store's first rows (`prefix_store`: what a smaller capture keeps), made in its
+folder and removed after; `--seeds 0 1` trains every recipe at each seed (a store path may
 hold `{seed}`: each seed's own Gaussian sample), and `levers.csv` / the table's first section give, per recipe and
 data, each student's FVU at every rung (mean over seeds), its largest change over the last doubling, the MoE's
 experts no validation row selects (dead) and the wall seconds per epoch of the bundle.
@@ -30,6 +32,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,14 +94,21 @@ LEVERS: dict[str, dict[str, Any]] = {
     # the learning-rate grid under the data initialisation (issue 27 item 2: at least one rate above 3e-3)
     "r24_data_init_lr1e-3": {"init": "data", "learning_rates": [0.001]},
     "r24_data_init_lr1e-2": {"init": "data", "learning_rates": [0.01]},
+    # rows per store on the adopted recipe: the first `rows` training rows (what a smaller capture keeps), at the
+    # scan's size (24k rows, 24 epochs) and at the same number of steps as 100k rows x 24 epochs
+    "r24_data_init_revive_rows24k": {"init": "data", "revive": "first_rung", "rows": 24_000},
+    "r96_data_init_revive_rows24k": {"init": "data", "revive": "first_rung", "rows": 24_000, "epochs": 96},
+    "r48_data_init_revive_rows50k": {"init": "data", "revive": "first_rung", "rows": 50_000, "epochs": 48},
 }
+NOT_DISTILL = ("learning_rates", "rows", "epochs")  # a lever's keys that are not distill settings
 for _name, _change in LEVERS.items():
     RECIPES[_name] = {
-        "schedule": LADDER_24,
-        "epochs": 24,
+        "schedule": LADDER_24,  # three rungs: epochs / 4, epochs / 2, epochs
+        "epochs": _change.get("epochs", 24),
         "learning_rates": _change.get("learning_rates", [0.003]),
         "students": STUDENTS,
-        "distill": {"group_chunks": 0, **{k: v for k, v in _change.items() if k != "learning_rates"}},
+        "distill": {"group_chunks": 0, **{k: v for k, v in _change.items() if k not in NOT_DISTILL}},
+        **({"rows": _change["rows"]} if "rows" in _change else {}),
     }
 BASE = {"batch_size": 1024, "group_chunks": 8, "in_memory": True}
 TOLERANCE = 0.03  # the budget check's (config.yaml experiments.budget_check.tolerance)
@@ -137,11 +147,32 @@ def worker(recipe: str, data: str, seed: str, train: str, validation: str, out: 
         done = {f"{run['student']}_lr{run['lr']}": history for run, history in zip(runs, histories, strict=True)}
         (rungs / f"e{budget}.json").write_text(json.dumps(done))
 
-    tick = time.perf_counter()
-    train_students(
-        train, validation, out, runs=runs, distill=distill, seed=0, device="cpu", threads=1, on_rung=save_rung
-    )
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        if "rows" in spec:
+            train = prefix_store(train, Path(scratch, "train.zarr"), spec["rows"])
+        tick = time.perf_counter()
+        train_students(
+            train, validation, out, runs=runs, distill=distill, seed=0, device="cpu", threads=1, on_rung=save_rung
+        )
     Path(out, "wall_seconds.json").write_text(json.dumps({"wall_seconds": time.perf_counter() - tick}))
+
+
+def prefix_store(source: str, target: Path, rows: int) -> str:
+    """A sealed copy of the first `rows` rows of the store at `source` (every array, its attributes with `rows`
+    set), as a capture that stopped there would have written them; returns its path."""
+    from secret_moe.store import create_store, finish_store, open_store, partial_path
+
+    group = open_store(source)
+    if rows > group["x"].shape[0]:
+        raise ValueError(f"{source}: {rows} rows asked for, the store holds {group['x'].shape[0]}")
+    d_model, chunk_rows = group["x"].shape[1], group["x"].chunks[0]
+    row_arrays = {name: str(array.dtype) for name, array in group.arrays() if name not in ("x", "y")}
+    partial = partial_path(target)
+    copy = create_store(partial, rows, d_model, chunk_rows, {**dict(group.attrs), "rows": rows}, row_arrays)
+    for name, array in group.arrays():
+        copy[name][:] = array[:rows]
+    finish_store(partial, target)
+    return str(target)
 
 
 def _job(rung_file: Path) -> dict[str, Any]:
