@@ -139,10 +139,32 @@ def summarise(out: Path, note: str = "") -> str:
         lines.append(
             f"| {variant} | {len(fvu)} | {per_seed} | {fvu.mean():.4f} | {std:.1%} | {spread:.1%} | {wall:.0f} |"
         )
-    lines += ["", *_tests(table, order)]
+    lines += ["", *_tests(table, order), "", *_paired(table, order)]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
+
+
+def _paired(table: pd.DataFrame, order: dict[str, int], ref_name: str = "full_perm") -> list[str]:
+    """Each other variant against `full_perm` seed by seed (the same initial weights and row order): the mean
+    difference of the best FVUs over the seeds both ran, with a paired t test and a Wilcoxon signed-rank test."""
+    from scipy import stats
+
+    best = {v: g.groupby("seed").val_fvu.min() for v, g in table.groupby("variant")}
+    if ref_name not in best:
+        return []
+    lines = [f"| against {ref_name}, same seeds | seeds | mean difference | lower on | paired t p | Wilcoxon p |"]
+    lines.append("|---|---|---|---|---|---|")
+    for variant in sorted(best, key=lambda v: order.get(v, 99)):
+        seeds = best[variant].index.intersection(best[ref_name].index)
+        if variant == ref_name or len(seeds) < 3:
+            continue
+        diff = (best[variant][seeds] - best[ref_name][seeds]).to_numpy()
+        lines.append(
+            f"| {variant} | {len(seeds)} | {diff.mean():+.4f} | {(diff < 0).sum()} of {len(diff)} | "
+            f"{stats.ttest_1samp(diff, 0).pvalue:.3f} | {stats.wilcoxon(diff).pvalue:.3f} |"
+        )
+    return lines
 
 
 def _tests(table: pd.DataFrame, order: dict[str, int]) -> list[str]:
