@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,31 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-VARIANTS = ("package", "full_perm", "unfused", "full_perm_unfused", "full_perm_loop_adam", "plain", "plain_groups")
 STUDENT = "moe_lowrank_r128_m1024_s32_k32"
 SCHEDULE = {"kind": "wsd", "warmup_epochs": 1, "cooldown_fraction": 0.2, "rungs": 1}
-GROUP_CHUNKS = {"package": 8, "unfused": 8, "full_perm": 0, "full_perm_unfused": 0, "full_perm_loop_adam": 0}
-PACKAGE_PATH = ("package", "full_perm", "unfused", "full_perm_unfused", "full_perm_loop_adam")  # fit_together
-UNFUSED = ("unfused", "full_perm_unfused")  # SECRET_MOE_FUSED=0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a variant trains: through the package's `fit_together` or the plain loop, the chunk groups of its
+    batches (0: a full row permutation; the plain loops draw their own order), the fused CPU kernels
+    (`SECRET_MOE_FUSED`) and the fused Adam."""
+
+    package_path: bool = True
+    group_chunks: int = 8
+    fused_kernels: bool = True
+    fused_adam: bool = True
+
+
+VARIANTS = {
+    "package": Variant(),
+    "full_perm": Variant(group_chunks=0),
+    "unfused": Variant(fused_kernels=False),
+    "full_perm_unfused": Variant(group_chunks=0, fused_kernels=False),
+    "full_perm_loop_adam": Variant(group_chunks=0, fused_adam=False),
+    "plain": Variant(package_path=False),
+    "plain_groups": Variant(package_path=False),
+}
 
 
 def worker(variant: str, seed: int, args: argparse.Namespace) -> dict:
@@ -63,17 +83,18 @@ def worker(variant: str, seed: int, args: argparse.Namespace) -> dict:
     from secret_moe.train_reference import train_reference
 
     torch.set_num_threads(1)
-    distill = DistillSettings(args.batch_size, GROUP_CHUNKS.get(variant, 8), in_memory=True)
+    spec = VARIANTS[variant]
+    distill = DistillSettings(args.batch_size, spec.group_chunks, in_memory=True)
     data = _Data.open(args.train, args.validation, args.layer, distill, seed, "cpu")
     set_seed(seed)  # as steps.distill.train_students: the student starts as the run's would
     student = build_student(parse_student(args.student), data.train.d_model)
     schedule = Schedule(**SCHEDULE)
     tick = time.perf_counter()
-    if variant == "full_perm_loop_adam":
+    if not spec.fused_adam:
         from secret_moe.students import optim
 
         optim._fused_ok = lambda params: False  # this worker process only: Adam's for-loop implementation
-    if variant in PACKAGE_PATH:
+    if spec.package_path:
         config = TrainConfig(args.epochs, args.lr, f"{variant}_s{seed}")
         (result,) = fit_together([student], data.train, data.val, [config], data.variance, data.split, schedule)
         history = result["history"]
@@ -200,7 +221,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--variants", nargs="+", default=["package", "full_perm", "plain"], choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["package", "full_perm", "plain"], choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/seed_spread"))
     parser.add_argument("--summarise", action="store_true", help="only rebuild the CSV and the summary")
@@ -222,7 +243,7 @@ def main() -> None:
                 if (args.out / "runs" / f"{variant}_s{seed}.json").is_file():
                     continue
                 env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-                if variant in UNFUSED:
+                if not VARIANTS[variant].fused_kernels:
                     env["SECRET_MOE_FUSED"] = "0"
                 command = [sys.executable, __file__, "--worker", variant, str(seed)]
                 command += ["--train", args.train, "--validation", args.validation, "--layer", str(args.layer)]
