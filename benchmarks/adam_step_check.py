@@ -133,10 +133,11 @@ def main() -> None:
         batches = data.train.epoch(epoch)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    where = machine()  # one reading of the load average for both files
     (args.out / "adam_step_check.json").write_text(
         json.dumps(
             {
-                "machine": machine(),
+                "machine": where,
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "step_1": step_rows,
                 "drift": drift,
@@ -144,7 +145,7 @@ def main() -> None:
             indent=1,
         )
     )
-    lines = [f"Machine: {machine()}", "", f"Store: {args.train}; {STUDENT}, seed {args.seed}, lr {args.lr}", ""]
+    lines = [f"Machine: {where}", "", f"Store: {args.train}; {STUDENT}, seed {args.seed}, lr {args.lr}", ""]
     lines += [
         "Step 1, the same gradient: update difference against `fused`, largest, relative to `fused`'s largest",
         "update, and the share of elements that differ at all.",
