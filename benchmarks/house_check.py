@@ -31,7 +31,18 @@ MAX_LINES = 60
 LAYERS: list[tuple[str, list[str]]] = [
     (
         "foundations",
-        ["__init__", "errors", "precision", "logs", "memory", "workflow_rules", "layout", "provenance", "device"]
+        [
+            "__init__",
+            "errors",
+            "precision",
+            "logs",
+            "memory",
+            "scheduler_timer",
+            "workflow_rules",
+            "layout",
+            "provenance",
+            "device",
+        ]
         + ["schema", "schedule", "rows", "cache", "corpus", "batches", "checkpoint"],
     ),
     (

@@ -17,6 +17,7 @@ from secret_moe.plan import (
     one_pass_layers,
     students_by_family,
 )
+from secret_moe.scheduler_timer import one_reevaluation_timer
 from secret_moe.schema import config_source
 from secret_moe.settings import distill_params
 from secret_moe.students import STUDENT_PATTERN
@@ -26,6 +27,9 @@ from secret_moe.workflow_rules import LOCAL_RULES
 # is about to run jobs (not in a dry run, which plans offline), a Hub model's layers against its config fetched
 # from the Hub (docs/robustness.md).
 prepare_config(config, config_source(workflow.overwrite_configfiles))
+
+# Snakemake's scheduling loop keeps one pending wake-up, not one more per finished job (secret_moe.scheduler_timer).
+one_reevaluation_timer()
 
 
 onstart:
