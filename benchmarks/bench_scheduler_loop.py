@@ -7,7 +7,7 @@ wake-ups of the loop, one per timespan (1 s), so the loop's CPU grows with the n
 (the module's docstring says why). The jobs here sleep, so the CPU the run takes (`RUSAGE_CHILDREN`) is Snakemake's.
 The most timers the main process held at once are counted by a thread of the workflow's own.
 
-    python benchmarks/bench_scheduler_loop.py --jobs 60 --sleep 2 --repeats 2
+    python benchmarks/bench_scheduler_loop.py --jobs 240 --sleep 1 --repeats 1   # the committed table
 """
 
 from __future__ import annotations
