@@ -5,7 +5,8 @@ package's, as each difference between the two is removed where a CPU allows it.
         --out reference/paper_gap
 
 Each run folder is a reference run's tables (`copy_reference.py`): with `runs.csv` the advantage is computed at
-every rung and for every MoE size it trained (geometric mean over seeds, `aggregate.advantage_per_seed`);
+every rung and for every MoE size it trained (geometric mean over seeds, `aggregate.advantage_per_seed`; each FVU
+the best over the rungs up to that one, `remaining.envelope`, as the verdict reads it);
 without it, from `ladder.csv` (the main comparison's MoE only).  The paper's points are computed from its
 published FVUs (`reference/paper_fvu_summary.csv`) by the same log-log interpolation on its own MLP curve.
 Writes `paper_gap.csv` (one row per source, D_act, m and budget), `mlp_curves.csv` (the MLP FVUs of both at the
@@ -26,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from secret_moe.aggregate import advantage_per_seed, best_per_seed, mlp_width_to_match  # noqa: E402
+from secret_moe.remaining import envelope  # noqa: E402
 from secret_moe.students.spec import parse_student  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,11 +70,12 @@ def package_points(run: Path) -> pd.DataFrame:
     if not (run / "runs.csv").is_file():
         return _from_ladder(run)
     runs = pd.read_csv(run / "runs.csv")
+    budgets = sorted(int(b) for b in runs.epochs.unique())
     rows = []
-    for epochs in sorted(runs.epochs.unique()):
-        per_seed = advantage_per_seed(best_per_seed(runs, epochs))
+    for i, epochs in enumerate(budgets):
+        best = envelope(runs, budgets[: i + 1])  # each FVU the best over the rungs so far, as the verdict reads it
+        per_seed = advantage_per_seed(best)
         per_seed = per_seed[per_seed.active_neurons == ACTIVE]
-        best = best_per_seed(runs, epochs)
         for (model, student), group in per_seed.groupby(["model", "student"]):
             row = {"source": run.name, "d_act": _d_act(run, model), "m": _experts(student), "epochs": epochs}
             row["seeds"] = int(group.seed.nunique())
